@@ -1,0 +1,74 @@
+"""`mt`: the one entry point for every stage and tool; `dvc.yaml` and the DAG call it.
+
+Each command lives in its own module with a `main(argv)`; modules are imported only when their
+command runs, so `mt fetch` never pays for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from pipeline.errors import PipelineError
+
+log = logging.getLogger("pipeline.cli")
+
+# command -> (module, function, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "fetch": ("pipeline.data.sources", "main", "download or copy the raw corpus into data/raw"),
+    "validate": ("pipeline.data.validate", "main", "Great Expectations suite over data/raw"),
+    "clean": ("pipeline.data.clean", "main", "normalise and filter pairs into data/clean"),
+    "tokenize": ("pipeline.tokenize", "main", "train SentencePiece and encode the splits"),
+    "train": ("pipeline.train", "main", "train the Seq2Seq LSTM"),
+    "evaluate": ("pipeline.evaluate", "main", "BLEU/chrF/TER on the test splits"),
+    "register": ("pipeline.registry", "main", "log the model to MLflow and run the gate"),
+    "registry": ("pipeline.registry", "registry_main", "list | history | promote | rollback"),
+    "translate": ("pipeline.translator", "main", "translate stdin or a file"),
+}
+
+
+def configure_logging() -> None:
+    level = os.environ.get("MT_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def usage() -> str:
+    lines = ["usage: mt COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_text}" for name, (_, _, help_text) in COMMANDS.items()]
+    lines += ["", "`mt COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def resolve(command: str) -> Callable[[list[str]], int | None]:
+    module_name, function_name, _ = COMMANDS[command]
+    module = importlib.import_module(module_name)
+    function: Callable[[list[str]], int | None] = getattr(module, function_name)
+    return function
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help"}:
+        print(usage())
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"mt: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    configure_logging()
+    try:
+        return resolve(command)(rest) or 0
+    except PipelineError as error:
+        log.error("%s failed: %s", command, error)
+        return error.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Shared fixtures: a throw-away project root, tiny corpora and tiny params."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MULTI30K_DIR = Path(os.environ.get("MT_DATA_DIR") or REPO_ROOT.parent / "shared/data/multi30k")
+
+# Small enough that tokenize + train + evaluate of a tiny corpus take seconds on 2 cores.
+TINY_OVERRIDES: dict[str, Any] = {
+    "validate": {"min_rows": 5, "min_train_rows": 20},
+    "tokenize": {"vocab_size": 120, "model_type": "unigram"},
+    "model": {"embedding_dim": 32, "hidden_units": 32, "dropout": 0.0},
+    "train": {"epochs": 2, "batch_size": 8, "warmup_steps": 5, "patience": 2},
+    "evaluate": {"beam_size": 2, "bootstrap_resamples": 50, "samples": 3, "attention_maps": 1},
+    "register": {"min_bleu": 0.0, "bootstrap_resamples": 50},
+}
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def write_params(root: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Write the repo's params.yaml into `root`, with `overrides` merged in."""
+    base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
+    params = deep_merge(base, overrides or {})
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# Ten short, distinct en/de pairs; tiny corpora repeat them with a counter so rows stay unique.
+SEED_PAIRS = [
+    ("A dog runs on the beach.", "Ein Hund läuft am Strand."),
+    ("Two men are playing soccer.", "Zwei Männer spielen Fußball."),
+    ("A woman is reading a book.", "Eine Frau liest ein Buch."),
+    ("A child jumps into the water.", "Ein Kind springt ins Wasser."),
+    ("The man is riding a bike.", "Der Mann fährt Fahrrad."),
+    ("A girl is eating an apple.", "Ein Mädchen isst einen Apfel."),
+    ("People walk down the street.", "Leute gehen die Straße entlang."),
+    ("A cat sleeps on the sofa.", "Eine Katze schläft auf dem Sofa."),
+    ("The boy throws a red ball.", "Der Junge wirft einen roten Ball."),
+    ("A band plays music outside.", "Eine Band spielt draußen Musik."),
+]
+
+
+def tiny_pairs(count: int, offset: int = 0) -> list[tuple[str, str]]:
+    """`count` distinct, well-formed en/de pairs."""
+    pairs = []
+    for i in range(offset, offset + count):
+        en, de = SEED_PAIRS[i % len(SEED_PAIRS)]
+        n = i // len(SEED_PAIRS)
+        pairs.append((f"{en[:-1]} number {n}.", f"{de[:-1]} Nummer {n}."))
+    return pairs
+
+
+def write_corpus(
+    directory: Path,
+    splits: dict[str, list[tuple[str, str]]],
+    langs: tuple[str, str] = ("en", "de"),
+) -> Path:
+    """Write `{split}.{lang}` files, one sentence per line."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for split, pairs in splits.items():
+        for side, lang in enumerate(langs):
+            text = "".join(pair[side] + "\n" for pair in pairs)
+            (directory / f"{split}.{lang}").write_text(text, encoding="utf-8")
+    return directory
+
+
+@pytest.fixture
+def tiny_corpus_dir(tmp_path: Path) -> Path:
+    """A clean en/de corpus: 60 train, 10 val, 10 test_2016_flickr pairs, no overlaps."""
+    return write_corpus(
+        tmp_path / "corpus",
+        {
+            "train": tiny_pairs(60),
+            "val": tiny_pairs(10, offset=100),
+            "test_2016_flickr": tiny_pairs(10, offset=200),
+        },
+    )
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty project root with the repo's params.yaml; MT_PROJECT_DIR points at it."""
+    root = tmp_path / "project"
+    root.mkdir()
+    write_params(root)
+    monkeypatch.setenv("MT_PROJECT_DIR", str(root))
+    monkeypatch.chdir(root)
+    from pipeline.config import _load_cached
+
+    _load_cached.cache_clear()
+    yield root
+    _load_cached.cache_clear()
+
+
+@pytest.fixture
+def multi30k_dir() -> Path:
+    if not (MULTI30K_DIR / "train.en.gz").is_file():
+        pytest.fail(f"Multi30k not found at {MULTI30K_DIR}; set MT_DATA_DIR")
+    return MULTI30K_DIR
