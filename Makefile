@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 MT_DATA_DIR ?= $(shell [ -d ../shared/data/multi30k ] && cd ../shared/data/multi30k && pwd)
 export MT_DATA_DIR
 
-.PHONY: install repro test lint typecheck pytest benchmarks airflow clean-venv
+.PHONY: install browser repro test lint typecheck pytest benchmarks clean-venv
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The Airflow UI test drives Debian's Chromium (Playwright's own browser download is not used).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "install Debian's chromium (apt-get install chromium) for the UI test" >&2; exit 1; }
 
 repro: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
@@ -29,7 +35,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
