@@ -145,6 +145,32 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True)
+class OrchestrationConfig:
+    """Read by the Airflow DAG only; no DVC stage depends on it."""
+
+    schedule: str
+    timezone: str
+    raw_data_asset: str
+    retries: int
+    retry_delay_s: int
+    max_retry_delay_s: int
+    stage_timeout_min: int
+    train_timeout_min: int
+    approval_timeout_h: int
+
+    def __post_init__(self) -> None:
+        _require(self.retries >= 0, "orchestration.retries", "must be >= 0")
+        _require(self.retry_delay_s >= 1, "orchestration.retry_delay_s", "must be >= 1")
+        _require(
+            self.max_retry_delay_s >= self.retry_delay_s,
+            "orchestration.max_retry_delay_s",
+            "must be >= retry_delay_s",
+        )
+        _require(self.stage_timeout_min >= 1, "orchestration.stage_timeout_min", "must be >= 1")
+        _require(self.train_timeout_min >= 1, "orchestration.train_timeout_min", "must be >= 1")
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int
     data: DataConfig
@@ -155,6 +181,7 @@ class Config:
     train: TrainConfig
     evaluate: EvaluateConfig
     register: RegisterConfig
+    orchestration: OrchestrationConfig
 
 
 def _require(condition: bool, key: str, rule: str) -> None:
