@@ -1,0 +1,271 @@
+"""`mt clean`: normalise every split, filter train/val by named rules, report what was dropped.
+
+Pure core: `normalize_text` and the rules in `RULES` work on lists of (source, target) pairs.
+`clean_corpus` applies them split by split and says which rule dropped which raw line. Test
+splits are only normalised (their line count must match the raw references), never filtered.
+`main` reads data/raw, runs the stricter Great Expectations suite on the result and only then
+writes data/clean/ (one atomic directory swap) and reports/cleaning.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import atomic_directory, atomic_write_json
+from pipeline.config import CleanConfig, Config, load_config
+from pipeline.errors import DataError
+from pipeline.paths import ProjectPaths, project_paths, raw_file
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[str, str]
+MAX_EXAMPLES = 3
+
+
+def normalize_text(text: str) -> str:
+    """Unicode NFC, then whitespace repair.
+
+    `str.split()` with no argument splits on every Unicode whitespace character (tabs,
+    non-breaking and other Unicode spaces, line separators), so joining its parts with one space
+    maps them all to a plain space, collapses runs and strips both ends in one step.
+    """
+    return " ".join(unicodedata.normalize("NFC", text).split())
+
+
+def normalize_pairs(pairs: Sequence[Pair]) -> list[Pair]:
+    return [(normalize_text(source), normalize_text(target)) for source, target in pairs]
+
+
+def token_count(text: str) -> int:
+    """Whitespace tokens: the unit of clean.max_tokens and clean.max_length_ratio."""
+    return len(text.split())
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What a rule may look at besides the pairs themselves."""
+
+    config: CleanConfig
+    held_out_sources: frozenset[str] = frozenset()
+    held_out_pairs: frozenset[Pair] = frozenset()
+
+
+# A rule takes the surviving pairs of a split and returns, per pair, True when it must go.
+Rule = Callable[[Sequence[Pair], RuleContext], list[bool]]
+
+
+def too_short(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
+    """Empty pairs, or a side with fewer than clean.min_tokens tokens."""
+    minimum = context.config.min_tokens
+    return [min(token_count(s), token_count(t)) < minimum for s, t in pairs]
+
+
+def too_long(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
+    """A side with more than clean.max_tokens tokens."""
+    maximum = context.config.max_tokens
+    return [max(token_count(s), token_count(t)) > maximum for s, t in pairs]
+
+
+def length_ratio(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
+    """Longer side / shorter side (in tokens) above clean.max_length_ratio: likely misaligned."""
+    return [_length_ratio(s, t) > context.config.max_length_ratio for s, t in pairs]
+
+
+def _length_ratio(source: str, target: str) -> float:
+    shorter, longer = sorted((token_count(source), token_count(target)))
+    return float("inf") if shorter == 0 else longer / shorter
+
+
+def duplicate(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
+    """A pair seen earlier in the same split (the first one is kept)."""
+    seen: set[Pair] = set()
+    drop = []
+    for pair in pairs:
+        drop.append(pair in seen)
+        seen.add(pair)
+    return drop
+
+
+def leaked_pair(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
+    """The whole pair also occurs in val or a test split."""
+    return [pair in context.held_out_pairs for pair in pairs]
+
+
+def leaked_source(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
+    """The source sentence also occurs in val or a test split (with another translation)."""
+    return [source in context.held_out_sources for source, _ in pairs]
+
+
+# Applied in this order; a row is reported under the first rule that drops it.
+RULES: dict[str, Rule] = {
+    "too_short": too_short,
+    "too_long": too_long,
+    "length_ratio": length_ratio,
+    "duplicate": duplicate,
+    "leaked_pair": leaked_pair,
+    "leaked_source": leaked_source,
+}
+# Val is a held-out set too: de-duplicating or leak-filtering it is the train split's job.
+TRAIN_ONLY_RULES = frozenset({"duplicate", "leaked_pair", "leaked_source"})
+
+
+def rules_for(split_role: str) -> list[str]:
+    """Rule names for a split role: "train", "val" or "test" (test: none)."""
+    if split_role == "test":
+        return []
+    return [name for name in RULES if split_role == "train" or name not in TRAIN_ONLY_RULES]
+
+
+@dataclass
+class SplitOutcome:
+    """One split after cleaning: the kept pairs and what happened to the others."""
+
+    pairs: list[Pair]
+    rows_in: int
+    rows_normalised: int
+    dropped: dict[str, list[tuple[int, Pair]]] = field(default_factory=dict)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "rows_in": self.rows_in,
+            "rows_out": len(self.pairs),
+            "rows_normalised": self.rows_normalised,
+            "dropped": {name: _rule_report(rows) for name, rows in self.dropped.items()},
+        }
+
+
+def _rule_report(rows: list[tuple[int, Pair]]) -> dict[str, Any]:
+    examples = [
+        {"line": line, "source": source, "target": target}
+        for line, (source, target) in rows[:MAX_EXAMPLES]
+    ]
+    return {"rows": len(rows), "examples": examples}
+
+
+def clean_split(
+    raw_pairs: Sequence[Pair], rule_names: Sequence[str], context: RuleContext
+) -> SplitOutcome:
+    """Normalise `raw_pairs`, then apply the named rules in order.
+
+    Dropped rows keep their 1-based line number in the raw files, so the report points at them.
+    """
+    normalised = normalize_pairs(raw_pairs)
+    changed = sum(before != after for before, after in zip(raw_pairs, normalised, strict=True))
+    lines = list(range(1, len(normalised) + 1))
+    pairs = normalised
+    dropped: dict[str, list[tuple[int, Pair]]] = {}
+    for name in rule_names:
+        drop = RULES[name](pairs, context)
+        dropped[name] = [(ln, p) for ln, p, gone in zip(lines, pairs, drop, strict=True) if gone]
+        lines = [ln for ln, gone in zip(lines, drop, strict=True) if not gone]
+        pairs = [p for p, gone in zip(pairs, drop, strict=True) if not gone]
+    return SplitOutcome(pairs, len(raw_pairs), changed, dropped)
+
+
+def held_out_context(
+    config: CleanConfig, held_out_splits: Sequence[Sequence[Pair]]
+) -> RuleContext:
+    """Context whose leakage sets hold the normalised pairs of val and the test splits."""
+    pairs = frozenset(pair for split in held_out_splits for pair in normalize_pairs(split))
+    return RuleContext(config, frozenset(source for source, _ in pairs), pairs)
+
+
+def clean_corpus(
+    raw: Mapping[str, Sequence[Pair]], train_split: str, val_split: str, config: CleanConfig
+) -> dict[str, SplitOutcome]:
+    """Clean every split of `raw` (split name → raw pairs); the others count as test splits."""
+    held_out = [pairs for split, pairs in raw.items() if split != train_split]
+    context = held_out_context(config, held_out)
+    roles = {train_split: "train", val_split: "val"}
+    return {
+        split: clean_split(pairs, rules_for(roles.get(split, "test")), context)
+        for split, pairs in raw.items()
+    }
+
+
+def cleaning_report(outcomes: Mapping[str, SplitOutcome], config: CleanConfig) -> dict[str, Any]:
+    return {
+        "params": {
+            "max_tokens": config.max_tokens,
+            "max_length_ratio": config.max_length_ratio,
+            "min_tokens": config.min_tokens,
+        },
+        "rules": {name: (rule.__doc__ or "").strip() for name, rule in RULES.items()},
+        "splits": {split: outcome.report() for split, outcome in outcomes.items()},
+    }
+
+
+def read_lines(path: Path) -> list[str]:
+    """A raw side: UTF-8, one sentence per "\n"-terminated line.
+
+    Split on "\n" only: `str.splitlines` would also break at U+2028 or U+0085 inside a
+    sentence and shift every later line out of alignment with the other language.
+    """
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; run `mt fetch` first")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise DataError(
+            f"{path}, line {line}: not valid UTF-8 ({error.reason}); "
+            "re-run `mt fetch` or re-encode the source file as UTF-8"
+        ) from None
+    if not text:
+        return []
+    return text.removesuffix("\n").split("\n")
+
+
+def read_raw_pairs(directory: Path, split: str, src_lang: str, tgt_lang: str) -> list[Pair]:
+    """The aligned pairs of one split; both sides must have the same number of lines."""
+    source_path = raw_file(directory, split, src_lang)
+    target_path = raw_file(directory, split, tgt_lang)
+    sources, targets = read_lines(source_path), read_lines(target_path)
+    if len(sources) != len(targets):
+        raise DataError(
+            f"{target_path}: {len(targets)} lines, but {source_path} has {len(sources)}; "
+            "sentence-aligned files need one line per pair on both sides - re-run `mt fetch`"
+        )
+    return list(zip(sources, targets, strict=True))
+
+
+def write_clean_dir(
+    target: Path, outcomes: Mapping[str, SplitOutcome], src_lang: str, tgt_lang: str
+) -> None:
+    """All splits into `target`, swapped in as one directory."""
+    with atomic_directory(target) as staging:
+        for split, outcome in outcomes.items():
+            for side, lang in enumerate((src_lang, tgt_lang)):
+                text = "".join(pair[side] + "\n" for pair in outcome.pairs)
+                raw_file(staging, split, lang).write_text(text, encoding="utf-8", newline="\n")
+
+
+def run_clean(config: Config, paths: ProjectPaths) -> dict[str, SplitOutcome]:
+    """Read data/raw, clean, validate, write data/clean and reports/cleaning.json."""
+    data = config.data
+    raw = {
+        split: read_raw_pairs(paths.raw_dir, split, data.src_lang, data.tgt_lang)
+        for split in data.splits
+    }
+    outcomes = clean_corpus(raw, data.train_split, data.val_split, config.clean)
+    for split, outcome in outcomes.items():
+        log.info("%s: %d rows in, %d out", split, outcome.rows_in, len(outcome.pairs))
+    write_clean_dir(paths.clean_dir, outcomes, data.src_lang, data.tgt_lang)
+    atomic_write_json(paths.cleaning_report, cleaning_report(outcomes, config.clean))
+    return outcomes
+
+
+def main(argv: list[str]) -> int | None:
+    parser = argparse.ArgumentParser(
+        prog="mt clean", description="Normalise and filter data/raw into data/clean."
+    )
+    parser.parse_args(argv)
+    run_clean(load_config(), project_paths())
+    return 0
