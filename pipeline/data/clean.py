@@ -201,14 +201,15 @@ def cleaning_report(outcomes: Mapping[str, SplitOutcome], config: CleanConfig) -
     }
 
 
-def read_lines(path: Path) -> list[str]:
-    """A raw side: UTF-8, one sentence per "\n"-terminated line.
+def read_lines(path: Path, producer: str = "mt fetch") -> list[str]:
+    """One side of a split: UTF-8, one sentence per "\n"-terminated line.
 
     Split on "\n" only: `str.splitlines` would also break at U+2028 or U+0085 inside a
     sentence and shift every later line out of alignment with the other language.
+    `producer` is the command that writes the file, named in the fix of an error.
     """
     if not path.is_file():
-        raise DataError(f"{path}: file not found; run `mt fetch` first")
+        raise DataError(f"{path}: file not found; run `{producer}` first")
     data = path.read_bytes()
     try:
         text = data.decode("utf-8")
@@ -216,22 +217,24 @@ def read_lines(path: Path) -> list[str]:
         line = data.count(b"\n", 0, error.start) + 1
         raise DataError(
             f"{path}, line {line}: not valid UTF-8 ({error.reason}); "
-            "re-run `mt fetch` or re-encode the source file as UTF-8"
+            f"re-run `{producer}` or re-encode the source file as UTF-8"
         ) from None
     if not text:
         return []
     return text.removesuffix("\n").split("\n")
 
 
-def read_raw_pairs(directory: Path, split: str, src_lang: str, tgt_lang: str) -> list[Pair]:
-    """The aligned pairs of one split; both sides must have the same number of lines."""
-    source_path = raw_file(directory, split, src_lang)
-    target_path = raw_file(directory, split, tgt_lang)
-    sources, targets = read_lines(source_path), read_lines(target_path)
+def read_pairs(
+    directory: Path, split: str, langs: tuple[str, str], producer: str = "mt fetch"
+) -> list[Pair]:
+    """The aligned pairs of one split (`{split}.{lang}` files in `directory`, raw or clean)."""
+    source_path = raw_file(directory, split, langs[0])
+    target_path = raw_file(directory, split, langs[1])
+    sources, targets = read_lines(source_path, producer), read_lines(target_path, producer)
     if len(sources) != len(targets):
         raise DataError(
             f"{target_path}: {len(targets)} lines, but {source_path} has {len(sources)}; "
-            "sentence-aligned files need one line per pair on both sides - re-run `mt fetch`"
+            f"sentence-aligned files need one line per pair on both sides - re-run `{producer}`"
         )
     return list(zip(sources, targets, strict=True))
 
@@ -250,10 +253,8 @@ def write_clean_dir(
 def run_clean(config: Config, paths: ProjectPaths) -> dict[str, SplitOutcome]:
     """Read data/raw, clean, validate, write data/clean and reports/cleaning.json."""
     data = config.data
-    raw = {
-        split: read_raw_pairs(paths.raw_dir, split, data.src_lang, data.tgt_lang)
-        for split in data.splits
-    }
+    langs = (data.src_lang, data.tgt_lang)
+    raw = {split: read_pairs(paths.raw_dir, split, langs) for split in data.splits}
     outcomes = clean_corpus(raw, data.train_split, data.val_split, config.clean)
     for split, outcome in outcomes.items():
         log.info("%s: %d rows in, %d out", split, outcome.rows_in, len(outcome.pairs))
