@@ -1,0 +1,193 @@
+"""pipeline/data/clean.py: normalisation, one test per rule, the report and `mt clean`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main as mt
+from pipeline.config import CleanConfig
+from pipeline.data.clean import (
+    RULES,
+    clean_corpus,
+    cleaning_report,
+    normalize_text,
+    read_lines,
+    read_pairs,
+    rules_for,
+)
+from pipeline.errors import DataError
+from tests.conftest import TINY_OVERRIDES, tiny_pairs, write_corpus, write_params
+
+CONFIG = CleanConfig(max_tokens=8, max_length_ratio=2.0, min_tokens=1)
+GOOD = ("A dog runs.", "Ein Hund läuft.")
+
+
+def clean_train(
+    train: list[tuple[str, str]],
+    val: list[tuple[str, str]] | None = None,
+    test: list[tuple[str, str]] | None = None,
+):
+    raw = {"train": train, "val": val or [], "test": test or []}
+    return clean_corpus(raw, "train", "val", CONFIG)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("Cafe\u0301 au lait", "Café au lait"),  # decomposed accent → NFC
+        ("A\u00a0dog\u202fruns", "A dog runs"),  # no-break and narrow no-break space
+        ("A\tdog\t\truns", "A dog runs"),  # tabs inside the line
+        ("A  dog   runs", "A dog runs"),  # doubled spaces collapse
+        ("  A dog runs \u3000", "A dog runs"),  # stripped, ideographic space included
+        ("", ""),
+    ],
+)
+def test_normalize_text_repairs_unicode_and_whitespace(raw: str, expected: str) -> None:
+    assert normalize_text(raw) == expected
+
+
+def test_too_short_drops_a_pair_with_an_empty_side() -> None:
+    outcome = clean_train([GOOD, ("A cat.", "   ")])["train"]
+    assert outcome.dropped["too_short"] == [(2, ("A cat.", ""))]
+    assert outcome.pairs == [GOOD]
+
+
+def test_too_long_drops_a_side_over_max_tokens() -> None:
+    long_source = "one two three four five six seven eight nine"  # 9 tokens > 8
+    outcome = clean_train([(long_source, "eins zwei drei vier fünf sechs"), GOOD])["train"]
+    assert outcome.dropped["too_long"] == [(1, (long_source, "eins zwei drei vier fünf sechs"))]
+    assert outcome.pairs == [GOOD]
+
+
+def test_length_ratio_drops_a_misaligned_pair() -> None:
+    outcome = clean_train([GOOD, ("A man is riding a bike.", "@@")])["train"]
+    assert outcome.dropped["length_ratio"] == [(2, ("A man is riding a bike.", "@@"))]
+    assert outcome.pairs == [GOOD]
+
+
+def test_length_ratio_keeps_a_pair_at_the_limit() -> None:
+    at_limit = ("A man runs fast.", "Läuft schnell.")  # 4 / 2 tokens = 2.0, not above
+    assert clean_train([at_limit])["train"].pairs == [at_limit]
+
+
+def test_duplicate_keeps_the_first_occurrence_after_normalisation() -> None:
+    outcome = clean_train([GOOD, ("A cat.", "Eine Katze."), ("A  dog runs.", "Ein Hund\tläuft.")])
+    assert outcome["train"].dropped["duplicate"] == [(3, GOOD)]
+    assert outcome["train"].pairs == [GOOD, ("A cat.", "Eine Katze.")]
+
+
+def test_leaked_pair_drops_a_train_pair_that_is_also_in_test() -> None:
+    outcome = clean_train([GOOD, ("A cat.", "Eine Katze.")], test=[("A cat.", "Eine Katze.")])
+    assert outcome["train"].dropped["leaked_pair"] == [(2, ("A cat.", "Eine Katze."))]
+    assert outcome["train"].dropped["leaked_source"] == []
+
+
+def test_leaked_source_drops_a_train_source_that_is_also_in_val() -> None:
+    outcome = clean_train([("A cat.", "Die Katze."), GOOD], val=[("A cat.", "Eine Katze.")])
+    assert outcome["train"].dropped["leaked_source"] == [(1, ("A cat.", "Die Katze."))]
+    assert outcome["train"].pairs == [GOOD]
+
+
+def test_every_rule_is_applied_to_train_and_only_row_rules_to_val() -> None:
+    assert rules_for("train") == list(RULES)
+    assert rules_for("val") == ["too_short", "too_long", "length_ratio"]
+    assert rules_for("test") == []
+
+
+def test_val_keeps_its_duplicates() -> None:
+    outcome = clean_train([GOOD], val=[("A cat.", "Eine Katze.")] * 2)
+    assert outcome["val"].pairs == [("A cat.", "Eine Katze.")] * 2
+
+
+def test_test_split_is_normalised_but_keeps_every_line() -> None:
+    test = [("A\u00a0cat.", "Eine Katze."), ("", ""), ("A cat.", "Eine Katze."), ("a b c d", "x")]
+    outcome = clean_train([GOOD], test=test)["test"]
+    assert outcome.pairs == [
+        ("A cat.", "Eine Katze."),
+        ("", ""),
+        ("A cat.", "Eine Katze."),
+        ("a b c d", "x"),
+    ]
+    assert (outcome.rows_in, outcome.rows_normalised, outcome.dropped) == (4, 1, {})
+
+
+def test_cleaning_report_counts_rows_per_rule_with_at_most_three_examples() -> None:
+    train = [GOOD, *[("", "")] * 4, ("A cat.", "Eine Katze.")]
+    report = cleaning_report(clean_train(train), CONFIG)
+    too_short = report["splits"]["train"]["dropped"]["too_short"]
+    assert too_short == {
+        "rows": 4,
+        "examples": [{"line": line, "source": "", "target": ""} for line in (2, 3, 4)],
+    }
+    assert report["splits"]["train"]["rows_in"] == 6
+    assert report["splits"]["train"]["rows_out"] == 2
+    assert report["params"] == {"max_tokens": 8, "max_length_ratio": 2.0, "min_tokens": 1}
+    assert set(report["rules"]) == set(RULES)
+
+
+def test_read_lines_splits_on_newline_only(tmp_path: Path) -> None:
+    path = tmp_path / "train.en"
+    path.write_bytes("one\u2028still one\x85and one\ntwo\n".encode())
+    assert read_lines(path) == ["one\u2028still one\x85and one", "two"]
+
+
+def test_read_lines_names_the_line_with_invalid_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "train.de"
+    path.write_bytes(b"gut\nauch gut\nkaputt \xff\n")
+    with pytest.raises(DataError, match=r"train\.de, line 3: not valid UTF-8"):
+        read_lines(path)
+
+
+def test_read_pairs_rejects_sides_of_different_length(tmp_path: Path) -> None:
+    (tmp_path / "val.en").write_text("a\nb\n", encoding="utf-8")
+    (tmp_path / "val.de").write_text("a\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"val\.de: 1 lines, but .*val\.en has 2"):
+        read_pairs(tmp_path, "val", ("en", "de"))
+
+
+def make_raw_project(root: Path) -> None:
+    write_params(root, TINY_OVERRIDES)
+    train = [*tiny_pairs(30), ("", "Leer."), tiny_pairs(1)[0], tiny_pairs(1, offset=200)[0]]
+    write_corpus(
+        root / "data" / "raw",
+        {
+            "train": train,
+            "val": tiny_pairs(10, offset=100),
+            "test_2016_flickr": [*tiny_pairs(9, offset=200), ("A\u00a0cat.", "")],
+        },
+    )
+
+
+def test_mt_clean_writes_clean_splits_and_the_report(project_dir: Path) -> None:
+    make_raw_project(project_dir)
+    assert mt(["clean"]) == 0
+    clean_dir = project_dir / "data" / "clean"
+    splits = ("train", "val", "test_2016_flickr")
+    expected_files = sorted(f"{split}.{lang}" for split in splits for lang in ("en", "de"))
+    assert sorted(p.name for p in clean_dir.iterdir()) == expected_files
+    assert read_lines(clean_dir / "train.en") == [s for s, _ in tiny_pairs(30)]
+    assert read_lines(clean_dir / "test_2016_flickr.en")[-1] == "A cat."
+    assert len(read_lines(clean_dir / "test_2016_flickr.de")) == 10
+    report = json.loads((project_dir / "reports" / "cleaning.json").read_text(encoding="utf-8"))
+    counts = {rule: entry["rows"] for rule, entry in report["splits"]["train"]["dropped"].items()}
+    assert counts == {
+        "too_short": 1,
+        "too_long": 0,
+        "length_ratio": 0,
+        "duplicate": 1,
+        "leaked_pair": 1,
+        "leaked_source": 0,
+    }
+    assert report["splits"]["train"]["dropped"]["duplicate"]["examples"][0]["line"] == 32
+
+
+def test_mt_clean_fails_on_misaligned_raw_data_and_writes_nothing(project_dir: Path) -> None:
+    make_raw_project(project_dir)
+    with (project_dir / "data" / "raw" / "val.de").open("a", encoding="utf-8") as handle:
+        handle.write("Eine Zeile zu viel.\n")
+    assert mt(["clean"]) == DataError.exit_code
+    assert not (project_dir / "data" / "clean").exists()
+    assert not (project_dir / "reports" / "cleaning.json").exists()
