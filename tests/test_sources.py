@@ -21,7 +21,6 @@ import yaml
 
 from pipeline import cli
 from pipeline.config import DataConfig, _load_cached, parse_config
-from pipeline.data import sources
 from pipeline.data.sources import MULTI30K_SHA256, fetch
 from pipeline.errors import DataError
 from tests.conftest import tiny_pairs, write_corpus, write_params
@@ -229,7 +228,7 @@ def test_slow_server_times_out_after_retries(
         fetch_from(serving, project_dir, pinned, retries=1, timeout_s=0.2)
 
     assert str(caught.value).startswith(
-        f"{serving.url}/train.en.gz: download failed after 1 retries (2 attempts, "
+        f"{serving.url}/train.en.gz: download failed after 1 retry (2 attempts, "
         "timeout 0.2s each); last error: timed out."
     )
     assert not (project_dir / "data/raw").exists()
@@ -601,4 +600,6 @@ def test_cli_fetch_from_dir_source(project_dir: Path, tiny_corpus_dir: Path) -> 
 
     checksums = json.loads((project_dir / "data/raw/checksums.json").read_text("utf-8"))
     assert checksums["lines"]["train.de"] == 60
-    assert sources.CHECKSUMS_FILE == "checksums.json"
+    assert sorted(p.name for p in (project_dir / "data/raw").iterdir()) == sorted(
+        [f"{split}.{lang}" for split in SPLITS for lang in ("en", "de")] + ["checksums.json"]
+    )

@@ -241,34 +241,38 @@ def download(
     a retry cannot fix (404, 403, ...) fail at once.
     """
     attempts = retries + 1
+    reason = ""
     for attempt in range(1, attempts + 1):
-        try:
-            _download_once(url, destination, timeout_s)
+        reason = _try_download(url, destination, timeout_s)
+        if not reason:
             return
-        except urllib.error.HTTPError as error:
-            error.close()
-            if error.code not in RETRYABLE_HTTP_STATUS:
-                raise _http_error(url, error) from None
-            reason = f"HTTP {error.code} {error.reason}"
-        except (OSError, http.client.HTTPException, _IncompleteDownload) as error:
-            reason = _describe_network_error(error)
         if attempt < attempts:
             delay = backoff_s * 2 ** (attempt - 1)
             log.warning(
                 "%s: attempt %d/%d failed (%s); retrying in %.2gs",
-                url,
-                attempt,
-                attempts,
-                reason,
-                delay,
+                *(url, attempt, attempts, reason, delay),
             )
             time.sleep(delay)
     raise DataError(
-        f"{url}: download failed after {retries} retries ({attempts} attempts, timeout "
-        f"{timeout_s:g}s each); last error: {reason}. Fix: check the network and data.url, "
-        f"raise data.retries / data.timeout_s, or set {MIRROR_ENV} to a folder holding the "
-        "same .gz files."
+        f"{url}: download failed after {retries} {'retry' if retries == 1 else 'retries'} "
+        f"({attempts} attempts, timeout {timeout_s:g}s each); last error: {reason}. Fix: check "
+        "the network and data.url, raise data.retries / data.timeout_s, or set "
+        f"{MIRROR_ENV} to a folder holding the same .gz files."
     )
+
+
+def _try_download(url: str, destination: Path, timeout_s: float) -> str:
+    """One attempt: "" on success, else why it failed when a retry may help."""
+    try:
+        _download_once(url, destination, timeout_s)
+    except urllib.error.HTTPError as error:
+        error.close()
+        if error.code not in RETRYABLE_HTTP_STATUS:
+            raise _http_error(url, error) from None
+        return f"HTTP {error.code} {error.reason}"
+    except (OSError, http.client.HTTPException, _IncompleteDownload) as error:
+        return _describe_network_error(error)
+    return ""
 
 
 def _http_error(url: str, error: urllib.error.HTTPError) -> DataError:
