@@ -1,0 +1,227 @@
+"""retrain_translation: the DVC pipeline as an Airflow 3 DAG (see docs/airflow.md).
+
+This file is configuration: no work and no heavy import at parse time. Every stage task runs
+`dvc repro --single-item <stage>` in the project; the pipeline's helpers are imported inside the
+tasks, when they run.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import (
+    Asset,
+    AssetOrTimeSchedule,
+    CronTriggerTimetable,
+    Param,
+    Variable,
+    chain,
+    dag,
+    setup,
+    task,
+    teardown,
+)
+
+from pipeline.orchestration import KEEP, PROJECT_VARIABLE, STAGES, dag_settings
+
+# At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives schedule and retries.
+SETTINGS = dag_settings(os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1])
+RAW_CORPUS = Asset(name="mt_raw_corpus", uri=SETTINGS.raw_data_asset, group="translation")
+# Stages that talk to the outside world (download, registry server) retry; the rest fail fast,
+# since a retry cannot fix bad data or a bug.
+FLAKY_STAGES = {"fetch", "register"}
+
+DOC_MD = """
+### Retrain the English→German translator
+
+One task per DVC stage: **fetch → validate_raw → clean → tokenize → train → evaluate →
+register**. Each runs `dvc repro --single-item <stage>` in the project folder (env
+`MT_PROJECT_DIR` or the Variable `mt_project_dir`); a stage whose inputs did not change does
+nothing, and the stage's own log streams into the task log.
+
+**Runs start** on the schedule in `params.yaml` (`orchestration.schedule`), when a producer
+updates the Asset `mt_raw_corpus` (new raw data), or from *Trigger* with the form below.
+
+**Run params** override `params.yaml` for this run only: `apply_run_params` writes them (after
+validating them), `restore_params` puts the original back whatever happened. The train stage
+logs the params it ran with to MLflow; the register stage tags the version with this run's id.
+
+**Promotion**: policy `auto` lets the register stage's significance gate move `@champion`;
+`manual` stops at `approve_promotion`, which shows the challenger against the champion and waits
+for *Approve* (then `mt registry promote <version>`) or *Reject*.
+"""
+
+
+def _project_dir() -> Path:
+    from pipeline.orchestration import resolve_project_dir
+
+    return resolve_project_dir(lambda: Variable.get(PROJECT_VARIABLE, default=None))
+
+
+def _timeout(stage: str) -> timedelta:
+    minutes = SETTINGS.train_timeout_min if stage == "train" else SETTINGS.stage_timeout_min
+    return timedelta(minutes=minutes)
+
+
+def stage_task(stage: str) -> Any:
+    """The task that runs one DVC stage."""
+    retries = SETTINGS.retries if stage in FLAKY_STAGES else 0
+
+    @task.bash(
+        task_id=stage,
+        execution_timeout=_timeout(stage),
+        retries=retries,
+        doc_md=f"`dvc repro --single-item {stage}` in the project folder.",
+    )
+    def run_stage() -> str:
+        from pipeline.orchestration import stage_command
+
+        return stage_command(_project_dir(), stage)
+
+    return run_stage()
+
+
+@setup
+@task(execution_timeout=timedelta(minutes=5))
+def apply_run_params(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
+    """Write this run's overrides into params.yaml; returns the effective policy and overrides."""
+    from pipeline.orchestration import apply_run_params as apply
+    from pipeline.orchestration import run_values
+
+    return apply(_project_dir(), run_values(params or {}, _asset_event_extras(context)))
+
+
+def _asset_event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
+    """The `extra` of each asset event that triggered this run, oldest first."""
+    events = context.get("triggering_asset_events") or {}
+    return [dict(event.extra or {}) for batch in events.values() for event in batch]
+
+
+@teardown
+@task(execution_timeout=timedelta(minutes=5))
+def restore_params() -> str:
+    """Put the original params.yaml back (runs even when a stage failed)."""
+    from pipeline.orchestration import restore_params as restore
+
+    return restore(_project_dir())
+
+
+@task.branch(execution_timeout=timedelta(minutes=5))
+def choose_promotion(run_settings: dict[str, Any], **context: Any) -> str | None:
+    """Policy manual: describe the challenger for the approver; auto: the gate already decided."""
+    if run_settings["policy"] != "manual":
+        return None
+    from pipeline.orchestration import approval_request, read_registration
+
+    request = approval_request(read_registration(_project_dir()))
+    context["ti"].xcom_push(key="approval", value=request)
+    return "approve_promotion" if request["version"] else None
+
+
+@task.bash(execution_timeout=timedelta(minutes=10))
+def promote_challenger(**context: Any) -> str:
+    """`mt registry promote <version>` once a human approved it."""
+    from pipeline.orchestration import promote_command
+
+    request = context["ti"].xcom_pull(task_ids="choose_promotion", key="approval")
+    return promote_command(_project_dir(), str(request["version"]))
+
+
+RUN_PARAMS = {
+    "epochs": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        maximum=500,
+        title="Epochs",
+        description="Training epochs for this run. Empty: train.epochs from params.yaml.",
+    ),
+    "data_source": Param(
+        KEEP,
+        type="string",
+        enum=[KEEP, "multi30k", "dir", "tsv"],
+        title="Data source",
+        description="multi30k: the public corpus; dir: {split}.{lang} files; tsv: {split}.tsv.",
+    ),
+    "data_path": Param(
+        "",
+        type="string",
+        title="Data path",
+        description="Folder on the worker with the corpus (dir/tsv). Empty: data.path.",
+    ),
+    "src_lang": Param(
+        "",
+        type="string",
+        pattern="^([a-z]{2,3})?$",
+        title="Source language",
+        description="e.g. en. Empty: data.src_lang from params.yaml.",
+    ),
+    "tgt_lang": Param(
+        "",
+        type="string",
+        pattern="^([a-z]{2,3})?$",
+        title="Target language",
+        description="e.g. de or fr. Empty: data.tgt_lang from params.yaml.",
+    ),
+    "model_name": Param(
+        "",
+        type="string",
+        title="Registered model name",
+        description="Empty: register.model_name, with the language pair swapped if it changed.",
+    ),
+    "promotion_policy": Param(
+        KEEP,
+        type="string",
+        enum=[KEEP, "auto", "manual"],
+        title="Promotion policy",
+        description="auto: the significance gate decides; manual: a human approves in the UI.",
+    ),
+}
+
+
+def _schedule() -> Any:
+    if SETTINGS.schedule.lower() in {"none", ""}:
+        return RAW_CORPUS
+    timetable = CronTriggerTimetable(SETTINGS.schedule, timezone=SETTINGS.timezone)
+    return AssetOrTimeSchedule(timetable=timetable, assets=RAW_CORPUS)
+
+
+@dag(
+    dag_id="retrain_translation",
+    schedule=_schedule(),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=DOC_MD,
+    tags=["translation", "mlops", "dvc"],
+    params=RUN_PARAMS,
+    default_args={
+        "owner": "mt-team",
+        "retries": 0,
+        "retry_delay": timedelta(seconds=SETTINGS.retry_delay_s),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(seconds=SETTINGS.max_retry_delay_s),
+        "execution_timeout": timedelta(minutes=SETTINGS.stage_timeout_min),
+    },
+)
+def retrain_translation() -> None:
+    run_settings = apply_run_params()
+    stages = [stage_task(stage) for stage in STAGES]
+    restored = restore_params()
+    chain(run_settings, *stages, restored)
+    run_settings >> restored
+    approval = ApprovalOperator(
+        task_id="approve_promotion",
+        subject="Promote {{ ti.xcom_pull(task_ids='choose_promotion', key='approval').title }}?",
+        body="{{ ti.xcom_pull(task_ids='choose_promotion', key='approval').body }}",
+        defaults="Reject",
+        response_timeout=timedelta(hours=SETTINGS.approval_timeout_h),
+    )
+    chain(stages[-1], choose_promotion(run_settings), approval, promote_challenger())
+
+
+retrain_translation()
