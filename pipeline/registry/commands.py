@@ -1,0 +1,265 @@
+"""`mt register` and `mt registry list|history|promote|rollback`.
+
+These read the project's files (metrics.json, hypotheses, references, run.json, dvc.lock),
+build the pyfunc to log, call the registration core and print what changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pipeline
+from pipeline.atomic import atomic_write_json
+from pipeline.config import Config, config_as_dict, load_config
+from pipeline.paths import ProjectPaths, project_paths, raw_file
+from pipeline.registry.errors import RegistryError
+from pipeline.registry.gate import GateRules, TestEvidence
+from pipeline.registry.lineage import lineage_tags
+from pipeline.registry.registration import (
+    Candidate,
+    PyfuncSpec,
+    RegistrationResult,
+    register_candidate,
+    sha256_lines,
+)
+from pipeline.registry.store import CHAMPION, Registry, champion_stack, current_actor
+from pipeline.serving import (
+    DECODING_ARTIFACT,
+    KERAS_MODEL_ARTIFACT,
+    SERVING_PACKAGES,
+    TOKENIZER_ARTIFACT,
+    InputLimits,
+    TranslationModel,
+)
+
+log = logging.getLogger(__name__)
+
+PACKAGE_DIR = Path(pipeline.__file__).resolve().parent
+LOCK_FILE = PACKAGE_DIR.parent / "requirements.lock"
+
+
+def pinned_requirements(lock_file: Path = LOCK_FILE) -> list[str]:
+    """`name==version` for each package the served model imports, as requirements.lock pins."""
+    if not lock_file.is_file():
+        raise RegistryError(f"{lock_file}: missing; the model's pip requirements are pinned there")
+    pins: dict[str, str] = {}
+    for line in lock_file.read_text(encoding="utf-8").splitlines():
+        requirement = line.split(";")[0].split("#")[0].strip()
+        if "==" in requirement:
+            name, version = requirement.split("==", 1)
+            pins[name.strip().lower()] = version.strip()
+    missing = [name for name in SERVING_PACKAGES if name not in pins]
+    if missing:
+        raise RegistryError(f"{lock_file}: no `{missing[0]}==` pin; re-lock requirements")
+    return [f"{name}=={pins[name]}" for name in SERVING_PACKAGES]
+
+
+def _read_json(path: Path, fix: str) -> Any:
+    if not path.is_file():
+        raise RegistryError(f"{path}: missing; {fix}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise RegistryError(f"{path}: line {error.lineno}: not valid JSON; {fix}") from None
+
+
+def _read_lines(path: Path, fix: str) -> tuple[str, ...]:
+    if not path.is_file():
+        raise RegistryError(f"{path}: missing; {fix}")
+    return tuple(path.read_text(encoding="utf-8").splitlines())
+
+
+def test_evidence(paths: ProjectPaths, config: Config) -> tuple[TestEvidence, tuple[str, ...]]:
+    """The gate split's evidence (metrics.json + hypotheses) and its reference lines."""
+    split = config.data.test_splits[0]
+    metrics = _read_json(paths.metrics_file, "run `mt evaluate`")
+    scores = metrics.get(split) if isinstance(metrics, dict) else None
+    if not isinstance(scores, dict) or "bleu" not in scores or "signatures" not in scores:
+        raise RegistryError(
+            f"{paths.metrics_file}: no bleu and signatures for split {split!r} (the gate's "
+            "split is data.test_splits[0]); run `mt evaluate`"
+        )
+    hypotheses_file = paths.eval_reports_dir / "hypotheses" / f"{split}.txt"
+    hypotheses = _read_lines(hypotheses_file, "run `mt evaluate`")
+    references_file = raw_file(paths.raw_dir, split, config.data.tgt_lang)
+    references = _read_lines(references_file, "run `mt fetch`")
+    if len(hypotheses) != len(references):
+        raise RegistryError(
+            f"{hypotheses_file}: {len(hypotheses)} lines but {references_file} has "
+            f"{len(references)}; one hypothesis per reference line is required (re-run "
+            "`mt evaluate`)"
+        )
+    evidence = TestEvidence(
+        split=split,
+        references_sha256=sha256_lines(references),
+        bleu_signature=str(scores["signatures"]["bleu"]),
+        bleu=float(scores["bleu"]),
+        hypotheses=hypotheses,
+    )
+    return evidence, references
+
+
+def training_run_id(paths: ProjectPaths) -> str | None:
+    run_file = paths.train_reports_dir / "run.json"
+    if not run_file.is_file():
+        return None
+    run_id = _read_json(run_file, "re-run `mt train`").get("run_id")
+    return str(run_id) if run_id else None
+
+
+def build_candidate(paths: ProjectPaths, config: Config) -> Candidate:
+    evidence, references = test_evidence(paths, config)
+    metrics = _read_json(paths.metrics_file, "run `mt evaluate`")
+    return Candidate(
+        evidence=evidence,
+        references=references,
+        hypotheses_dir=paths.eval_reports_dir / "hypotheses",
+        metrics_file=paths.metrics_file,
+        lineage=lineage_tags(paths.root, config_as_dict(config), metrics),
+        training_run_id=training_run_id(paths),
+    )
+
+
+def translation_spec(paths: ProjectPaths, config: Config, scratch: Path) -> PyfuncSpec:
+    """The real model: TranslationModel over the Keras model, tokenizer and decoding JSON."""
+    from pipeline.model.decoding import DecodingSettings
+
+    for required in (paths.model_file, paths.tokenizer_dir):
+        if not required.exists():
+            raise RegistryError(f"{required}: missing; run `dvc repro train` first")
+    settings_file = scratch / "decoding_settings.json"
+    settings = DecodingSettings.from_config(config.evaluate)
+    settings_file.write_text(json.dumps(dataclasses.asdict(settings), indent=2), "utf-8")
+    limits = InputLimits(config.register.max_input_chars, config.register.max_batch_rows)
+    return PyfuncSpec(
+        python_model=TranslationModel(),
+        artifacts={
+            KERAS_MODEL_ARTIFACT: str(paths.model_file),
+            TOKENIZER_ARTIFACT: str(paths.tokenizer_dir),
+            DECODING_ARTIFACT: str(settings_file),
+        },
+        model_config=dataclasses.asdict(limits),
+        pip_requirements=pinned_requirements(),
+        code_paths=[str(PACKAGE_DIR)],
+    )
+
+
+def print_registration(result: RegistrationResult) -> None:
+    decision = result.decision
+    print(f"registered {result.model_name} version {result.version} (@challenger)")
+    print(f"gate: {decision.outcome}: {decision.reason}")
+    if result.champion_after != result.champion_before:
+        print(f"@champion: v{result.champion_before} -> v{result.champion_after}")
+    else:
+        print(f"@champion unchanged: v{result.champion_before}")
+
+
+def main(argv: list[str]) -> int:
+    """`mt register`: log the model, create a tagged version, alias it, run the gate."""
+    argparse.ArgumentParser(prog="mt register", description=main.__doc__).parse_args(argv)
+    config, paths = load_config(), project_paths()
+    candidate = build_candidate(paths, config)
+    rules = GateRules.from_config(config.register, config.seed)
+    registry = Registry.connect(paths, config.register.model_name)
+    with tempfile.TemporaryDirectory() as scratch:
+        spec = translation_spec(paths, config, Path(scratch))
+        result = register_candidate(registry, spec, candidate, rules, current_actor("mt register"))
+    atomic_write_json(paths.registration_report, result.as_report())
+    print_registration(result)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mt registry", description="the model registry")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="versions, aliases, gate outcome, BLEU")
+    commands.add_parser("history", help="every move of @champion")
+    promote = commands.add_parser("promote", help="point @champion at VERSION")
+    promote.add_argument("version")
+    promote.add_argument("--reason", default="", help="why (kept in the audit trail)")
+    rollback = commands.add_parser("rollback", help="put the previous champion back")
+    rollback.add_argument("--reason", default="", help="why (kept in the audit trail)")
+    return parser
+
+
+def list_versions(registry: Registry) -> None:
+    print(f"{'version':>7}  {'aliases':<22} {'gate':<18} {'bleu':>6}  {'git':<10} created")
+    for version in registry.versions():
+        tags = version.tags
+        aliases = ",".join(f"@{alias}" for alias in version.aliases) or "-"
+        created = _iso(version.creation_timestamp)
+        print(
+            f"{version.version:>7}  {aliases:<22} {tags.get('gate.outcome', '-'):<18} "
+            f"{tags.get('evidence.bleu', '-')[:6]:>6}  {tags.get('git.commit', '-')[:10]:<10} "
+            f"{created}"
+        )
+
+
+def _iso(timestamp_ms: int | None) -> str:
+    from datetime import UTC, datetime
+
+    if timestamp_ms is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def print_history(registry: Registry) -> None:
+    moves = registry.champion_moves()
+    if not moves:
+        print(f"@{CHAMPION} of {registry.name} has never moved")
+    for move in moves:
+        print(
+            f"{move.when}  {move.action:<8} v{move.from_version or '-'} -> v{move.to_version}  "
+            f"[{move.status}]  by {move.actor}: {move.reason}"
+        )
+
+
+def promote(registry: Registry, version: str, reason: str) -> None:
+    move = registry.move_champion(version, "promote", current_actor("mt registry promote"), reason)
+    print(f"@{CHAMPION} of {registry.name}: v{move.from_version or '-'} -> v{move.to_version}")
+
+
+def rollback(registry: Registry, reason: str) -> None:
+    """Put back the champion that was in force before the current one."""
+    stack = champion_stack(registry.champion_moves())
+    current = registry.alias_version(CHAMPION)
+    if current is None or not stack or stack[-1] != str(current.version):
+        where = "unset" if current is None else f"v{current.version}"
+        raise RegistryError(
+            f"@{CHAMPION} is {where} but the audit trail ends at "
+            f"v{stack[-1] if stack else '-'}; it was moved outside `mt registry`. Pick the "
+            "version by hand: `mt registry promote VERSION --reason ...`"
+        )
+    if len(stack) < 2:
+        raise RegistryError(
+            f"no previous champion to roll back to (v{stack[-1]} is the first); "
+            "`mt registry promote VERSION` picks one by hand"
+        )
+    move = registry.move_champion(
+        stack[-2], "rollback", current_actor("mt registry rollback"), reason
+    )
+    print(
+        f"@{CHAMPION} of {registry.name} rolled back: v{move.from_version} -> v{move.to_version}"
+    )
+
+
+def registry_main(argv: list[str]) -> int:
+    """`mt registry list | history | promote VERSION [--reason] | rollback [--reason]`."""
+    args = _parser().parse_args(argv)
+    config, paths = load_config(), project_paths()
+    registry = Registry.connect(paths, config.register.model_name)
+    if args.command == "list":
+        list_versions(registry)
+    elif args.command == "history":
+        print_history(registry)
+    elif args.command == "promote":
+        promote(registry, args.version, args.reason)
+    else:
+        rollback(registry, args.reason)
+    return 0

@@ -1,0 +1,204 @@
+"""Register one candidate: log its pyfunc, create the version with every tag, alias, gate.
+
+The order makes a crash at any point leave the registry consistent:
+1. read the champion and decide the gate (nothing written yet);
+2. log the pyfunc (an unregistered logged model is not a version: harmless if we die here);
+3. create the version with lineage, evidence and gate tags in one call;
+4. point @challenger at it; 5. move @champion (recorded in the audit trail) if the gate says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models.model import ModelInfo
+from mlflow.pyfunc import PythonModel
+
+from pipeline.registry.errors import RegistryError
+from pipeline.registry.gate import GateDecision, GateRules, TestEvidence, decide
+from pipeline.registry.store import CHALLENGER, CHAMPION, Registry, tracking_call
+from pipeline.serving import SIGNATURE, TEXT_COLUMN
+
+log = logging.getLogger(__name__)
+
+MODEL_ARTIFACT_PATH = "translator"
+# Evaluation outputs logged inside the model, so a later gate can re-test this version.
+HYPOTHESES_ARTIFACT = "eval_hypotheses"
+METRICS_ARTIFACT = "eval_metrics"
+EVIDENCE_PREFIX = "evidence."
+
+
+@dataclass(frozen=True)
+class PyfuncSpec:
+    """What to log: the pyfunc (an instance, or a models-from-code file) and its packaging."""
+
+    python_model: PythonModel | Path
+    artifacts: dict[str, str]
+    model_config: dict[str, Any]
+    pip_requirements: list[str]
+    code_paths: list[str]
+    input_example: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame({TEXT_COLUMN: ["A dog runs on the beach."]})
+    )
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A trained, evaluated model waiting for a version: its test evidence and lineage."""
+
+    evidence: TestEvidence
+    references: tuple[str, ...]
+    hypotheses_dir: Path
+    metrics_file: Path
+    lineage: dict[str, str]
+    training_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    model_name: str
+    version: str
+    run_id: str
+    model_uri: str
+    decision: GateDecision
+    champion_before: str | None
+    champion_after: str | None
+    tracking_uri: str
+
+    def as_report(self) -> dict[str, Any]:
+        return {
+            "model_name": self.model_name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "model_uri": self.model_uri,
+            "registry_uri": f"models:/{self.model_name}/{self.version}",
+            "decision": self.decision.outcome,
+            "reason": self.decision.reason,
+            "delta": self.decision.delta,
+            "p_value": self.decision.p_value,
+            "test_signature": self.decision.test_signature,
+            "champion_before": self.champion_before,
+            "champion_after": self.champion_after,
+            "tracking_uri": self.tracking_uri,
+        }
+
+
+def sha256_lines(lines: Sequence[str]) -> str:
+    return hashlib.sha256("".join(f"{line}\n" for line in lines).encode("utf-8")).hexdigest()
+
+
+def evidence_tags(evidence: TestEvidence) -> dict[str, str]:
+    return {
+        f"{EVIDENCE_PREFIX}split": evidence.split,
+        f"{EVIDENCE_PREFIX}references_sha256": evidence.references_sha256,
+        f"{EVIDENCE_PREFIX}bleu_signature": evidence.bleu_signature,
+        f"{EVIDENCE_PREFIX}bleu": str(evidence.bleu),
+        f"{EVIDENCE_PREFIX}hypotheses_sha256": sha256_lines(evidence.hypotheses),
+    }
+
+
+def stored_evidence(registry: Registry, version: str) -> TestEvidence | str:
+    """A version's test evidence from its tags and logged hypotheses, or why there is none."""
+    tags = registry.version(version).tags
+    keys = ("split", "references_sha256", "bleu_signature", "bleu")
+    missing = [key for key in keys if f"{EVIDENCE_PREFIX}{key}" not in tags]
+    if missing:
+        return f"version {version} carries no {EVIDENCE_PREFIX}{missing[0]} tag"
+    split = tags[f"{EVIDENCE_PREFIX}split"]
+    text = registry.pyfunc_artifact_text(version, HYPOTHESES_ARTIFACT, f"{split}.txt")
+    return TestEvidence(
+        split=split,
+        references_sha256=tags[f"{EVIDENCE_PREFIX}references_sha256"],
+        bleu_signature=tags[f"{EVIDENCE_PREFIX}bleu_signature"],
+        bleu=float(tags[f"{EVIDENCE_PREFIX}bleu"]),
+        hypotheses=tuple(text.splitlines()),
+    )
+
+
+def run_gate(registry: Registry, candidate: Candidate, rules: GateRules) -> GateDecision:
+    """Decide against the current champion (read-only)."""
+    champion = registry.alias_version(CHAMPION)
+    if champion is None:
+        return decide(candidate.evidence, None, candidate.references, rules)
+    evidence = stored_evidence(registry, str(champion.version))
+    if isinstance(evidence, str):
+        return GateDecision("rejected", f"not compared: {evidence}", str(champion.version))
+    pair = (str(champion.version), evidence)
+    return decide(candidate.evidence, pair, candidate.references, rules)
+
+
+def log_pyfunc(registry: Registry, spec: PyfuncSpec, candidate: Candidate) -> ModelInfo:
+    """Log the pyfunc with the evaluation outputs, in the training run when there is one."""
+    artifacts = {
+        **spec.artifacts,
+        HYPOTHESES_ARTIFACT: str(candidate.hypotheses_dir),
+        METRICS_ARTIFACT: str(candidate.metrics_file),
+    }
+    run_name = None if candidate.training_run_id else "register"
+    with (
+        tracking_call(registry.uri, "logging the model"),
+        mlflow.start_run(run_id=candidate.training_run_id, run_name=run_name),
+    ):
+        python_model: Any = spec.python_model
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT_PATH,
+            python_model=str(python_model) if isinstance(python_model, Path) else python_model,
+            artifacts=artifacts,
+            model_config=spec.model_config,
+            code_paths=spec.code_paths,
+            pip_requirements=spec.pip_requirements,
+            signature=SIGNATURE,
+            input_example=spec.input_example,
+        )
+
+
+def register_candidate(
+    registry: Registry,
+    spec: PyfuncSpec,
+    candidate: Candidate,
+    rules: GateRules,
+    actor: str,
+    after_log: Callable[[ModelInfo], None] | None = None,
+) -> RegistrationResult:
+    """Log, version (tags at creation), alias @challenger, and promote if the gate says so.
+
+    `after_log` runs between logging and version creation (fault-injection tests use it).
+    """
+    registry.ensure_model()
+    champion_before = registry.alias_version(CHAMPION)
+    decision = run_gate(registry, candidate, rules)
+    log.info("gate: %s (%s)", decision.outcome, decision.reason)
+    info = log_pyfunc(registry, spec, candidate)
+    if after_log is not None:
+        after_log(info)
+    if info.run_id is None:
+        raise RegistryError(f"logged model {info.model_uri} has no run id")
+    tags = {
+        **candidate.lineage,
+        **evidence_tags(candidate.evidence),
+        **decision.as_tags(),
+        "registered_by": actor,
+    }
+    version = registry.create_version(info.model_uri, info.run_id, info.model_id, tags)
+    registry.set_alias(CHALLENGER, str(version.version))
+    champion_after = None if champion_before is None else str(champion_before.version)
+    if decision.promote:
+        registry.move_champion(str(version.version), "gate", actor, decision.reason)
+        champion_after = str(version.version)
+    return RegistrationResult(
+        model_name=registry.name,
+        version=str(version.version),
+        run_id=info.run_id,
+        model_uri=info.model_uri,
+        decision=decision,
+        champion_before=None if champion_before is None else str(champion_before.version),
+        champion_after=champion_after,
+        tracking_uri=registry.uri,
+    )

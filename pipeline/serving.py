@@ -1,0 +1,167 @@
+"""The registered model: an MLflow pyfunc that takes raw source text and returns translations.
+
+`TranslationModel` is what `mt register` logs. Its artifacts are the Keras model, the
+SentencePiece tokenizer directory and a JSON of decoding settings; `load_context` builds one
+`Translator` from them, so a fresh process (`mlflow models serve`) needs nothing else.
+
+`TextToTextModel` holds what every text-in/text-out model we serve shares: the input checks.
+A bad request (non-string values, an empty batch, a text over `max_input_chars`, more than
+`max_batch_rows` rows) raises an MlflowException with INVALID_PARAMETER_VALUE, which the scoring
+server answers with HTTP 400 and the message, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc import PythonModel
+from mlflow.types import ColSpec, Schema
+
+log = logging.getLogger(__name__)
+
+TEXT_COLUMN = "text"
+TRANSLATION_COLUMN = "translation"
+
+# Names of the pyfunc artifacts (keys of `context.artifacts`).
+KERAS_MODEL_ARTIFACT = "keras_model"
+TOKENIZER_ARTIFACT = "tokenizer"
+DECODING_ARTIFACT = "decoding_settings"
+
+# Packages the model imports at load and predict time; versions come from requirements.lock.
+SERVING_PACKAGES = (
+    "mlflow",
+    "tensorflow-cpu",
+    "keras",
+    "sentencepiece",
+    "numpy",
+    "pandas",
+    "pyyaml",
+    "cloudpickle",
+)
+
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
+    outputs=Schema([ColSpec("string", TRANSLATION_COLUMN)]),
+)
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """Request bounds, passed to the pyfunc as its `model_config`."""
+
+    max_input_chars: int
+    max_batch_rows: int
+
+    @classmethod
+    def from_model_config(cls, model_config: dict[str, Any] | None) -> InputLimits:
+        config = model_config or {}
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in config]
+        if missing:
+            raise MlflowException(
+                f"model_config lacks {', '.join(missing)}; log the model with "
+                "model_config=dataclasses.asdict(InputLimits(...))"
+            )
+        return cls(int(config["max_input_chars"]), int(config["max_batch_rows"]))
+
+
+def _bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _column_values(model_input: Any) -> list[Any]:
+    """The values of the text column, from a DataFrame, a Series, an array or a list."""
+    if isinstance(model_input, pd.DataFrame):
+        if TEXT_COLUMN in model_input.columns:
+            return list(model_input[TEXT_COLUMN])
+        if len(model_input.columns) == 1:
+            return list(model_input.iloc[:, 0])
+        raise _bad_request(
+            f"input has columns {list(model_input.columns)}; send one column named "
+            f"{TEXT_COLUMN!r} with one text per row"
+        )
+    if isinstance(model_input, pd.Series | np.ndarray | list | tuple):
+        return list(model_input)
+    if isinstance(model_input, dict) and TEXT_COLUMN in model_input:
+        return list(model_input[TEXT_COLUMN])
+    raise _bad_request(
+        f"input of type {type(model_input).__name__} is not supported; send a column "
+        f"{TEXT_COLUMN!r} of strings"
+    )
+
+
+def texts_from_input(model_input: Any, limits: InputLimits) -> list[str]:
+    """Check a request and return its texts, or raise a 400-worthy MlflowException."""
+    values = _column_values(model_input)
+    if not values:
+        raise _bad_request("empty batch: send at least one row in column 'text'")
+    if len(values) > limits.max_batch_rows:
+        raise _bad_request(
+            f"batch of {len(values)} rows exceeds register.max_batch_rows="
+            f"{limits.max_batch_rows}; split the request into smaller batches"
+        )
+    for row, value in enumerate(values):
+        if not isinstance(value, str):
+            raise _bad_request(
+                f"row {row}: expected a string in column 'text', got "
+                f"{type(value).__name__} {value!r}"
+            )
+        if len(value) > limits.max_input_chars:
+            raise _bad_request(
+                f"row {row}: text of {len(value)} characters exceeds register.max_input_chars="
+                f"{limits.max_input_chars}; split it into sentences"
+            )
+    return [str(value) for value in values]
+
+
+class TextToTextModel(PythonModel, abc.ABC):
+    """A pyfunc with checked text in (column `text`) and text out (column `translation`)."""
+
+    limits: InputLimits
+
+    def load_context(self, context: Any) -> None:
+        self.limits = InputLimits.from_model_config(context.model_config)
+        self.load_translator(context.artifacts)
+
+    def predict(
+        self, context: Any, model_input: Any, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        texts = texts_from_input(model_input, self.limits)
+        return pd.DataFrame({TRANSLATION_COLUMN: self.translate_texts(texts)})
+
+    @abc.abstractmethod
+    def load_translator(self, artifacts: dict[str, str]) -> None:
+        """Build whatever `translate_texts` needs from the logged artifacts (once)."""
+
+    @abc.abstractmethod
+    def translate_texts(self, texts: list[str]) -> list[str]:
+        """One output per input text, same order; an empty text gives an empty string."""
+
+
+class TranslationModel(TextToTextModel):
+    """The LSTM translator: `pipeline.translator.Translator` over the logged artifacts."""
+
+    def load_translator(self, artifacts: dict[str, str]) -> None:
+        # Imported here: TensorFlow loads only in the serving process, not at logging time.
+        from pipeline.model.decoding import DecodingSettings
+        from pipeline.translator import Translator
+
+        settings_json = json.loads(Path(artifacts[DECODING_ARTIFACT]).read_text("utf-8"))
+        settings = DecodingSettings(**settings_json)
+        self._translator = Translator.load(
+            Path(artifacts[KERAS_MODEL_ARTIFACT]), Path(artifacts[TOKENIZER_ARTIFACT]), settings
+        )
+        log.info("translator loaded with %s", settings)
+
+    def translate_texts(self, texts: list[str]) -> list[str]:
+        return list(self._translator.translate(texts))
