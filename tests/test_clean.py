@@ -18,7 +18,7 @@ from pipeline.data.clean import (
     read_pairs,
     rules_for,
 )
-from pipeline.errors import DataError
+from pipeline.errors import DataError, ValidationFailed
 from tests.conftest import TINY_OVERRIDES, tiny_pairs, write_corpus, write_params
 
 CONFIG = CleanConfig(max_tokens=8, max_length_ratio=2.0, min_tokens=1)
@@ -156,7 +156,7 @@ def make_raw_project(root: Path) -> None:
         {
             "train": train,
             "val": tiny_pairs(10, offset=100),
-            "test_2016_flickr": [*tiny_pairs(9, offset=200), ("A\u00a0cat.", "")],
+            "test_2016_flickr": [*tiny_pairs(9, offset=200), ("A\u00a0cat.", "Eine\tKatze.")],
         },
     )
 
@@ -182,6 +182,8 @@ def test_mt_clean_writes_clean_splits_and_the_report(project_dir: Path) -> None:
         "leaked_source": 0,
     }
     assert report["splits"]["train"]["dropped"]["duplicate"]["examples"][0]["line"] == 32
+    validation = report["validation"]
+    assert (validation["suite"], validation["success"]) == ("clean_pairs", True)
 
 
 def test_mt_clean_fails_on_misaligned_raw_data_and_writes_nothing(project_dir: Path) -> None:
@@ -189,5 +191,17 @@ def test_mt_clean_fails_on_misaligned_raw_data_and_writes_nothing(project_dir: P
     with (project_dir / "data" / "raw" / "val.de").open("a", encoding="utf-8") as handle:
         handle.write("Eine Zeile zu viel.\n")
     assert mt(["clean"]) == DataError.exit_code
+    assert not (project_dir / "data" / "clean").exists()
+    assert not (project_dir / "reports" / "cleaning.json").exists()
+
+
+def test_mt_clean_fails_when_the_strict_suite_fails_and_writes_nothing(
+    project_dir: Path,
+) -> None:
+    make_raw_project(project_dir)
+    raw_en = project_dir / "data" / "raw" / "train.en"
+    # A control character survives normalisation; the strict GX suite rejects it.
+    raw_en.write_text(raw_en.read_text(encoding="utf-8").replace("beach", "be\x07ach", 1))
+    assert mt(["clean"]) == ValidationFailed.exit_code
     assert not (project_dir / "data" / "clean").exists()
     assert not (project_dir / "reports" / "cleaning.json").exists()

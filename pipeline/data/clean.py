@@ -258,9 +258,30 @@ def run_clean(config: Config, paths: ProjectPaths) -> dict[str, SplitOutcome]:
     outcomes = clean_corpus(raw, data.train_split, data.val_split, config.clean)
     for split, outcome in outcomes.items():
         log.info("%s: %d rows in, %d out", split, outcome.rows_in, len(outcome.pairs))
+    validation = validate_clean_outcomes(outcomes, config)
     write_clean_dir(paths.clean_dir, outcomes, data.src_lang, data.tgt_lang)
-    atomic_write_json(paths.cleaning_report, cleaning_report(outcomes, config.clean))
+    report = {**cleaning_report(outcomes, config.clean), "validation": validation}
+    atomic_write_json(paths.cleaning_report, report)
     return outcomes
+
+
+def validate_clean_outcomes(
+    outcomes: Mapping[str, SplitOutcome], config: Config
+) -> dict[str, Any]:
+    """The strict GX suite over the cleaned pairs; raises ValidationFailed before any write.
+
+    Returns, per split, the rules that passed (for the report).
+    """
+    # Imported here: Great Expectations takes seconds to import, and readers of this module
+    # that only need `read_pairs` (tokenize) should not pay for it.
+    from pipeline.data.validate import validate_clean_pairs
+
+    summary = validate_clean_pairs({split: o.pairs for split, o in outcomes.items()}, config)
+    return {
+        "suite": summary["suite"],
+        "success": summary["success"],
+        "rules_passed": {split: sorted(s["rules"]) for split, s in summary["splits"].items()},
+    }
 
 
 def main(argv: list[str]) -> int | None:
