@@ -110,25 +110,32 @@ def restore_params() -> str:
     return restore(_project_dir())
 
 
-@task.branch(execution_timeout=timedelta(minutes=5))
+@task.branch(execution_timeout=timedelta(minutes=10))
 def choose_promotion(run_settings: dict[str, Any], **context: Any) -> str | None:
     """Policy manual: describe the challenger for the approver; auto: the gate already decided."""
     if run_settings["policy"] != "manual":
         return None
-    from pipeline.orchestration import approval_request, read_registration
+    from pipeline.orchestration import challenger_awaiting_approval
 
-    request = approval_request(read_registration(_project_dir()))
+    request = challenger_awaiting_approval(_project_dir(), context["run_id"])
+    if request is None:
+        return None
     context["ti"].xcom_push(key="approval", value=request)
-    return "approve_promotion" if request["version"] else None
+    return "approve_promotion"
 
 
-@task.bash(execution_timeout=timedelta(minutes=10))
+@task(execution_timeout=timedelta(minutes=10))
 def promote_challenger(**context: Any) -> str:
     """`mt registry promote <version>` once a human approved it."""
-    from pipeline.orchestration import promote_command
+    from pipeline.orchestration import promote_version
 
-    request = context["ti"].xcom_pull(task_ids="choose_promotion", key="approval")
-    return promote_command(_project_dir(), str(request["version"]))
+    ti = context["ti"]
+    request = ti.xcom_pull(task_ids="choose_promotion", key="approval")
+    answer = ti.xcom_pull(task_ids="approve_promotion") or {}
+    approver = (answer.get("responded_by_user") or {}).get("name", "unknown")
+    reason = f"approved by {approver} in Airflow run {context['run_id']}"
+    promote_version(_project_dir(), request["model_name"], request["version"], reason)
+    return str(request["version"])
 
 
 RUN_PARAMS = {

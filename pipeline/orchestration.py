@@ -101,21 +101,6 @@ def stage_command(root: Path, stage: str) -> str:
     )
 
 
-def promote_command(root: Path, version: str) -> str:
-    """The bash script that makes `version` the champion after a human approved it."""
-    project = shlex.quote(str(root))
-    venv_bin = shlex.quote(str(root / ".venv" / "bin"))
-    return "\n".join(
-        [
-            "set -euo pipefail",
-            f"cd {project}",
-            f'if [ -d {venv_bin} ]; then export PATH={venv_bin}:"$PATH"; fi',
-            f"export MT_PROJECT_DIR={project} PYTHONUNBUFFERED=1",
-            f"mt registry promote {shlex.quote(version)}",
-        ]
-    )
-
-
 def run_values(
     params: Mapping[str, Any], asset_extras: list[dict[str, Any]] | None = None
 ) -> dict[str, Any]:
@@ -280,28 +265,73 @@ def read_registration(root: Path) -> dict[str, Any]:
     return payload
 
 
-def approval_request(registration: Mapping[str, Any]) -> dict[str, Any]:
+def approval_request(
+    registration: Mapping[str, Any], metrics: Mapping[str, Any]
+) -> dict[str, Any]:
     """Title and Markdown body of the approval task: the challenger against the champion."""
-    version = registration.get("version")
-    name = registration.get("model_name", "the model")
-    rows = [f"| {key} | {value} |" for key, value in _flatten(registration)]
-    body = "\n".join(
-        [
-            f"**{name}** version **{version}** was registered by this run.",
-            "",
-            "| field | value |",
-            "| --- | --- |",
-            *rows,
-        ]
-    )
-    return {"version": version, "title": f"{name} version {version}", "body": body}
+    name, version = registration["model_name"], str(registration["version"])
+    champion = registration.get("champion_before")
+    lines = [
+        f"**{name}** version **{version}** (@challenger) against "
+        + (f"@champion version **{champion}**." if champion else "no champion yet."),
+        "",
+        "| test split | BLEU | chrF | TER | sentences |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {split} | {m['bleu']:.2f} | {m['chrf']:.2f} | {m['ter']:.2f} | {m['sentences']} |"
+            for split, m in metrics.items()
+        ),
+        "",
+        f"Gate: **{registration['decision']}**: {registration['reason']}",
+        f"BLEU delta vs champion: {_number(registration.get('delta'))}, "
+        f"paired bootstrap p-value: {_number(registration.get('p_value'))}.",
+        "",
+        f"*Approve* runs `mt registry promote {version}`; *Reject* leaves @champion as it is.",
+    ]
+    return {
+        "version": version,
+        "model_name": name,
+        "title": f"{name} version {version}",
+        "body": "\n".join(lines),
+    }
 
 
-def _flatten(payload: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
-    for key, value in payload.items():
-        if isinstance(value, Mapping):
-            rows += _flatten(value, f"{prefix}{key}.")
-        else:
-            rows.append((f"{prefix}{key}", value))
-    return rows
+def _number(value: Any) -> str:
+    return "n/a" if value is None else f"{value:+.3f}" if isinstance(value, float) else str(value)
+
+
+def challenger_awaiting_approval(root: Path, dag_run_id: str) -> dict[str, Any] | None:
+    """The approval request for the version this run registered, if the gate left it waiting.
+
+    None when the gate rejected it, or when registration.json is older than this run (DVC
+    skipped an up-to-date register stage): nothing new to approve.
+    """
+    paths = project_paths(root)
+    registration = read_registration(root)
+    if registration["decision"] != "awaiting_approval":
+        log.info("gate outcome %s: nothing to approve", registration["decision"])
+        return None
+    from pipeline.registry.store import Registry
+
+    registry = Registry.connect(paths, registration["model_name"])
+    tags = registry.version(str(registration["version"])).tags
+    if tags.get("airflow.dag_run_id") != dag_run_id:
+        log.info(
+            "version %s was not registered by this run: nothing to approve",
+            registration["version"],
+        )
+        return None
+    metrics = json.loads(paths.metrics_file.read_text(encoding="utf-8"))
+    return approval_request(registration, metrics)
+
+
+def promote_version(root: Path, model_name: str, version: str, reason: str) -> None:
+    """What `mt registry promote VERSION` does, for the model this run registered.
+
+    The model name comes from registration.json: a run that changed the language pair
+    registered under a name that the restored params.yaml no longer holds.
+    """
+    from pipeline.registry.commands import promote
+    from pipeline.registry.store import Registry
+
+    promote(Registry.connect(project_paths(root), model_name), version, reason)
