@@ -105,8 +105,13 @@ def trainer_options(config: TokenizeConfig) -> dict[str, Any]:
     }
 
 
-def train_sentencepiece(sentences: Iterable[str], config: TokenizeConfig, seed: int) -> bytes:
-    """Train in-process and return the serialized model; same input and seed → same bytes."""
+def train_sentencepiece(
+    sentences: Iterable[str], config: TokenizeConfig, seed: int, corpus: str = "train text"
+) -> bytes:
+    """Train in-process and return the serialized model; same input and seed → same bytes.
+
+    `corpus` names the sentences in the error raised when the vocabulary cannot be filled.
+    """
     spm.set_random_generator_seed(seed)
     buffer = io.BytesIO()
     try:
@@ -118,8 +123,8 @@ def train_sentencepiece(sentences: Iterable[str], config: TokenizeConfig, seed: 
         if match is None:
             raise
         raise ConfigError(
-            f"params.yaml: `tokenize.vocab_size` is {config.vocab_size}, but the cleaned train "
-            f"text supports at most {match.group(2)} pieces ({config.model_type}); "
+            f"params.yaml: `tokenize.vocab_size` is {config.vocab_size}, but the cleaned "
+            f"{corpus} supports at most {match.group(2)} pieces ({config.model_type}); "
             f"set tokenize.vocab_size <= {match.group(2)}"
         ) from None
     return buffer.getvalue()
@@ -130,11 +135,11 @@ def train_tokenizer_models(
 ) -> tuple[bytes, bytes]:
     """(source model, target model): one joint model trained on both sides, or one per side."""
     if config.joint:
-        joint = train_sentencepiece([*sources, *targets], config, seed)
+        joint = train_sentencepiece([*sources, *targets], config, seed, "train text")
         return joint, joint
     return (
-        train_sentencepiece(sources, config, seed),
-        train_sentencepiece(targets, config, seed),
+        train_sentencepiece(sources, config, seed, "train sources"),
+        train_sentencepiece(targets, config, seed, "train targets"),
     )
 
 
@@ -240,7 +245,12 @@ def load_tokenizers(tokenizer_dir: str | Path) -> TokenizerPair:
 def _load_processor(path: Path) -> spm.SentencePieceProcessor:
     if not path.is_file():
         raise DataError(f"{path}: tokenizer model not found; run `mt tokenize` first")
-    processor = processor_from_bytes(path.read_bytes())
+    try:
+        processor = processor_from_bytes(path.read_bytes())
+    except RuntimeError:
+        raise DataError(
+            f"{path}: not a SentencePiece model; re-run `mt tokenize` to write it again"
+        ) from None
     for token_id, piece in SPECIAL_TOKENS.items():
         if token_id >= processor.get_piece_size() or processor.id_to_piece(token_id) != piece:
             raise DataError(
