@@ -283,8 +283,8 @@ def approval_request(
         ),
         "",
         f"Gate: **{registration['decision']}**: {registration['reason']}",
-        f"BLEU delta vs champion: {_number(registration.get('delta'))}, "
-        f"paired bootstrap p-value: {_number(registration.get('p_value'))}.",
+        f"BLEU delta vs champion: {_number(registration.get('delta'), '+.2f')}, "
+        f"paired bootstrap p-value: {_number(registration.get('p_value'), '.3f')}.",
         "",
         f"*Approve* runs `mt registry promote {version}`; *Reject* leaves @champion as it is.",
     ]
@@ -296,8 +296,8 @@ def approval_request(
     }
 
 
-def _number(value: Any) -> str:
-    return "n/a" if value is None else f"{value:+.3f}" if isinstance(value, float) else str(value)
+def _number(value: Any, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def challenger_awaiting_approval(root: Path, dag_run_id: str) -> dict[str, Any] | None:

@@ -1,0 +1,329 @@
+"""The DAG (dags/retrain_translation.py) and its helpers (pipeline/orchestration.py).
+
+DagBag import test, structure and defaults, the per-run params (apply/restore), the stage
+script, and `dag.test()` end to end on a tiny corpus.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.config import load_config, parse_config
+from pipeline.errors import ConfigError, DataError, PipelineError
+from pipeline.orchestration import (
+    KEEP,
+    STAGES,
+    ParamsBackup,
+    apply_run_params,
+    approval_request,
+    merge_overrides,
+    model_name_for_pair,
+    overrides_from_run_params,
+    resolve_project_dir,
+    restore_params,
+    run_values,
+    stage_command,
+)
+from pipeline.paths import project_paths
+from tests.conftest import REPO_ROOT
+
+DAG_ID = "retrain_translation"
+SETTINGS = load_config(REPO_ROOT / "params.yaml").orchestration
+
+
+@pytest.fixture(scope="module")
+def dagbag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The repo's dags/ folder parsed by Airflow's DagBag, with a throw-away AIRFLOW_HOME."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_HOME", str(home))
+        patch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+        patch.delenv("MT_PROJECT_DIR", raising=False)
+        from airflow.dag_processing.dagbag import DagBag
+
+        yield DagBag(dag_folder=str(REPO_ROOT / "dags"))
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag: Any) -> Any:
+    return dagbag.dags[DAG_ID]
+
+
+def test_dag_folder_imports_without_errors(dagbag: Any) -> None:
+    assert dagbag.import_errors == {}
+    assert list(dagbag.dags) == [DAG_ID]
+
+
+def test_one_task_per_dvc_stage_in_dvc_yaml_order(dag: Any) -> None:
+    dvc_stages = list(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text("utf-8"))["stages"])
+    assert list(STAGES) == dvc_stages
+    assert {"apply_run_params", *STAGES, "restore_params"} <= set(dag.task_ids)
+    chain = ["apply_run_params", *STAGES, "restore_params"]
+    for upstream, downstream in itertools.pairwise(chain):
+        assert upstream in dag.get_task(downstream).upstream_task_ids, (upstream, downstream)
+    assert dag.get_task("fetch").upstream_task_ids == {"apply_run_params"}
+
+
+def test_promotion_branch_follows_register(dag: Any) -> None:
+    assert dag.get_task("choose_promotion").upstream_task_ids == {"register", "apply_run_params"}
+    assert dag.get_task("approve_promotion").upstream_task_ids == {"choose_promotion"}
+    assert dag.get_task("promote_challenger").upstream_task_ids == {"approve_promotion"}
+    approval = dag.get_task("approve_promotion")
+    assert type(approval).__name__ == "ApprovalOperator"
+    assert approval.defaults == ["Reject"]
+    assert approval.response_timeout == timedelta(hours=SETTINGS.approval_timeout_h)
+
+
+def test_params_are_applied_in_a_setup_and_restored_in_a_teardown(dag: Any) -> None:
+    assert dag.get_task("apply_run_params").is_setup
+    restore = dag.get_task("restore_params")
+    assert restore.is_teardown
+    assert restore.trigger_rule.value == "all_done_setup_success"
+
+
+def test_dag_level_settings(dag: Any) -> None:
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert dag.owner == "mt-team"
+    assert set(dag.tags) == {"translation", "mlops", "dvc"}
+    assert "dvc repro --single-item" in dag.doc_md
+    timetable = dag.timetable
+    assert type(timetable).__name__ == "AssetOrTimeSchedule"
+    assert timetable.timetable.expression == "0 0 * * 0"  # @weekly
+    assert timetable.asset_condition.name == "mt_raw_corpus"
+    assert timetable.asset_condition.uri == SETTINGS.raw_data_asset
+
+
+def test_retries_with_backoff_only_on_fetch_and_register(dag: Any) -> None:
+    retries = {stage: dag.get_task(stage).retries for stage in STAGES}
+    assert retries == {s: (SETTINGS.retries if s in {"fetch", "register"} else 0) for s in STAGES}
+    fetch = dag.get_task("fetch")
+    assert fetch.retry_exponential_backoff
+    assert fetch.retry_delay == timedelta(seconds=SETTINGS.retry_delay_s)
+    assert fetch.max_retry_delay == timedelta(seconds=SETTINGS.max_retry_delay_s)
+
+
+def test_every_task_has_an_execution_timeout(dag: Any) -> None:
+    timeouts = {task.task_id: task.execution_timeout for task in dag.tasks}
+    assert all(timeouts.values()), timeouts
+    assert timeouts["train"] == timedelta(minutes=SETTINGS.train_timeout_min)
+    assert timeouts["evaluate"] == timedelta(minutes=SETTINGS.stage_timeout_min)
+
+
+def test_params_form_defaults_mean_keep_params_yaml(dag: Any) -> None:
+    defaults = {name: dag.params[name] for name in dag.params}
+    assert defaults == {
+        "epochs": None,
+        "data_source": KEEP,
+        "data_path": "",
+        "src_lang": "",
+        "tgt_lang": "",
+        "model_name": "",
+        "promotion_policy": KEEP,
+    }
+    config = load_config(REPO_ROOT / "params.yaml")
+    assert overrides_from_run_params(defaults, config) == {}
+
+
+def test_parsing_the_dag_imports_no_heavy_library(tmp_path: Path) -> None:
+    script = (
+        "import sys\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(REPO_ROOT / 'dags')!r})\n"
+        "assert not bag.import_errors, bag.import_errors\n"
+        "heavy = {'tensorflow', 'keras', 'mlflow', 'dvc', 'sentencepiece', 'great_expectations'}\n"
+        "print(sorted(heavy & {name.split('.')[0] for name in sys.modules}))\n"
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---- per-run params ------------------------------------------------------------------------
+
+
+def repo_config() -> Any:
+    return load_config(REPO_ROOT / "params.yaml")
+
+
+def test_set_run_params_become_params_yaml_overrides() -> None:
+    values = {
+        "epochs": 3,
+        "data_source": "tsv",
+        "data_path": "/corpora/new",
+        "src_lang": "",
+        "tgt_lang": "",
+        "model_name": "",
+        "promotion_policy": "manual",
+    }
+    assert overrides_from_run_params(values, repo_config()) == {
+        "train": {"epochs": 3},
+        "data": {"source": "tsv", "path": "/corpora/new"},
+        "register": {"policy": "manual"},
+    }
+
+
+def test_a_new_language_pair_gets_its_own_model_name() -> None:
+    overrides = overrides_from_run_params({"tgt_lang": "fr"}, repo_config())
+    assert overrides == {
+        "data": {"tgt_lang": "fr"},
+        "register": {"model_name": "multi30k-en-fr-lstm"},
+    }
+
+
+def test_an_explicit_model_name_wins_over_the_derived_one() -> None:
+    values = {"tgt_lang": "fr", "model_name": "fr-try"}
+    assert overrides_from_run_params(values, repo_config())["register"] == {"model_name": "fr-try"}
+
+
+def test_a_model_name_without_the_pair_cannot_be_derived() -> None:
+    with pytest.raises(ConfigError, match="does not contain 'en-de'; set the `model_name`"):
+        model_name_for_pair("translator", ("en", "de"), ("en", "fr"))
+
+
+def test_unknown_run_params_are_refused_with_the_allowed_names() -> None:
+    with pytest.raises(ConfigError, match="unknown param `epoch`; allowed: epochs, data_source"):
+        overrides_from_run_params({"epoch": 3}, repo_config())
+
+
+def test_asset_event_extras_fill_in_what_the_run_did_not_set() -> None:
+    extras = [
+        {"data_path": "/old", "from_rest_api": True},
+        {"data_path": "/new", "data_source": "dir"},
+    ]
+    params = {"epochs": None, "data_source": KEEP, "data_path": "", "promotion_policy": "auto"}
+    assert run_values(params, extras) == {
+        "data_path": "/new",
+        "data_source": "dir",
+        "promotion_policy": "auto",
+    }
+
+
+def test_merge_overrides_keeps_the_rest_of_each_section() -> None:
+    raw = {"train": {"epochs": 10, "batch_size": 64}, "seed": 1}
+    merged = merge_overrides(raw, {"train": {"epochs": 2}})
+    assert merged == {"train": {"epochs": 2, "batch_size": 64}, "seed": 1}
+    assert raw["train"]["epochs"] == 10
+
+
+def test_apply_then_restore_leaves_params_yaml_byte_identical(project_dir: Path) -> None:
+    original = (project_dir / "params.yaml").read_bytes()
+    settings = apply_run_params(project_dir, {"epochs": 4, "promotion_policy": "manual"})
+    assert settings == {
+        "overrides": {"train": {"epochs": 4}, "register": {"policy": "manual"}},
+        "policy": "manual",
+        "model_name": "multi30k-en-de-lstm",
+    }
+    applied = parse_config(yaml.safe_load((project_dir / "params.yaml").read_text("utf-8")))
+    assert (applied.train.epochs, applied.register.policy) == (4, "manual")
+    assert restore_params(project_dir) == "params.yaml: restored the original"
+    assert (project_dir / "params.yaml").read_bytes() == original
+    assert restore_params(project_dir) == "params.yaml: no overrides to restore"
+
+
+def test_a_run_without_overrides_does_not_touch_params_yaml(project_dir: Path) -> None:
+    before = (project_dir / "params.yaml").stat().st_mtime_ns
+    settings = apply_run_params(project_dir, {})
+    assert settings["overrides"] == {} and settings["policy"] == "auto"
+    assert (project_dir / "params.yaml").stat().st_mtime_ns == before
+    assert not ParamsBackup(project_paths(project_dir)).original.exists()
+
+
+def test_a_killed_runs_overrides_are_undone_by_the_next_run(project_dir: Path) -> None:
+    original = (project_dir / "params.yaml").read_bytes()
+    apply_run_params(project_dir, {"epochs": 4})  # ... and the worker died before restore
+    settings = apply_run_params(project_dir, {})
+    assert settings["overrides"] == {}
+    assert (project_dir / "params.yaml").read_bytes() == original
+
+
+def test_an_edit_made_during_the_run_is_kept(project_dir: Path) -> None:
+    apply_run_params(project_dir, {"epochs": 4})
+    edited = (project_dir / "params.yaml").read_text("utf-8").replace("seed: 1234", "seed: 7")
+    (project_dir / "params.yaml").write_text(edited, encoding="utf-8")
+    assert restore_params(project_dir).startswith("params.yaml: edited during the run, kept")
+    assert (project_dir / "params.yaml").read_text("utf-8") == edited
+
+
+def test_invalid_overrides_fail_before_params_yaml_changes(project_dir: Path) -> None:
+    original = (project_dir / "params.yaml").read_bytes()
+    with pytest.raises(ConfigError, match="`train.epochs` must be >= 1"):
+        apply_run_params(project_dir, {"epochs": 0})
+    with pytest.raises(ConfigError, match="data source 'dir' needs a data path"):
+        apply_run_params(project_dir, {"data_source": "dir"})
+    with pytest.raises(DataError, match="nowhere: data path not found on the worker"):
+        apply_run_params(project_dir, {"data_source": "dir", "data_path": "nowhere"})
+    assert (project_dir / "params.yaml").read_bytes() == original
+
+
+# ---- project dir and stage script ----------------------------------------------------------
+
+
+def test_project_dir_comes_from_the_env_then_the_variable(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project_dir / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
+    assert resolve_project_dir(lambda: "/elsewhere") == project_dir.resolve()
+    monkeypatch.delenv("MT_PROJECT_DIR")
+    assert resolve_project_dir(lambda: str(project_dir)) == project_dir.resolve()
+    with pytest.raises(PipelineError, match="no project directory: set env MT_PROJECT_DIR"):
+        resolve_project_dir(lambda: None)
+    with pytest.raises(PipelineError, match="no dvc.yaml here"):
+        resolve_project_dir(lambda: str(project_dir / "reports"))
+
+
+def test_stage_script_runs_the_projects_dvc_in_the_project(tmp_path: Path) -> None:
+    root = tmp_path / "my project"
+    fake_bin = root / ".venv" / "bin"
+    fake_bin.mkdir(parents=True)
+    fake_dvc = fake_bin / "dvc"
+    fake_dvc.write_text('#!/bin/sh\necho "cwd=$PWD args=$* project=$MT_PROJECT_DIR"\n')
+    fake_dvc.chmod(fake_dvc.stat().st_mode | stat.S_IEXEC)
+    done = subprocess.run(
+        ["bash", "-c", stage_command(root, "train")], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.splitlines() == [
+        f"dvc: {fake_dvc}",
+        f"cwd={root} args=repro --single-item train project={root}",
+    ]
+
+
+def test_stage_script_refuses_an_unknown_stage(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown stage 'deploy'"):
+        stage_command(tmp_path, "deploy")
+
+
+def test_approval_request_shows_challenger_metrics_and_the_gate() -> None:
+    registration = {
+        "model_name": "multi30k-en-de-lstm",
+        "version": "3",
+        "decision": "awaiting_approval",
+        "reason": "p=0.010 < 0.05",
+        "delta": 1.25,
+        "p_value": 0.01,
+        "champion_before": "2",
+    }
+    metrics = {"test_2016_flickr": {"bleu": 31.5, "chrf": 58.25, "ter": 50.0, "sentences": 1000}}
+    request = approval_request(registration, metrics)
+    assert request["version"] == "3"
+    assert request["title"] == "multi30k-en-de-lstm version 3"
+    body = request["body"].splitlines()
+    assert body[0] == (
+        "**multi30k-en-de-lstm** version **3** (@challenger) against @champion version **2**."
+    )
+    assert "| test_2016_flickr | 31.50 | 58.25 | 50.00 | 1000 |" in body
+    assert "Gate: **awaiting_approval**: p=0.010 < 0.05" in body
+    assert "BLEU delta vs champion: +1.25, paired bootstrap p-value: 0.010." in body
