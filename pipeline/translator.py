@@ -1,0 +1,262 @@
+"""Raw text in, translated text out: the trained model and its tokenizers behind one object.
+
+`Translator.load` reads the Keras model and the SentencePiece models once. `translate`
+normalises each text exactly as the clean stage did (pipeline.data.clean.normalize_text), cuts
+it into pieces, decodes the non-empty ones in length-sorted batches (similar lengths waste
+little padding) and detokenises the result back into the input order. The MLflow pyfunc in
+pipeline/serving.py wraps this class; `mt translate` is its command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+from tqdm import tqdm
+
+from pipeline.atomic import atomic_write_text
+from pipeline.config import load_config
+from pipeline.data.clean import normalize_text
+from pipeline.errors import PipelineError
+from pipeline.model.decoding import DecodeResult, DecodingSettings, decode
+from pipeline.paths import project_paths
+from pipeline.tokenize import PAD_ID, TokenizerPair, load_tokenizers
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE, TOKENIZER_DIR = "seq2seq.keras", "tokenizer"
+MLFLOW_URI_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+@dataclass(frozen=True)
+class Translation:
+    """One translated text with what a report needs to draw its attention map.
+
+    attention: float32 [len(target_pieces) + 1, len(source_pieces)], the last row for EOS.
+    """
+
+    source: str
+    text: str
+    source_pieces: list[str]
+    target_pieces: list[str]
+    attention: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Hypothesis:
+    ids: list[int]
+    attention: np.ndarray
+
+
+class Translator:
+    """A loaded model plus tokenizers; `translate` is safe to call many times."""
+
+    def __init__(self, model: Any, tokenizers: TokenizerPair, settings: DecodingSettings):
+        self.model = model
+        self.tokenizers = tokenizers
+        self.settings = settings
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str | Path,
+        tokenizer_dir: str | Path,
+        settings: DecodingSettings | None = None,
+    ) -> Translator:
+        """Load `seq2seq.keras` (safe mode) and the tokenizer directory beside it."""
+        import keras
+
+        # Registers the model's custom layers with Keras before deserialising.
+        import pipeline.model.seq2seq  # noqa: F401
+
+        model_path = Path(model_path)
+        if not model_path.is_file():
+            raise PipelineError(f"{model_path}: model file not found; run `mt train` first")
+        model = keras.saving.load_model(model_path, safe_mode=True)
+        tokenizers = load_tokenizers(Path(tokenizer_dir))
+        return cls(model, tokenizers, settings or DecodingSettings())
+
+    def with_settings(self, settings: DecodingSettings) -> Translator:
+        """The same model and tokenizers with other decoding settings (no reload)."""
+        return Translator(self.model, self.tokenizers, settings)
+
+    def translate(self, texts: Sequence[str], progress: bool = False) -> list[str]:
+        """One detokenised translation per text, same order; empty text gives ""."""
+        hypotheses = self._translate_ids(self.encode_sources(texts), progress)
+        return [self.tokenizers.tgt.decode(hypothesis.ids) for hypothesis in hypotheses]
+
+    def translate_with_attention(
+        self, texts: Sequence[str], progress: bool = False
+    ) -> list[Translation]:
+        """Like `translate`, keeping pieces and attention weights for reports."""
+        sources = self.encode_sources(texts)
+        hypotheses = self._translate_ids(sources, progress)
+        return [
+            self._translation(text, source, hypothesis)
+            for text, source, hypothesis in zip(texts, sources, hypotheses, strict=True)
+        ]
+
+    def encode_sources(self, texts: Sequence[str]) -> list[list[int]]:
+        """Normalised piece ids per text, cut to `settings.max_source_length` with a warning."""
+        normalised = [normalize_text(text) for text in texts]
+        encoded: list[list[int]] = self.tokenizers.src.encode(normalised, out_type=int)
+        limit = self.settings.max_source_length
+        for row, ids in enumerate(encoded):
+            if len(ids) > limit:
+                log.warning(
+                    "input line %d has %d source pieces; translating only the first %d "
+                    "(DecodingSettings.max_source_length)",
+                    row + 1,
+                    len(ids),
+                    limit,
+                )
+                encoded[row] = ids[:limit]
+        return encoded
+
+    def _translation(self, text: str, source: list[int], hypothesis: _Hypothesis) -> Translation:
+        return Translation(
+            source=normalize_text(text),
+            text=self.tokenizers.tgt.decode(hypothesis.ids),
+            source_pieces=[self.tokenizers.src.id_to_piece(i) for i in source],
+            target_pieces=[self.tokenizers.tgt.id_to_piece(i) for i in hypothesis.ids],
+            attention=hypothesis.attention,
+        )
+
+    def _translate_ids(self, sources: list[list[int]], progress: bool) -> list[_Hypothesis]:
+        """Decode every non-empty source in length-sorted batches; empty ones stay empty."""
+        results = [_Hypothesis([], np.zeros((0, 0), np.float32)) for _ in sources]
+        batches = list(self._length_sorted_batches(sources))
+        quiet = not progress or os.environ.get("CI", "").lower() == "true"
+        for rows in tqdm(batches, desc="translating", unit="batch", disable=quiet):
+            batch = pad_batch([sources[row] for row in rows])
+            decoded = decode(self.model, batch, self.settings)
+            for position, row in enumerate(rows):
+                results[row] = _hypothesis(decoded, position, len(sources[row]))
+        return results
+
+    def _length_sorted_batches(self, sources: list[list[int]]) -> Iterator[list[int]]:
+        rows = sorted(
+            (row for row, ids in enumerate(sources) if ids), key=lambda r: len(sources[r])
+        )
+        size = self.settings.batch_size
+        for start in range(0, len(rows), size):
+            yield rows[start : start + size]
+
+
+def _hypothesis(decoded: DecodeResult, position: int, source_length: int) -> _Hypothesis:
+    length = int(decoded.lengths[position])
+    attention = decoded.attention[position, :length, :source_length]
+    return _Hypothesis(decoded.token_ids(position), attention)
+
+
+def pad_batch(rows: Sequence[Sequence[int]]) -> np.ndarray:
+    """int32 [len(rows), longest] with PAD_ID after each row."""
+    batch = np.full((len(rows), max(len(row) for row in rows)), PAD_ID, dtype=np.int32)
+    for index, row in enumerate(rows):
+        batch[index, : len(row)] = row
+    return batch
+
+
+# ------------------------------------------------------------------------------ mt translate
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="mt translate",
+        description="Translate one sentence per line from stdin (or --input) to stdout.",
+    )
+    parser.add_argument("--input", type=Path, help="text file to translate (default: stdin)")
+    parser.add_argument("--output", type=Path, help="where to write (default: stdout)")
+    parser.add_argument("--beam", type=int, help="beam size (default: evaluate.beam_size)")
+    parser.add_argument("--batch-size", type=int, help="sentences decoded together")
+    parser.add_argument(
+        "--model",
+        help="a directory holding seq2seq.keras and tokenizer/ (or a project root), or an "
+        "MLflow model URI such as models:/<name>@champion (default: this project's models/)",
+    )
+    return parser.parse_args(argv)
+
+
+def settings_from_args(args: argparse.Namespace) -> DecodingSettings:
+    """params.yaml's evaluate section when the project has one, with the flags on top."""
+    paths = project_paths()
+    base = (
+        DecodingSettings.from_config(load_config().evaluate)
+        if paths.params.is_file()
+        else DecodingSettings()
+    )
+    overrides = {"beam_size": args.beam, "batch_size": args.batch_size}
+    return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def local_model_dir(model: str | None) -> Path:
+    """The directory with seq2seq.keras and tokenizer/ for --model (a dir or project root)."""
+    if model is None:
+        candidates = [project_paths().models_dir]
+    else:
+        candidates = [Path(model), Path(model) / "models"]
+    for directory in candidates:
+        if (directory / MODEL_FILE).is_file():
+            return directory
+    raise PipelineError(
+        f"--model {model or candidates[0]}: no {MODEL_FILE} found there (nor in models/ below "
+        "it); run `mt train`, or pass a model directory or an MLflow URI like "
+        "models:/<name>@champion"
+    )
+
+
+def read_input_lines(source: TextIO | Path) -> list[str]:
+    """One text per "\\n"-separated line; a final newline does not add an empty line."""
+    if isinstance(source, Path):
+        if not source.is_file():
+            raise PipelineError(f"--input {source}: file not found")
+        text = source.read_text(encoding="utf-8")
+    else:
+        text = source.read()
+    return text.removesuffix("\n").split("\n") if text else []
+
+
+def translate_with_mlflow(uri: str, texts: list[str], batch_size: int) -> list[str]:
+    """Translate through a registered pyfunc (the served model) in request-sized chunks."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from pipeline.tracking import configure_mlflow
+
+    configure_mlflow()
+    model = mlflow.pyfunc.load_model(uri)
+    outputs: list[str] = []
+    for start in range(0, len(texts), batch_size):
+        frame = pd.DataFrame({"text": texts[start : start + batch_size]})
+        outputs.extend(str(text) for text in model.predict(frame)["translation"])
+    return outputs
+
+
+def main(argv: list[str]) -> int | None:
+    args = parse_args(argv)
+    settings = settings_from_args(args)
+    texts = read_input_lines(args.input if args.input else sys.stdin)
+    if args.model and args.model.startswith(MLFLOW_URI_SCHEMES):
+        if args.beam is not None:
+            log.warning("--beam is ignored for an MLflow model: it decodes with its own settings")
+        outputs = translate_with_mlflow(args.model, texts, settings.batch_size)
+    else:
+        directory = local_model_dir(args.model)
+        translator = Translator.load(directory / MODEL_FILE, directory / TOKENIZER_DIR, settings)
+        outputs = translator.translate(texts)
+    text = "".join(line + "\n" for line in outputs)
+    if args.output:
+        atomic_write_text(args.output, text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    log.info("translated %d lines", len(texts))
+    return 0

@@ -1,0 +1,196 @@
+"""Translator and `mt translate` on a tiny model overfit on 20 pairs (trained once per session)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import cli
+from pipeline.config import ModelConfig, TokenizeConfig
+from pipeline.model.decoding import DecodingSettings
+from pipeline.translator import Translator, pad_batch, read_input_lines
+from tests.conftest import tiny_pairs
+
+TRAIN_PAIRS = tiny_pairs(20)
+TINY_MODEL = ModelConfig(embedding_dim=64, hidden_units=64, dropout=0.0, tie_embeddings=True)
+# The 20 pairs support at most 119 unigram pieces (joint en+de).
+TINY_TOKENIZER = TokenizeConfig("unigram", 119, True, 1.0, 16)
+_TRAINED: dict[str, Path] = {}
+
+
+def _train_tiny_model(directory: Path) -> Path:
+    """Write seq2seq.keras + tokenizer/ that reproduce TRAIN_PAIRS exactly (about 300 steps)."""
+    import keras
+
+    from pipeline.model.seq2seq import build_seq2seq
+    from pipeline.tokenize import BOS_ID, EOS_ID, load_tokenizers, train_tokenizer_models
+
+    sources, targets = [s for s, _ in TRAIN_PAIRS], [t for _, t in TRAIN_PAIRS]
+    (directory / "tokenizer").mkdir(parents=True)
+    models = train_tokenizer_models(sources, targets, TINY_TOKENIZER, seed=1234)
+    for name, model_bytes in zip(("src.model", "tgt.model"), models, strict=True):
+        (directory / "tokenizer" / name).write_bytes(model_bytes)
+    tokenizers = load_tokenizers(directory / "tokenizer")
+    source_ids = tokenizers.src.encode(sources)
+    target_ids = tokenizers.tgt.encode(targets)
+    keras.utils.set_random_seed(1)
+    model = build_seq2seq(TINY_MODEL, tokenizers.src_vocab_size, tokenizers.tgt_vocab_size)
+    inputs = {
+        "source": pad_batch(source_ids),
+        "target_in": pad_batch([[BOS_ID, *ids] for ids in target_ids]),
+    }
+    labels = pad_batch([[*ids, EOS_ID] for ids in target_ids])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
+    model.compile(optimizer=keras.optimizers.Adam(0.02), loss=loss)
+    model.fit(inputs, labels, batch_size=len(TRAIN_PAIRS), epochs=300, verbose=0)
+    model.save(directory / "seq2seq.keras")
+    return directory
+
+
+def trained_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with seq2seq.keras and tokenizer/, trained once per test session."""
+    if "dir" not in _TRAINED:
+        _TRAINED["dir"] = _train_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+    return _TRAINED["dir"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_tiny_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def translator(model_dir: Path) -> Translator:
+    settings = DecodingSettings(beam_size=1, batch_size=8)
+    return Translator.load(model_dir / "seq2seq.keras", model_dir / "tokenizer", settings)
+
+
+@pytest.mark.slow
+def test_overfit_model_translates_its_training_pairs_exactly_with_greedy_search(
+    translator: Translator,
+) -> None:
+    outputs = translator.translate([source for source, _ in TRAIN_PAIRS])
+    assert outputs == [target for _, target in TRAIN_PAIRS]
+
+
+@pytest.mark.slow
+def test_overfit_model_translates_its_training_pairs_exactly_with_beam_search(
+    translator: Translator,
+) -> None:
+    beam = translator.with_settings(DecodingSettings(beam_size=4, batch_size=8))
+    outputs = beam.translate([source for source, _ in TRAIN_PAIRS])
+    assert outputs == [target for _, target in TRAIN_PAIRS]
+
+
+@pytest.mark.slow
+def test_raw_input_is_normalised_like_the_clean_stage(translator: Translator) -> None:
+    messy = "  A dog runs\u00a0on the   beach number 0.\t"
+    assert translator.translate([messy]) == ["Ein Hund läuft am Strand Nummer 0."]
+
+
+@pytest.mark.slow
+def test_empty_and_blank_lines_stay_empty_in_place(translator: Translator) -> None:
+    texts = ["", TRAIN_PAIRS[0][0], "   ", TRAIN_PAIRS[1][0], ""]
+    assert translator.translate(texts) == ["", TRAIN_PAIRS[0][1], "", TRAIN_PAIRS[1][1], ""]
+    assert translator.translate([]) == []
+
+
+@pytest.mark.slow
+def test_length_sorted_batches_keep_input_order(translator: Translator) -> None:
+    texts = [source for source, _ in reversed(TRAIN_PAIRS)]
+    one_by_one = translator.with_settings(DecodingSettings(beam_size=1, batch_size=1))
+    assert one_by_one.translate(texts[:6]) == [target for _, target in reversed(TRAIN_PAIRS)][:6]
+    assert translator.translate(texts) == [target for _, target in reversed(TRAIN_PAIRS)]
+
+
+@pytest.mark.slow
+def test_over_long_input_is_truncated_with_a_warning(
+    translator: Translator, caplog: pytest.LogCaptureFixture
+) -> None:
+    short = translator.with_settings(DecodingSettings(beam_size=1, max_source_length=5))
+    long_text = " ".join(source for source, _ in TRAIN_PAIRS)
+    with caplog.at_level(logging.WARNING, logger="pipeline.translator"):
+        encoded = short.encode_sources(["A dog.", long_text])
+        outputs = short.translate([long_text])
+    assert len(encoded[1]) == 5
+    assert encoded[0] == translator.tokenizers.src.encode("A dog.")
+    assert len(outputs) == 1 and isinstance(outputs[0], str)
+    assert "input line 2 has" in caplog.text
+    assert "translating only the first 5" in caplog.text
+
+
+@pytest.mark.slow
+def test_translate_with_attention_has_one_row_per_output_piece_plus_eos(
+    translator: Translator,
+) -> None:
+    [translation] = translator.translate_with_attention([TRAIN_PAIRS[2][0]])
+    assert translation.text == TRAIN_PAIRS[2][1]
+    assert translation.source == TRAIN_PAIRS[2][0]
+    assert translation.target_pieces == translator.tokenizers.tgt.encode(
+        TRAIN_PAIRS[2][1], out_type=str
+    )
+    rows, columns = len(translation.target_pieces) + 1, len(translation.source_pieces)
+    assert translation.attention.shape == (rows, columns)
+    np.testing.assert_allclose(translation.attention.sum(axis=1), np.ones(rows), atol=1e-5)
+
+
+def test_pad_batch_right_pads_with_pad_id() -> None:
+    batch = pad_batch([[5, 6, 7], [8]])
+    assert batch.dtype == np.int32
+    assert batch.tolist() == [[5, 6, 7], [8, 0, 0]]
+
+
+def test_read_input_lines_splits_on_newline_only() -> None:
+    assert read_input_lines(io.StringIO("a\u2028b\n\nc\n")) == ["a\u2028b", "", "c"]
+    assert read_input_lines(io.StringIO("")) == []
+
+
+def test_load_without_a_model_file_names_it(tmp_path: Path) -> None:
+    from pipeline.errors import PipelineError
+
+    with pytest.raises(PipelineError, match=r"seq2seq\.keras: model file not found"):
+        Translator.load(tmp_path / "seq2seq.keras", tmp_path / "tokenizer")
+
+
+# --------------------------------------------------------------------------- mt translate
+
+
+@pytest.mark.slow
+def test_mt_translate_reads_stdin_and_writes_one_line_per_input_line(
+    model_dir: Path,
+    project_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stdin = f"{TRAIN_PAIRS[3][0]}\n\n{TRAIN_PAIRS[4][0]}\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code = cli.main(["translate", "--model", str(model_dir), "--beam", "2"])
+    assert code == 0
+    assert capsys.readouterr().out == f"{TRAIN_PAIRS[3][1]}\n\n{TRAIN_PAIRS[4][1]}\n"
+
+
+@pytest.mark.slow
+def test_mt_translate_uses_the_project_models_by_default_and_writes_output_file(
+    model_dir: Path, project_dir: Path
+) -> None:
+    shutil.copytree(model_dir, project_dir / "models")
+    (project_dir / "in.txt").write_text(f"{TRAIN_PAIRS[5][0]}\n", encoding="utf-8")
+    code = cli.main(["translate", "--input", "in.txt", "--output", "out.txt", "--batch-size", "1"])
+    assert code == 0
+    assert (project_dir / "out.txt").read_text(encoding="utf-8") == f"{TRAIN_PAIRS[5][1]}\n"
+
+
+def test_mt_translate_without_a_model_exits_non_zero_naming_it(
+    project_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    code = cli.main(["translate", "--input", "missing.txt"])
+    assert code == 2
+    assert "--input missing.txt: file not found" in caplog.text
+    (project_dir / "in.txt").write_text("A dog.\n", encoding="utf-8")
+    assert cli.main(["translate", "--input", "in.txt"]) == 2
+    assert "no seq2seq.keras found" in caplog.text
