@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Write docker/.env from docker/.env.example with a fresh random value for every blank secret.
+# Refuses to overwrite an existing docker/.env: new database passwords would no longer match the
+# roles PostgreSQL created on its first start.
+#
+#   docker/make-env.sh [TARGET]     # TARGET defaults to docker/.env
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+target="${1:-$here/.env}"
+
+if [ -e "$target" ]; then
+    echo "make-env.sh: $target exists; edit it by hand or move it away first" >&2
+    exit 1
+fi
+
+random_hex() { python3 -c "import secrets; print(secrets.token_hex(24))"; }
+fernet_key() {
+    python3 -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"
+}
+
+umask 077
+while IFS= read -r line; do
+    case "$line" in
+        AIRFLOW_FERNET_KEY=) echo "AIRFLOW_FERNET_KEY=$(fernet_key)" ;;
+        *_PASSWORD= | *_SECRET= | *_SECRET_KEY=) echo "${line}$(random_hex)" ;;
+        *) echo "$line" ;;
+    esac
+done <"$here/.env.example" >"$target"
+echo "make-env.sh: wrote $target (mode 600); the Airflow admin password is AIRFLOW_ADMIN_PASSWORD"

@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1.17
+# The MLflow tracking server and model registry, with the PostgreSQL driver the official
+# ghcr.io/mlflow/mlflow image lacks. Versions come from docker/requirements-mlflow.lock, derived
+# from requirements.lock by docker/lock.sh, so server and clients run the same MLflow.
+#
+#   docker build -f docker/mlflow.Dockerfile -t mt-mlflow:0.1.0 .    # from the repo root
+
+FROM python:3.11.18-slim-bookworm
+LABEL org.opencontainers.image.title="mt-mlflow" \
+      org.opencontainers.image.description="MLflow tracking server (PostgreSQL backend store, proxied artifacts)" \
+      org.opencontainers.image.licenses="MIT"
+
+COPY docker/requirements-mlflow.lock /tmp/requirements-mlflow.lock
+# The lock is complete (every transitive pin), so --no-deps installs exactly it.
+RUN pip install --no-cache-dir --no-deps -r /tmp/requirements-mlflow.lock \
+    && pip check \
+    && rm /tmp/requirements-mlflow.lock
+
+RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin mlflow \
+    && mkdir -p /mlflow/artifacts \
+    && chown mlflow:mlflow /mlflow/artifacts
+
+ENV PYTHONUNBUFFERED=1
+USER 1000
+WORKDIR /home/mlflow
+EXPOSE 5000
+# /health is exempt from the server's Host-header check, so the probe works whatever the
+# allowed hosts are.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=5 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:5000/health', timeout=5)"]
+ENTRYPOINT ["mlflow", "server"]
+CMD ["--host", "0.0.0.0", "--port", "5000", "--artifacts-destination", "/mlflow/artifacts"]

@@ -1,0 +1,85 @@
+# syntax=docker/dockerfile:1.17
+# The pipeline image: `mt` (every DVC stage) on TensorFlow's CUDA build. docker/compose.yaml also
+# runs the Airflow Celery worker from it, so the DAG's `dvc repro <stage>` tasks get the GPU.
+#
+#   docker build -f docker/pipeline.Dockerfile -t mt-pipeline:0.1.0 .    # from the repo root
+#   docker run --rm --gpus all mt-pipeline:0.1.0 registry list
+#
+# Why this base and not the lock's TensorFlow: requirements.lock pins tensorflow-cpu (what
+# developers and CI run). docker/requirements-gpu.lock, derived from it by docker/lock.sh, keeps
+# every other pin and swaps in tensorflow[and-cuda] at the same version; its nvidia-* wheels carry
+# CUDA, cuDNN, cuBLAS and NCCL. So the base needs no CUDA toolkit: nvidia/cuda's small `base`
+# flavour brings the container-toolkit settings and the CUDA forward-compatibility libraries, and
+# the host needs only the NVIDIA driver. tensorflow/tensorflow:*-gpu was not used: it installs its
+# own TensorFlow and Python packages system-wide, which a `uv pip sync` of our lock would fight.
+# Python 3.11 is uv's managed CPython, since Ubuntu 24.04 ships 3.12.
+
+FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+
+FROM nvidia/cuda:12.9.1-base-ubuntu24.04 AS builder
+ARG PYTHON_VERSION=3.11.18
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_PYTHON_INSTALL_DIR=/opt/python \
+    UV_PYTHON_PREFERENCE=only-managed \
+    UV_LINK_MODE=copy \
+    UV_COMPILE_BYTECODE=1
+RUN uv python install "${PYTHON_VERSION}" \
+    && uv venv --python "${PYTHON_VERSION}" /opt/venv
+
+# Dependencies first: this layer is rebuilt only when the lock changes, not on every code edit.
+COPY docker/requirements-gpu.lock /tmp/requirements-gpu.lock
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv pip sync --python /opt/venv/bin/python --strict /tmp/requirements-gpu.lock
+
+# The project tree DVC runs in (MT_PROJECT_DIR). Editable, so the code `mt` imports is the very
+# file that dvc.yaml hashes as a stage dependency.
+WORKDIR /opt/mt/project
+COPY pyproject.toml README.md params.yaml dvc.yaml dvc.lock* .dvcignore ./
+COPY .dvc/config .dvc/config
+COPY pipeline/ pipeline/
+# No .git in the image: DVC runs without SCM, its cache on its own volume (compose: mt-dvc-cache).
+RUN uv pip install --python /opt/venv/bin/python --no-deps --no-build-isolation -e . \
+    && /opt/venv/bin/dvc config --local core.no_scm true \
+    && /opt/venv/bin/dvc config --local core.analytics false \
+    && /opt/venv/bin/dvc config --local cache.dir /opt/mt/dvc-cache
+
+
+FROM nvidia/cuda:12.9.1-base-ubuntu24.04
+ARG MT_UID=50000
+LABEL org.opencontainers.image.title="mt-pipeline" \
+      org.opencontainers.image.description="LSTM NMT pipeline (mt CLI, DVC stages) on TensorFlow CUDA; also the Airflow Celery worker" \
+      org.opencontainers.image.licenses="MIT"
+
+# uid 50000, gid 0: the Airflow images' convention, so the shared log volume stays writable.
+RUN useradd --uid "${MT_UID}" --gid 0 --create-home --home-dir /home/mt --shell /bin/bash mt
+
+COPY --from=builder /opt/python /opt/python
+COPY --from=builder /opt/venv /opt/venv
+COPY --from=builder /opt/mt/project /opt/mt/project
+# The worker parses the DAG file it runs tasks from, at the same path as the dag-processor.
+COPY dags/ /opt/airflow/dags/
+
+# Code stays root-owned; only what the stages and the worker write belongs to mt.
+WORKDIR /opt/mt/project
+RUN mkdir -p data models reports .dvc/tmp /opt/mt/dvc-cache /opt/mt/corpus /opt/airflow/logs \
+    && chown "${MT_UID}:0" . data models reports .dvc .dvc/tmp \
+        /opt/mt/dvc-cache /opt/mt/corpus /opt/airflow /opt/airflow/logs
+
+ENV PATH=/opt/venv/bin:$PATH \
+    VIRTUAL_ENV=/opt/venv \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    MT_PROJECT_DIR=/opt/mt/project \
+    AIRFLOW_HOME=/opt/airflow \
+    DVC_NO_ANALYTICS=1 \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TF_CPP_MIN_LOG_LEVEL=1 \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+
+USER ${MT_UID}
+# `mt` runs a stage and exits: there is no long-lived process to probe. Where this image runs
+# the Celery worker, compose.yaml gives that service its own health check (celery inspect ping).
+HEALTHCHECK NONE
+ENTRYPOINT ["mt"]
+CMD ["--help"]
