@@ -238,6 +238,14 @@ def test_too_few_rows_fail_min_rows(tiny_project: Path) -> None:
     assert read_summary(tiny_project)["splits"]["train"]["failed_rules"] == ["min_rows"]
 
 
+def test_empty_split_fails_min_rows_only(tiny_project: Path) -> None:
+    for lang in LANGS:
+        raw_path(tiny_project, "val", lang).write_bytes(b"")
+    with pytest.raises(ValidationFailed, match=r"rule min_rows \(observed 0"):
+        run_stage(tiny_project)
+    assert read_summary(tiny_project)["splits"]["val"]["failed_rules"] == ["min_rows"]
+
+
 def test_unequal_line_counts_raise_before_any_report(tiny_project: Path) -> None:
     run_stage(tiny_project)
     target = raw_path(tiny_project, "val", "de")

@@ -334,7 +334,7 @@ def run_suites(
     actions: list[ValidationAction] = []
     if docs_dir is not None:
         actions.append(UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
-    results = {}
+    results: dict[str, ExpectationSuiteValidationResult] = {}
     for split, frame in frames.items():
         name = f"{suite_prefix}.{split}"
         batch = source.add_dataframe_asset(split).add_batch_definition_whole_dataframe("all")
@@ -384,6 +384,10 @@ def rule_outcome(frame: pd.DataFrame, validation: Any) -> dict[str, Any]:
         outcome["examples"] = [] if validation.success else _example_rows(frame, result)
     if "observed_value" in result:
         outcome["observed_value"] = result["observed_value"]
+    exception = validation.exception_info or {}
+    if exception.get("raised_exception"):
+        # GX could not evaluate the rule (a bug or a wrongly typed column): say so, not "0 rows".
+        outcome["error"] = str(exception.get("exception_message"))
     return outcome
 
 
@@ -436,6 +440,8 @@ def failure_message(summary: dict[str, Any]) -> str:
 
 def _describe(rule: dict[str, Any], rows: int) -> str:
     bounds = ", ".join(f"{key}={value}" for key, value in sorted(rule["kwargs"].items()))
+    if "error" in rule:
+        return f"GX could not evaluate {rule['expectation']}({bounds}): {rule['error']}"
     if "unexpected_rows" in rule:
         return f"{rule['unexpected_rows']} of {rows} rows break {rule['expectation']}({bounds})"
     return f"observed {rule.get('observed_value')}, expected {rule['expectation']}({bounds})"
