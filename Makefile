@@ -45,3 +45,30 @@ benchmarks: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Airflow on this machine (docs/airflow.md): `airflow standalone` with AIRFLOW_HOME=./airflow_home,
+# the DAGs in dags/, the UI on http://localhost:$(AIRFLOW_PORT), stages run in this project.
+.PHONY: airflow airflow-postgres
+AIRFLOW_PORT ?= 8080
+AIRFLOW_DB_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/mt_airflow
+AIRFLOW_ENV = AIRFLOW_HOME="$(CURDIR)/airflow_home" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) \
+	MT_PROJECT_DIR="$(CURDIR)" PATH="$(CURDIR)/$(BIN):$$PATH"
+AIRFLOW_PASSWORDS = airflow_home/simple_auth_manager_passwords.json.generated
+
+airflow: install
+	mkdir -p airflow_home
+	@echo "Airflow UI: http://localhost:$(AIRFLOW_PORT)  user: admin  password: printed below" \
+	  "once started, and kept in $(AIRFLOW_PASSWORDS)"
+	$(AIRFLOW_ENV) $(BIN)/airflow standalone
+
+airflow-postgres: install
+	mkdir -p airflow_home
+	$(BIN)/python -c "import sys, psycopg2; url, name = sys.argv[1].rsplit('/', 1); \
+	  c = psycopg2.connect(url.replace('+psycopg2', '') + '/postgres'); c.autocommit = True; \
+	  cur = c.cursor(); cur.execute('SELECT 1 FROM pg_database WHERE datname = %s', (name,)); \
+	  cur.fetchone() or cur.execute(f'CREATE DATABASE \"{name}\"')" "$(AIRFLOW_DB_URL)"
+	@echo "Airflow UI: http://localhost:$(AIRFLOW_PORT)  user: admin  password: printed below" \
+	  "once started, and kept in $(AIRFLOW_PASSWORDS); metadata DB: $(AIRFLOW_DB_URL)"
+	$(AIRFLOW_ENV) AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="$(AIRFLOW_DB_URL)" $(BIN)/airflow standalone
