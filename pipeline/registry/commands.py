@@ -19,7 +19,7 @@ from pipeline.atomic import atomic_write_json
 from pipeline.config import Config, config_as_dict, load_config
 from pipeline.paths import ProjectPaths, project_paths, raw_file
 from pipeline.registry.errors import RegistryError
-from pipeline.registry.gate import GateRules, TestEvidence
+from pipeline.registry.gate import GateEvidence, GateRules
 from pipeline.registry.lineage import lineage_tags
 from pipeline.registry.registration import (
     Candidate,
@@ -75,7 +75,7 @@ def _read_lines(path: Path, fix: str) -> tuple[str, ...]:
     return tuple(path.read_text(encoding="utf-8").splitlines())
 
 
-def test_evidence(paths: ProjectPaths, config: Config) -> tuple[TestEvidence, tuple[str, ...]]:
+def test_evidence(paths: ProjectPaths, config: Config) -> tuple[GateEvidence, tuple[str, ...]]:
     """The gate split's evidence (metrics.json + hypotheses) and its reference lines."""
     split = config.data.test_splits[0]
     metrics = _read_json(paths.metrics_file, "run `mt evaluate`")
@@ -95,7 +95,7 @@ def test_evidence(paths: ProjectPaths, config: Config) -> tuple[TestEvidence, tu
             f"{len(references)}; one hypothesis per reference line is required (re-run "
             "`mt evaluate`)"
         )
-    evidence = TestEvidence(
+    evidence = GateEvidence(
         split=split,
         references_sha256=sha256_lines(references),
         bleu_signature=str(scores["signatures"]["bleu"]),

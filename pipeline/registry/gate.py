@@ -23,7 +23,7 @@ Outcome = Literal["promoted", "rejected", "awaiting_approval"]
 
 
 @dataclass(frozen=True)
-class TestEvidence:
+class GateEvidence:
     """How one model did on the gate's test split; `hypotheses` one per reference line."""
 
     split: str
@@ -143,7 +143,7 @@ def paired_bootstrap(
     )
 
 
-def comparability_problem(challenger: TestEvidence, champion: TestEvidence) -> str | None:
+def comparability_problem(challenger: GateEvidence, champion: GateEvidence) -> str | None:
     """Why the two cannot be compared fairly, or None when they can."""
     if challenger.split != champion.split:
         return (
@@ -173,7 +173,7 @@ def _signature_core(signature: str) -> str:
     return "|".join(sorted(parts))
 
 
-def _first_model_decision(challenger: TestEvidence, rules: GateRules) -> GateDecision:
+def _first_model_decision(challenger: GateEvidence, rules: GateRules) -> GateDecision:
     if challenger.bleu >= rules.min_bleu:
         return GateDecision(
             "promoted",
@@ -186,8 +186,8 @@ def _first_model_decision(challenger: TestEvidence, rules: GateRules) -> GateDec
 
 
 def _paired_decision(
-    challenger: TestEvidence,
-    champion: TestEvidence,
+    challenger: GateEvidence,
+    champion: GateEvidence,
     champion_version: str,
     references: Sequence[str],
     rules: GateRules,
@@ -208,8 +208,7 @@ def _paired_decision(
         p_value=round(result.p_value, 4),
         test_signature=result.signature,
     )
-    expected = _signature_core(f"{challenger.bleu_signature}|nrefs:1")
-    if _signature_core(result.signature) != expected:
+    if _signature_core(result.signature) != _signature_core(challenger.bleu_signature):
         return replace(
             measured,
             reason=f"the gate's BLEU {result.signature!r} does not reproduce the recorded "
@@ -226,8 +225,8 @@ def _paired_decision(
 
 
 def decide(
-    challenger: TestEvidence,
-    champion: tuple[str, TestEvidence] | None,
+    challenger: GateEvidence,
+    champion: tuple[str, GateEvidence] | None,
     references: Sequence[str],
     rules: GateRules,
 ) -> GateDecision:

@@ -22,7 +22,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel
 
 from pipeline.registry.errors import RegistryError
-from pipeline.registry.gate import GateDecision, GateRules, TestEvidence, decide
+from pipeline.registry.gate import GateDecision, GateEvidence, GateRules, decide
 from pipeline.registry.store import CHALLENGER, CHAMPION, Registry, tracking_call
 from pipeline.serving import SIGNATURE, TEXT_COLUMN
 
@@ -53,7 +53,7 @@ class PyfuncSpec:
 class Candidate:
     """A trained, evaluated model waiting for a version: its test evidence and lineage."""
 
-    evidence: TestEvidence
+    evidence: GateEvidence
     references: tuple[str, ...]
     hypotheses_dir: Path
     metrics_file: Path
@@ -94,7 +94,7 @@ def sha256_lines(lines: Sequence[str]) -> str:
     return hashlib.sha256("".join(f"{line}\n" for line in lines).encode("utf-8")).hexdigest()
 
 
-def evidence_tags(evidence: TestEvidence) -> dict[str, str]:
+def evidence_tags(evidence: GateEvidence) -> dict[str, str]:
     return {
         f"{EVIDENCE_PREFIX}split": evidence.split,
         f"{EVIDENCE_PREFIX}references_sha256": evidence.references_sha256,
@@ -104,7 +104,7 @@ def evidence_tags(evidence: TestEvidence) -> dict[str, str]:
     }
 
 
-def stored_evidence(registry: Registry, version: str) -> TestEvidence | str:
+def stored_evidence(registry: Registry, version: str) -> GateEvidence | str:
     """A version's test evidence from its tags and logged hypotheses, or why there is none."""
     tags = registry.version(version).tags
     keys = ("split", "references_sha256", "bleu_signature", "bleu")
@@ -113,7 +113,7 @@ def stored_evidence(registry: Registry, version: str) -> TestEvidence | str:
         return f"version {version} carries no {EVIDENCE_PREFIX}{missing[0]} tag"
     split = tags[f"{EVIDENCE_PREFIX}split"]
     text = registry.pyfunc_artifact_text(version, HYPOTHESES_ARTIFACT, f"{split}.txt")
-    return TestEvidence(
+    return GateEvidence(
         split=split,
         references_sha256=tags[f"{EVIDENCE_PREFIX}references_sha256"],
         bleu_signature=tags[f"{EVIDENCE_PREFIX}bleu_signature"],

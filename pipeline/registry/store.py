@@ -101,6 +101,8 @@ class Registry:
         """Configure MLflow and check the store answers before anything is written."""
         for key, value in RETRY_DEFAULTS.items():
             os.environ.setdefault(key, value)
+        if os.environ.get("CI", "").lower() == "true":
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         uri = tracking_uri(paths)
         with tracking_call(uri, "connecting"):
             configure_mlflow(paths)

@@ -1,0 +1,251 @@
+"""Real MLflow processes for tests: a tracking server, a scoring server, a throw-away database.
+
+`MlflowServer` runs `mlflow server` with a given backend store and artifact directory on a free
+127.0.0.1 port; `kill()` sends SIGKILL (a crash, not a shutdown) and `start()` brings it back on
+the same port and stores. `ModelServer` runs `mlflow models serve --env-manager local`.
+`postgres_database()` creates `mt_test_<random>` on 127.0.0.1:5432 and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BIN_DIR = Path(sys.executable).parent
+POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(
+    url: str, process: subprocess.Popen[bytes], log_file: Path, timeout_s: float
+) -> None:
+    """Poll `url` until it answers 200; fail with the process log if it dies or times out."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log = _tail(log_file)
+            raise RuntimeError(f"{url}: process exited ({process.returncode}):\n{log}")
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+            urllib.request.urlopen(url, timeout=2) as response,
+        ):
+            if response.status == 200:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{url}: not healthy after {timeout_s:.0f}s:\n{_tail(log_file)}")
+
+
+def _tail(log_file: Path, lines: int = 40) -> str:
+    if not log_file.is_file():
+        return "(no log)"
+    return "\n".join(log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
+    """Signal the process group we started (server plus its workers) and reap it."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+@dataclass
+class MlflowServer:
+    """`mlflow server` over `backend_uri`, proxying artifacts into `artifacts_dir`."""
+
+    backend_uri: str
+    artifacts_dir: Path
+    log_file: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 180) -> MlflowServer:
+        command = [
+            str(BIN_DIR / "mlflow"), "server",
+            "--backend-store-uri", self.backend_uri,
+            "--artifacts-destination", self.artifacts_dir.as_uri(),
+            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+        ]  # fmt: skip
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_until_healthy(f"{self.url}/health", self.process, self.log_file, timeout_s)
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL, like a crashed host: no graceful shutdown."""
+        _stop(self.process, signal.SIGKILL)
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGTERM)
+
+
+@dataclass
+class ModelServer:
+    """`mlflow models serve -m MODEL_URI --env-manager local` on a free port."""
+
+    model_uri: str
+    tracking_uri: str
+    log_file: Path
+    cwd: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 240) -> ModelServer:
+        command = [
+            str(BIN_DIR / "mlflow"), "models", "serve", "-m", self.model_uri,
+            "--env-manager", "local", "-h", "127.0.0.1", "-p", str(self.port), "-w", "1",
+        ]  # fmt: skip
+        env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri}
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_until_healthy(f"{self.url}/ping", self.process, self.log_file, timeout_s)
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh `mt_test_<random>` database; yields its SQLAlchemy URI, drops it at the end."""
+    import psycopg
+
+    name = f"mt_test_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def post_json(url: str, payload: bytes, timeout_s: float = 60) -> tuple[int, str]:
+    """POST a JSON body; returns (status, body) for 2xx and 4xx/5xx alike."""
+    request = urllib.request.Request(
+        url, data=payload, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, response.read().decode("utf-8")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode("utf-8")
+
+
+# --- stand-in registrations: a real pyfunc (upper-cases text) and its evaluation files -----
+
+UPPERCASE_MODEL_CODE = '''\
+from mlflow.models import set_model
+
+from pipeline.serving import TextToTextModel
+
+
+class UppercaseModel(TextToTextModel):
+    """Stand-in translator for registry tests: upper-cases, reads its one artifact."""
+
+    def load_translator(self, artifacts):
+        with open(artifacts["prefix"], encoding="utf-8") as handle:
+            self.prefix = handle.read()
+
+    def translate_texts(self, texts):
+        return [self.prefix + text.upper() if text else "" for text in texts]
+
+
+set_model(UppercaseModel())
+'''
+
+GATE_SPLIT = "test_2016_flickr"
+
+
+def uppercase_spec(directory: Path, max_input_chars: int = 50, max_batch_rows: int = 4) -> Any:
+    """A PyfuncSpec for the upper-casing stand-in (models-from-code, prefix artifact "")."""
+    from pipeline.registry.commands import PACKAGE_DIR, pinned_requirements
+    from pipeline.registry.registration import PyfuncSpec
+
+    directory.mkdir(parents=True, exist_ok=True)
+    code = directory / "uppercase_model.py"
+    code.write_text(UPPERCASE_MODEL_CODE, encoding="utf-8")
+    prefix = directory / "prefix.txt"
+    prefix.write_text("", encoding="utf-8")
+    return PyfuncSpec(
+        python_model=code,
+        artifacts={"prefix": str(prefix)},
+        model_config={"max_input_chars": max_input_chars, "max_batch_rows": max_batch_rows},
+        pip_requirements=pinned_requirements(),
+        code_paths=[str(PACKAGE_DIR)],
+    )
+
+
+def reference_lines(count: int = 40) -> list[str]:
+    from tests.conftest import tiny_pairs
+
+    return [de for _, de in tiny_pairs(count, offset=200)]
+
+
+def wrong_every_other(references: list[str], wrong_parity: int) -> list[str]:
+    """References with every other line (those of `wrong_parity`) replaced by a bad guess."""
+    return [
+        "Ein Hund." if index % 2 == wrong_parity else line for index, line in enumerate(references)
+    ]
+
+
+def write_evaluation(root: Path, hypotheses: list[str], references: list[str]) -> float:
+    """What `mt fetch` and `mt evaluate` leave for the gate split; returns the BLEU."""
+    import json
+
+    from sacrebleu.metrics import BLEU
+
+    raw = root / "data" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    (raw / f"{GATE_SPLIT}.de").write_text("".join(f"{r}\n" for r in references), "utf-8")
+    hypotheses_dir = root / "reports" / "eval" / "hypotheses"
+    hypotheses_dir.mkdir(parents=True, exist_ok=True)
+    (hypotheses_dir / f"{GATE_SPLIT}.txt").write_text(
+        "".join(f"{h}\n" for h in hypotheses), "utf-8"
+    )
+    bleu = BLEU()
+    score = bleu.corpus_score(hypotheses, [references]).score
+    metrics = {
+        GATE_SPLIT: {
+            "bleu": score,
+            "sentences": len(hypotheses),
+            "signatures": {"bleu": bleu.get_signature().format()},
+        }
+    }
+    (root / "metrics.json").write_text(json.dumps(metrics), "utf-8")
+    return float(score)
