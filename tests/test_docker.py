@@ -1,0 +1,588 @@
+"""Static checks of docker/: nothing here builds an image or starts a container.
+
+Dockerfiles are linted with hadolint, compose.yaml is validated against the Compose
+specification's JSON schema (the copy check-jsonschema ships), and the deployment is checked
+against the code: every env var the code reads is set where the code runs, every ${VAR} has a
+line in .env.example, the image locks agree with requirements.lock. The PostgreSQL init script
+runs for real against the local server.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import fnmatch
+import importlib.resources
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DOCKER = REPO / "docker"
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+COMPOSE_FILE = DOCKER / "compose.yaml"
+
+# The services architecture.md and docker/README.md promise.
+REQUIRED_SERVICES = {
+    "postgres",
+    "redis",
+    "mlflow",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+}
+ONE_SHOT_SERVICES = {"airflow-init", "mt"}
+ENV_PREFIXES = ("MT_", "MLFLOW_", "AIRFLOW")
+# Airflow's task runner exports these into every task's environment; no deployment sets them.
+SET_BY_AIRFLOW_AT_RUNTIME = "AIRFLOW_CTX_"
+# What the Airflow image has besides the standard library: the DAG's parse-time imports must
+# stay within it (TensorFlow, DVC, MLflow live only in the pipeline image).
+AIRFLOW_IMAGE_PACKAGES = {"airflow", "yaml", "pendulum", "pipeline"}
+VAR_REFERENCE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(:?[-?][^}]*)?\}")
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", re.MULTILINE)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def compose_schema_validator() -> jsonschema.Draft202012Validator:
+    vendored = importlib.resources.files("check_jsonschema.builtin_schemas.vendor")
+    schema = json.loads((vendored / "compose-spec.json").read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema)
+
+
+def hadolint_findings(dockerfile: Path) -> list[dict[str, Any]]:
+    binary = Path(sys.executable).parent / "hadolint"
+    command = [str(binary) if binary.exists() else shutil.which("hadolint") or "hadolint"]
+    command += ["--format", "json", "--no-fail", "--no-color"]
+    command += ["--trusted-registry", "docker.io", "--trusted-registry", "ghcr.io"]
+    result = subprocess.run(
+        [*command, str(dockerfile)], capture_output=True, text=True, check=True, timeout=60
+    )
+    findings: list[dict[str, Any]] = json.loads(result.stdout or "[]")
+    return findings
+
+
+def env_reads(source: str) -> set[str]:
+    """Names of env vars `source` reads with a literal or module-constant name.
+
+    Counts os.environ.get / os.getenv / os.environ[...] / `in os.environ`; setdefault is a
+    default the code provides itself, so it is not a read that needs a value.
+    """
+    tree = ast.parse(source)
+    constants = _module_string_constants(tree)
+    names = set()
+    for node in ast.walk(tree):
+        argument = _env_read_argument(node)
+        if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+            names.add(argument.value)
+        elif isinstance(argument, ast.Name) and argument.id in constants:
+            names.add(constants[argument.id])
+    return names
+
+
+def _module_string_constants(tree: ast.Module) -> dict[str, str]:
+    constants = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and isinstance(node.value.value, str):
+                    constants[target.id] = node.value.value
+    return constants
+
+
+def _is_environ(node: ast.AST) -> bool:
+    return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+
+def _env_read_argument(node: ast.AST) -> ast.AST | None:
+    if isinstance(node, ast.Call) and node.args and isinstance(node.func, ast.Attribute):
+        func = node.func
+        if func.attr == "get" and _is_environ(func.value):
+            return node.args[0]
+        if func.attr == "getenv":
+            return node.args[0]
+    if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Load):
+        return node.slice if _is_environ(node.value) else None
+    if isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In):
+        return node.left if _is_environ(node.comparators[0]) else None
+    return None
+
+
+def code_env_reads() -> set[str]:
+    """Env vars with our prefixes read anywhere in pipeline/ and dags/."""
+    names: set[str] = set()
+    for folder in ("pipeline", "dags"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            names |= env_reads(path.read_text(encoding="utf-8"))
+    return {
+        name
+        for name in names
+        if name.startswith(ENV_PREFIXES) and not name.startswith(SET_BY_AIRFLOW_AT_RUNTIME)
+    }
+
+
+def dockerfile_env(dockerfile: Path) -> set[str]:
+    """Names the Dockerfile's final stage sets with ENV."""
+    text = dockerfile.read_text(encoding="utf-8").replace("\\\n", " ")
+    final_stage = re.split(r"^FROM ", text, flags=re.MULTILINE)[-1]
+    names = set()
+    for line in final_stage.splitlines():
+        if line.startswith("ENV "):
+            names |= set(re.findall(r"([A-Za-z_][A-Za-z0-9_]*)=", line))
+    return names
+
+
+def dockerfile_for_image(compose: dict[str, Any], image: str) -> Path:
+    for service in compose["services"].values():
+        if service["image"] == image and "build" in service:
+            return DOCKER.joinpath(service["build"]["context"], service["build"]["dockerfile"])
+    raise AssertionError(f"no service builds {image}")
+
+
+def pins(path: Path) -> dict[str, str]:
+    return {name.lower(): version for name, version in PIN.findall(path.read_text())}
+
+
+def from_images(dockerfile: Path) -> list[str]:
+    stages = {m.lower() for m in re.findall(r"^FROM \S+ AS (\S+)", dockerfile.read_text(), re.M)}
+    images = re.findall(r"^FROM (\S+)", dockerfile.read_text(), re.MULTILINE)
+    return [image for image in images if image.lower() not in stages]
+
+
+def compose_vars(text: str) -> dict[str, str]:
+    """${VAR...} references in compose text -> their operator ('', ':-', ':?', ...)."""
+    found: dict[str, str] = {}
+    for name, operator in VAR_REFERENCE.findall(text):
+        if found.get(name, "") == "" or operator.startswith(":?"):
+            found[name] = operator[:2]
+    return found
+
+
+def env_file(path: Path) -> dict[str, str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    pairs = [line.split("=", 1) for line in lines if line and not line.startswith("#")]
+    return {name: value for name, value in pairs}
+
+
+# --- Dockerfiles ----------------------------------------------------------------------------
+
+
+def test_the_three_images_have_dockerfiles() -> None:
+    names = [path.name for path in DOCKERFILES]
+    assert names == ["airflow.Dockerfile", "mlflow.Dockerfile", "pipeline.Dockerfile"]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
+    findings = hadolint_findings(dockerfile)
+    assert [f"{f['line']}: {f['code']} {f['message']}" for f in findings] == []
+
+
+def test_hadolint_reports_a_known_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install requests\n", encoding="utf-8")
+    assert {finding["code"] for finding in hadolint_findings(bad)} == {
+        "DL3007",  # latest tag
+        "DL3013",  # unpinned pip package
+        "DL3042",  # pip cache in the layer
+    }
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_base_images_are_pinned_to_a_release(dockerfile: Path) -> None:
+    for image in from_images(dockerfile):
+        _, _, tag = image.rpartition(":")
+        assert re.match(r"\d+\.\d+", tag), f"{dockerfile.name}: FROM {image} needs a version tag"
+    syntax = re.match(r"# syntax=docker/dockerfile:(\S+)", dockerfile.read_text())
+    assert syntax and re.fullmatch(r"\d+\.\d+", syntax.group(1))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_images_run_as_a_non_root_user(dockerfile: Path) -> None:
+    users = re.findall(r"^USER (\S+)", dockerfile.read_text(), re.MULTILINE)
+    assert users, f"{dockerfile.name} never switches away from root"
+    assert users[-1] not in {"root", "0", "0:0"}
+
+
+def test_pipeline_image_runs_mt_and_explains_its_health_check() -> None:
+    text = (DOCKER / "pipeline.Dockerfile").read_text()
+    assert 'ENTRYPOINT ["mt"]' in text
+    assert "HEALTHCHECK NONE" in text
+    assert "uv pip sync" in text and "requirements-gpu.lock" in text
+
+
+def test_dockerfile_copy_sources_exist_and_pass_dockerignore() -> None:
+    patterns = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for dockerfile in DOCKERFILES:
+        for source in copy_sources(dockerfile):
+            matches = list(REPO.glob(source))
+            assert matches or source.endswith("*"), f"{dockerfile.name}: COPY {source} missing"
+            assert sent_to_daemon(source.rstrip("*"), patterns), f".dockerignore drops {source}"
+    for never_sent in (".venv/bin/python", ".git/config", "data/raw/train.en", "docker/.env"):
+        assert not sent_to_daemon(never_sent, patterns), never_sent
+
+
+def copy_sources(dockerfile: Path) -> list[str]:
+    sources = []
+    text = dockerfile.read_text().replace("\\\n", " ")
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources += [w.rstrip("/") for w in words[1:-1] if not w.startswith("--")]
+    return sources
+
+
+def sent_to_daemon(path: str, patterns: list[str]) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents wins."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    included = True
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        glob = pattern.lstrip("!").rstrip("/")
+        if any(fnmatch.fnmatch(candidate, glob) for candidate in candidates):
+            included = negated
+    return included
+
+
+# --- compose.yaml ---------------------------------------------------------------------------
+
+
+def test_compose_file_matches_the_compose_specification(compose: dict[str, Any]) -> None:
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in compose_schema_validator().iter_errors(compose)
+    ]
+    assert errors == []
+
+
+def test_compose_schema_check_rejects_a_broken_service(compose: dict[str, Any]) -> None:
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["redis"]["imagee"] = "redis:7.2.10-bookworm"
+    broken["services"]["mlflow"]["restart"] = ["always"]
+    paths = {
+        "/".join(map(str, error.absolute_path))
+        for error in compose_schema_validator().iter_errors(broken)
+    }
+    assert paths == {"services/redis", "services/mlflow/restart"}
+
+
+def test_every_promised_service_exists(compose: dict[str, Any]) -> None:
+    missing = REQUIRED_SERVICES - set(compose["services"])
+    assert missing == set()
+
+
+def test_readme_documents_exactly_the_compose_services(compose: dict[str, Any]) -> None:
+    readme = (DOCKER / "README.md").read_text(encoding="utf-8")
+    table_rows = re.findall(r"^\| `([a-z0-9-]+)` \|", readme, re.MULTILINE)
+    assert sorted(table_rows) == sorted(compose["services"])
+
+
+def test_long_running_services_have_health_checks_and_restart(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if name in ONE_SHOT_SERVICES:
+            assert service.get("restart") == "no", name
+            continue
+        assert service["healthcheck"]["test"][0] in {"CMD", "CMD-SHELL"}, name
+        assert service["restart"] == "unless-stopped", name
+
+
+def test_depends_on_conditions_match_what_the_target_offers(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        for target, rule in service.get("depends_on", {}).items():
+            if rule["condition"] == "service_healthy":
+                assert "healthcheck" in services[target], f"{name} waits on {target}'s health"
+            else:
+                assert rule["condition"] == "service_completed_successfully"
+                assert target in ONE_SHOT_SERVICES, f"{name} waits for {target} to exit"
+
+
+def test_state_lives_on_named_volumes(compose: dict[str, Any]) -> None:
+    declared = set(compose["volumes"])
+    used, binds = set(), []
+    for service in compose["services"].values():
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith((".", "/")):
+                binds.append(mount)
+            else:
+                used.add(source)
+    assert used == declared
+    assert binds == ["./postgres-init.sh:/docker-entrypoint-initdb.d/10-create-databases.sh:ro"]
+    data_paths = {"postgres": "/var/lib/postgresql/data", "redis": "/data"}
+    data_paths |= {"mlflow": "/mlflow/artifacts", "airflow-worker": "/opt/mt/dvc-cache"}
+    for name, path in data_paths.items():
+        targets = [mount.split(":")[1] for mount in compose["services"][name]["volumes"]]
+        assert path in targets, f"{name} keeps {path} in the container"
+
+
+def test_no_latest_tags_and_every_image_versioned(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        image = service["image"]
+        tag = image.rpartition(":")[2]
+        assert ":" in image and "latest" not in tag, f"{name}: {image}"
+        assert re.search(r"\d+\.\d+", tag), f"{name}: {image} is not pinned to a version"
+
+
+def test_gpu_is_reserved_for_the_worker(compose: dict[str, Any]) -> None:
+    devices = compose["services"]["airflow-worker"]["deploy"]["resources"]["reservations"]
+    assert devices["devices"] == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
+    assert compose["services"]["airflow-worker"]["image"].startswith("mt-pipeline:")
+
+
+def test_airflow_runs_celery_with_postgres_and_redis(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        env = service.get("environment", {})
+        if not service["image"].startswith(("mt-airflow:", "mt-pipeline:")):
+            continue
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert "@postgres:5432/airflow" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"], name
+        assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://:"), name
+        assert env["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql"), name
+        assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000", name
+    mlflow_env = compose["services"]["mlflow"]["environment"]
+    assert "@postgres:5432/mlflow" in mlflow_env["MLFLOW_BACKEND_STORE_URI"]
+
+
+# --- env vars: code, compose, .env.example --------------------------------------------------
+
+
+def test_env_scan_finds_reads_by_literal_and_by_constant() -> None:
+    source = (
+        "import os\n"
+        'MIRROR = "MT_MIRROR"\n'
+        "os.environ.get(MIRROR)\n"
+        'os.getenv("MLFLOW_URI")\n'
+        'x = os.environ["AIRFLOW__CORE__X"]\n'
+        '"MT_FLAG" in os.environ\n'
+        'os.environ.setdefault("MT_DEFAULTED", "1")\n'
+        'os.environ["MT_WRITTEN"] = "1"\n'
+    )
+    assert env_reads(source) == {"MT_MIRROR", "MLFLOW_URI", "AIRFLOW__CORE__X", "MT_FLAG"}
+
+
+def test_every_env_var_the_code_reads_is_set_where_code_runs(compose: dict[str, Any]) -> None:
+    needed = code_env_reads()
+    assert {"MT_PROJECT_DIR", "MT_DATA_DIR", "MT_LOG_LEVEL", "MLFLOW_TRACKING_URI"} <= needed
+    for name, service in compose["services"].items():
+        image = service["image"].split(":")[0]
+        if image not in {"mt-pipeline", "mt-airflow"}:
+            continue
+        available = set(service["environment"]) | dockerfile_env(
+            dockerfile_for_image(compose, service["image"])
+        )
+        assert sorted(needed - available) == [], f"{name} lacks these env vars"
+
+
+def test_env_example_covers_every_compose_variable() -> None:
+    used = compose_vars(COMPOSE_FILE.read_text(encoding="utf-8"))
+    example = env_file(DOCKER / ".env.example")
+    assert sorted(set(used) - set(example)) == [], "add these to docker/.env.example"
+    assert sorted(set(example) - set(used)) == [], "docker/.env.example lists unused variables"
+    required = sorted(name for name, operator in used.items() if operator == ":?")
+    assert [name for name in required if example[name]] == [], "never ship a secret"
+    assert len(required) == 8
+
+
+def test_make_env_fills_every_required_secret(tmp_path: Path) -> None:
+    target = tmp_path / ".env"
+    subprocess.run([str(DOCKER / "make-env.sh"), str(target)], check=True, capture_output=True)
+    env = env_file(target)
+    used = compose_vars(COMPOSE_FILE.read_text(encoding="utf-8"))
+    required = [name for name, operator in used.items() if operator == ":?"]
+    assert all(re.fullmatch(r"[A-Za-z0-9_=-]{32,}", env[name]) for name in required), env
+    assert len(base64.urlsafe_b64decode(env["AIRFLOW_FERNET_KEY"])) == 32
+    assert env["MT_BIND_ADDRESS"] == "127.0.0.1"
+    assert target.stat().st_mode & 0o777 == 0o600
+    again = subprocess.run([str(DOCKER / "make-env.sh"), str(target)], capture_output=True)
+    assert again.returncode == 1 and b"exists" in again.stderr
+
+
+# --- locks and versions ---------------------------------------------------------------------
+
+
+def test_gpu_lock_is_requirements_lock_with_the_cuda_tensorflow() -> None:
+    lock, gpu = pins(REPO / "requirements.lock"), pins(DOCKER / "requirements-gpu.lock")
+    fix = "re-run docker/lock.sh after re-locking requirements.lock"
+    assert "tensorflow-cpu" not in gpu
+    assert gpu["tensorflow"] == lock["tensorflow-cpu"], fix
+    differing = {name for name, version in gpu.items() if lock.get(name) != version}
+    assert {name for name in differing if not name.startswith("nvidia-")} == {"tensorflow"}, fix
+    assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12", "nvidia-nccl-cu12"} <= differing
+    for runtime in ("keras", "mlflow", "dvc", "apache-airflow", "sentencepiece", "sacrebleu"):
+        assert gpu[runtime] == lock[runtime], fix
+    assert "pytest" not in gpu and "ruff" not in gpu
+
+
+def test_mlflow_lock_matches_requirements_lock() -> None:
+    lock, server = pins(REPO / "requirements.lock"), pins(DOCKER / "requirements-mlflow.lock")
+    assert {name for name, version in server.items() if lock.get(name) != version} == set()
+    assert server["mlflow"] == lock["mlflow"] and "psycopg2-binary" in server
+
+
+def test_image_versions_agree_with_the_lock() -> None:
+    lock = pins(REPO / "requirements.lock")
+    airflow_from = from_images(DOCKER / "airflow.Dockerfile")
+    assert airflow_from == [f"apache/airflow:{lock['apache-airflow']}-python3.11"]
+    pipeline = (DOCKER / "pipeline.Dockerfile").read_text()
+    uv_pin = re.search(r"uv==(\S+)", (REPO / "Makefile").read_text())
+    assert uv_pin and f"ghcr.io/astral-sh/uv:{uv_pin.group(1)}" in pipeline
+    cuda = pins(DOCKER / "requirements-gpu.lock")["nvidia-cuda-runtime-cu12"]
+    cuda_major_minor = ".".join(cuda.split(".")[:2])
+    assert f"nvidia/cuda:{cuda_major_minor}." in pipeline, "CUDA base and wheels differ"
+    assert re.search(r"PYTHON_VERSION=3\.11\.\d+", pipeline)
+    assert "python:3.11." in (DOCKER / "mlflow.Dockerfile").read_text()
+
+
+# --- scripts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", sorted(DOCKER.glob("*.sh")), ids=lambda path: path.name)
+def test_scripts_are_executable_bash(script: Path) -> None:
+    assert os.access(script, os.X_OK), f"chmod +x {script}"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+
+
+def test_dag_parse_imports_fit_the_airflow_image() -> None:
+    heavy = {}
+    for dag_file in sorted((REPO / "dags").glob("*.py")):
+        for module in parse_time_imports(dag_file):
+            top = module.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in AIRFLOW_IMAGE_PACKAGES:
+                heavy[module] = dag_file.name
+    assert heavy == {}, "the Airflow image lacks these; import them inside the task"
+
+
+def parse_time_imports(path: Path, seen: set[Path] | None = None) -> set[str]:
+    """Modules imported at module level by `path`, following our own pipeline modules."""
+    seen = seen if seen is not None else set()
+    seen.add(path)
+    modules = set()
+    for node in module_level_imports(ast.parse(path.read_text(encoding="utf-8"))):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            names = [node.module]
+        for name in names:
+            modules.add(name)
+            for source in pipeline_sources(name):
+                if source not in seen:
+                    modules |= parse_time_imports(source, seen)
+    return modules
+
+
+def module_level_imports(tree: ast.Module) -> Iterator[ast.Import | ast.ImportFrom]:
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+            pending += node.body + node.orelse
+        elif isinstance(node, ast.Try):
+            pending += node.body
+
+
+def pipeline_sources(module: str) -> list[Path]:
+    """The files Python runs for `module` (its package __init__ files too), if it is ours."""
+    parts = module.split(".")
+    if parts[0] != "pipeline":
+        return []
+    sources = []
+    for depth in range(1, len(parts) + 1):
+        base = REPO.joinpath(*parts[:depth])
+        for candidate in (base / "__init__.py", base.with_suffix(".py")):
+            if candidate.is_file():
+                sources.append(candidate)
+    return sources
+
+
+# --- PostgreSQL init script, against the real server ----------------------------------------
+
+
+def psql(*args: str, user: str = "postgres", db: str = "postgres") -> subprocess.CompletedProcess:
+    command = ["psql", "-h", "127.0.0.1", "-U", user, "-d", db, "-Atq", "-v", "ON_ERROR_STOP=1"]
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def postgres_names() -> Iterator[dict[str, str]]:
+    if shutil.which("psql") is None or psql("-c", "select 1").returncode != 0:
+        pytest.skip("no PostgreSQL at 127.0.0.1:5432 (user postgres)")
+    suffix = uuid.uuid4().hex[:8]
+    names = {
+        "AIRFLOW_DB_NAME": f"t_airflow_{suffix}",
+        "AIRFLOW_DB_USER": f"t_airflow_{suffix}",
+        "MLFLOW_DB_NAME": f"t_mlflow_{suffix}",
+        "MLFLOW_DB_USER": f"t_mlflow_{suffix}",
+    }
+    yield names
+    for key in ("AIRFLOW_DB_NAME", "MLFLOW_DB_NAME"):
+        psql("-c", f'DROP DATABASE IF EXISTS "{names[key]}"')
+    for key in ("AIRFLOW_DB_USER", "MLFLOW_DB_USER"):
+        psql("-c", f'DROP ROLE IF EXISTS "{names[key]}"')
+
+
+def run_init_script(names: dict[str, str]) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PGHOST="127.0.0.1", PGUSER="postgres", **names)
+    env |= {"AIRFLOW_DB_PASSWORD": "it's-a-secret", "MLFLOW_DB_PASSWORD": "another-secret"}
+    script = str(DOCKER / "postgres-init.sh")
+    return subprocess.run([script], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_init_script_creates_one_private_database_per_service(
+    postgres_names: dict[str, str],
+) -> None:
+    assert run_init_script(postgres_names).returncode == 0
+    airflow_db, mlflow_db = postgres_names["AIRFLOW_DB_NAME"], postgres_names["MLFLOW_DB_NAME"]
+    owners = psql(
+        "-c",
+        "select datname, pg_get_userbyid(datdba) from pg_database "
+        f"where datname in ('{airflow_db}', '{mlflow_db}') order by datname",
+    )
+    expected = f"{airflow_db}|{postgres_names['AIRFLOW_DB_USER']}\n"
+    expected += f"{mlflow_db}|{postgres_names['MLFLOW_DB_USER']}\n"
+    assert owners.stdout == expected
+    own = psql("-c", "create table t (x int)", user=postgres_names["MLFLOW_DB_USER"], db=mlflow_db)
+    assert own.returncode == 0, own.stderr
+    other = psql("-c", "select 1", user=postgres_names["MLFLOW_DB_USER"], db=airflow_db)
+    assert other.returncode != 0 and "permission denied" in other.stderr
+
+
+def test_init_script_is_idempotent_and_needs_its_passwords(
+    postgres_names: dict[str, str],
+) -> None:
+    assert run_init_script(postgres_names).returncode == 0
+    second = run_init_script(postgres_names)
+    assert second.returncode == 0, second.stderr
+    env = dict(os.environ, PGHOST="127.0.0.1", **postgres_names)
+    env.pop("AIRFLOW_DB_PASSWORD", None)
+    missing = subprocess.run(
+        [str(DOCKER / "postgres-init.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode != 0 and "AIRFLOW_DB_PASSWORD" in missing.stderr
