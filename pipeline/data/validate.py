@@ -328,7 +328,11 @@ def run_suites(
     suite_prefix: str,
     docs_dir: Path | None = None,
 ) -> dict[str, ExpectationSuiteValidationResult]:
-    """Validate each split's frame with its expectations through one Checkpoint per split."""
+    """Validate each split's frame with its expectations through one Checkpoint per split.
+
+    One Checkpoint per split because a Checkpoint run takes one dataframe for all its
+    validation definitions. With `docs_dir`, each run also updates the Data Docs site there.
+    """
     context = _quiet_context(docs_dir)
     source = context.data_sources.add_pandas(suite_prefix)
     actions: list[ValidationAction] = []
@@ -336,25 +340,35 @@ def run_suites(
         actions.append(UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
     results: dict[str, ExpectationSuiteValidationResult] = {}
     for split, frame in frames.items():
-        name = f"{suite_prefix}.{split}"
-        batch = source.add_dataframe_asset(split).add_batch_definition_whole_dataframe("all")
-        suite = context.suites.add(
-            gx.ExpectationSuite(name=name, expectations=expectations[split])
+        suite = gx.ExpectationSuite(
+            name=f"{suite_prefix}.{split}", expectations=expectations[split]
         )
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name=name, data=batch, suite=suite)
-        )
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(
-                name=name,
-                validation_definitions=[definition],
-                actions=actions,
-                result_format=RESULT_FORMAT,
-            )
-        )
+        checkpoint = _checkpoint(context, source, suite, split, actions)
         outcome = checkpoint.run(batch_parameters={"dataframe": frame})
         results[split] = next(iter(outcome.run_results.values()))
     return results
+
+
+def _checkpoint(
+    context: Any,
+    source: Any,
+    suite: gx.ExpectationSuite,
+    asset: str,
+    actions: list[ValidationAction],
+) -> gx.Checkpoint:
+    """Register asset, whole-dataframe batch, suite and validation definition; the Checkpoint."""
+    batch = source.add_dataframe_asset(asset).add_batch_definition_whole_dataframe("all")
+    suite = context.suites.add(suite)
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(name=suite.name, data=batch, suite=suite)
+    )
+    checkpoint = gx.Checkpoint(
+        name=suite.name,
+        validation_definitions=[definition],
+        actions=actions,
+        result_format=RESULT_FORMAT,
+    )
+    return context.checkpoints.add(checkpoint)
 
 
 # ----------------------------------------------------------------------------- summary
