@@ -111,7 +111,9 @@ def _greedy_graph(
             model, previous, state, encoded.memory, encoded.memory_mask
         )
         log_probs = _only_eos_where((step >= limits - 1)[:, None], log_probs)
-        chosen = tf.argmax(log_probs, axis=-1, output_type=tf.int32)
+        # Ranked on running totals with top_k, as beam search ranks them, so that one beam
+        # reproduces these choices bit for bit (float rounding and tie-breaking included).
+        chosen = tf.math.top_k(total[:, None] + log_probs, k=1).indices[:, 0]
         chosen_log_prob = tf.gather(log_probs, chosen, batch_dims=1)
         chosen = tf.where(finished, PAD_ID, chosen)
         total += tf.where(finished, 0.0, chosen_log_prob)
@@ -179,8 +181,8 @@ def _beam_graph(
         log_probs = tf.where(finished[:, :, None], only_pad, log_probs)
         totals = beam_log_probs[:, :, None] + log_probs
         candidate_lengths = lengths + tf.cast(~finished, tf.int32)
-        normalised = totals / length_penalty(candidate_lengths, alpha)[:, :, None]
-        _, flat_choice = tf.math.top_k(tf.reshape(normalised, [batch, -1]), k=beams)
+        keys = totals * _finished_rescale(finished, lengths, step, alpha)[:, :, None]
+        _, flat_choice = tf.math.top_k(tf.reshape(keys, [batch, -1]), k=beams)
         parents, chosen = flat_choice // vocab, flat_choice % vocab
         beam_log_probs = tf.gather(tf.reshape(totals, [batch, -1]), flat_choice, batch_dims=1)
         lengths = tf.gather(candidate_lengths, parents, batch_dims=1)
@@ -230,6 +232,19 @@ def _beam_graph(
     )
     pick = lambda values: tf.gather(values, best, batch_dims=1)  # noqa: E731
     return tokens, pick(lengths), pick(beam_log_probs), pick(scores), attention
+
+
+def _finished_rescale(
+    finished: tf.Tensor, lengths: tf.Tensor, step: tf.Tensor, alpha: tf.Tensor
+) -> tf.Tensor:
+    """Factor that puts finished hypotheses on the scale of the live ones' raw totals.
+
+    Live candidates all have length step + 1, so ranking by normalised score equals ranking by
+    log P for them and by log P x lp(step + 1) / lp(own length) for finished ones. Live totals
+    stay unscaled: one beam then ranks exactly like greedy search.
+    """
+    live_penalty = length_penalty(step + 1, alpha)
+    return tf.where(finished, live_penalty / length_penalty(lengths, alpha), 1.0)
 
 
 def _backtrack(
