@@ -82,7 +82,8 @@ def resolve_project_dir(variable: Callable[[], str | None]) -> Path:
 def stage_command(root: Path, stage: str) -> str:
     """The bash script of one stage task: `dvc repro` of that stage alone, in the project.
 
-    The project's .venv/bin goes first on PATH so `dvc` and `mt` are the project's own;
+    The project's .venv/bin goes first on PATH so `dvc` and `mt` are the project's own, and the
+    project first on PYTHONPATH so `mt` runs the code DVC hashes as the stage's dependency;
     PYTHONUNBUFFERED makes the stage's output reach the task log line by line.
     """
     if stage not in STAGES:
@@ -94,7 +95,8 @@ def stage_command(root: Path, stage: str) -> str:
             "set -euo pipefail",
             f"cd {project}",
             f'if [ -d {venv_bin} ]; then export PATH={venv_bin}:"$PATH"; fi',
-            f"export MT_PROJECT_DIR={project} PYTHONUNBUFFERED=1",
+            f'export MT_PROJECT_DIR={project} PYTHONPATH={project}"${{PYTHONPATH:+:$PYTHONPATH}}"',
+            "export PYTHONUNBUFFERED=1",
             'echo "dvc: $(command -v dvc)"',
             f"dvc repro --single-item {shlex.quote(stage)}",
         ]

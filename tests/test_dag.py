@@ -285,19 +285,25 @@ def test_project_dir_comes_from_the_env_then_the_variable(
         resolve_project_dir(lambda: str(project_dir / "reports"))
 
 
-def test_stage_script_runs_the_projects_dvc_in_the_project(tmp_path: Path) -> None:
+def test_stage_script_runs_the_projects_dvc_in_the_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "my project"
     fake_bin = root / ".venv" / "bin"
     fake_bin.mkdir(parents=True)
     fake_dvc = fake_bin / "dvc"
-    fake_dvc.write_text('#!/bin/sh\necho "cwd=$PWD args=$* project=$MT_PROJECT_DIR"\n')
+    fake_dvc.write_text(
+        '#!/bin/sh\necho "cwd=$PWD args=$*"\necho "project=$MT_PROJECT_DIR path=$PYTHONPATH"\n'
+    )
     fake_dvc.chmod(fake_dvc.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PYTHONPATH", "/site/extra")
     done = subprocess.run(
         ["bash", "-c", stage_command(root, "train")], capture_output=True, text=True, check=True
     )
     assert done.stdout.splitlines() == [
         f"dvc: {fake_dvc}",
-        f"cwd={root} args=repro --single-item train project={root}",
+        f"cwd={root} args=repro --single-item train",
+        f"project={root} path={root}:/site/extra",
     ]
 
 
