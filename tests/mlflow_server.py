@@ -27,6 +27,11 @@ BIN_DIR = Path(sys.executable).parent
 POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def venv_environ() -> dict[str, str]:
+    """This environment with the venv's bin first: MLflow execs uvicorn/gunicorn by name."""
+    return {**os.environ, "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -94,8 +99,9 @@ class MlflowServer:
         ]  # fmt: skip
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+                command, stdout=log, stderr=subprocess.STDOUT, env=venv_environ(),
+                start_new_session=True,
+            )  # fmt: skip
         wait_until_healthy(f"{self.url}/health", self.process, self.log_file, timeout_s)
         return self
 
@@ -127,7 +133,7 @@ class ModelServer:
             str(BIN_DIR / "mlflow"), "models", "serve", "-m", self.model_uri,
             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(self.port), "-w", "1",
         ]  # fmt: skip
-        env = {**os.environ, "MLFLOW_TRACKING_URI": self.tracking_uri}
+        env = {**venv_environ(), "MLFLOW_TRACKING_URI": self.tracking_uri}
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.cwd,
@@ -249,3 +255,36 @@ def write_evaluation(root: Path, hypotheses: list[str], references: list[str]) -
     }
     (root / "metrics.json").write_text(json.dumps(metrics), "utf-8")
     return float(score)
+
+
+def prepare_registry_project(project_dir: Path, monkeypatch: Any) -> Path:
+    """The `project_dir` fixture's project on the default SQLite store, gate floor 20 BLEU."""
+    from pipeline.config import _load_cached
+    from tests.conftest import write_params
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for var in ("AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID"):
+        monkeypatch.delenv(var, raising=False)
+    write_params(project_dir, {"register": {"min_bleu": 20.0, "bootstrap_resamples": 200}})
+    _load_cached.cache_clear()
+    return project_dir
+
+
+def register_standin(
+    root: Path, hypotheses: list[str], references: list[str], actor: str = "pytest"
+) -> Any:
+    """Register the upper-casing stand-in with these evaluation outputs; the result."""
+    from pipeline.config import load_config
+    from pipeline.paths import project_paths
+    from pipeline.registry.commands import build_candidate
+    from pipeline.registry.gate import GateRules
+    from pipeline.registry.registration import register_candidate
+    from pipeline.registry.store import Registry
+
+    write_evaluation(root, hypotheses, references)
+    config, paths = load_config(), project_paths()
+    registry = Registry.connect(paths, config.register.model_name)
+    candidate = build_candidate(paths, config)
+    rules = GateRules.from_config(config.register, config.seed)
+    spec = uppercase_spec(root.parent / "standin")
+    return register_candidate(registry, spec, candidate, rules, actor)

@@ -13,9 +13,9 @@ import pytest
 from sacrebleu.metrics import BLEU
 
 from pipeline import cli
-from pipeline.config import _load_cached, load_config
+from pipeline.config import load_config
 from pipeline.paths import project_paths
-from pipeline.registry.commands import build_candidate, pinned_requirements, registry_main
+from pipeline.registry.commands import pinned_requirements, registry_main
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.gate import (
     GateEvidence,
@@ -25,14 +25,13 @@ from pipeline.registry.gate import (
     decide,
 )
 from pipeline.registry.lineage import content_md5, dvc_lock_hashes, metrics_tags
-from pipeline.registry.registration import RegistrationResult, register_candidate
+from pipeline.registry.registration import RegistrationResult
 from pipeline.registry.store import CHALLENGER, CHAMPION, ChampionMove, Registry, champion_stack
-from tests.conftest import write_params
 from tests.mlflow_server import (
     free_port,
+    prepare_registry_project,
     reference_lines,
-    uppercase_spec,
-    write_evaluation,
+    register_standin,
     wrong_every_other,
 )
 
@@ -168,23 +167,12 @@ def test_pinned_requirements_follow_requirements_lock() -> None:
 
 @pytest.fixture
 def registry_project(project_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    for var in ("AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID"):
-        monkeypatch.delenv(var, raising=False)
-    write_params(project_dir, {"register": {"min_bleu": 20.0, "bootstrap_resamples": 200}})
-    _load_cached.cache_clear()
-    return project_dir
+    return prepare_registry_project(project_dir, monkeypatch)
 
 
 def register(root: Path, hypotheses: list[str], references: list[str] = REFERENCES,
              actor: str = "pytest") -> RegistrationResult:  # fmt: skip
-    write_evaluation(root, hypotheses, references)
-    config, paths = load_config(), project_paths()
-    registry = Registry.connect(paths, config.register.model_name)
-    candidate = build_candidate(paths, config)
-    rules = GateRules.from_config(config.register, config.seed)
-    spec = uppercase_spec(root.parent / "standin")
-    return register_candidate(registry, spec, candidate, rules, actor)
+    return register_standin(root, hypotheses, references, actor)
 
 
 def open_registry() -> Registry:

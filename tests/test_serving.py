@@ -1,0 +1,147 @@
+"""The served pyfunc: input checks, loading in-process, and a real `mlflow models serve`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.exceptions import MlflowException
+
+from pipeline.config import load_config
+from pipeline.paths import project_paths
+from pipeline.serving import InputLimits, texts_from_input
+from pipeline.tracking import tracking_uri
+from tests.mlflow_server import (
+    ModelServer,
+    post_json,
+    prepare_registry_project,
+    reference_lines,
+    register_standin,
+    uppercase_spec,
+)
+
+LIMITS = InputLimits(max_input_chars=10, max_batch_rows=3)
+
+
+@pytest.mark.parametrize(
+    "model_input",
+    [
+        pd.DataFrame({"text": ["a", "b"]}),
+        pd.DataFrame({"other": ["a", "b"]}),  # one column: whatever its name
+        pd.Series(["a", "b"]),
+        np.array(["a", "b"]),
+        ["a", "b"],
+        {"text": ["a", "b"]},
+    ],
+)
+def test_texts_from_input_accepts_one_text_column(model_input: object) -> None:
+    assert texts_from_input(model_input, LIMITS) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("model_input", "message"),
+    [
+        (pd.DataFrame({"text": []}), "empty batch: send at least one row in column 'text'"),
+        (
+            pd.DataFrame({"text": ["a"] * 4}),
+            "batch of 4 rows exceeds register.max_batch_rows=3; split the request into "
+            "smaller batches",
+        ),
+        (["ok", 7], "row 1: expected a string in column 'text', got int 7"),
+        (["ok", None], "row 1: expected a string in column 'text', got NoneType None"),
+        (
+            ["x" * 11],
+            "row 0: text of 11 characters exceeds register.max_input_chars=10; split it into "
+            "sentences",
+        ),
+        (
+            pd.DataFrame({"source": ["a"], "extra": ["b"]}),
+            "input has columns ['source', 'extra']; send one column named 'text' with one text "
+            "per row",
+        ),
+        ("just a string", "input of type str is not supported; send a column 'text' of strings"),
+    ],
+)
+def test_bad_requests_raise_invalid_parameter_value(model_input: object, message: str) -> None:
+    with pytest.raises(MlflowException) as caught:
+        texts_from_input(model_input, LIMITS)
+    assert caught.value.message == message
+    assert caught.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert caught.value.get_http_status_code() == 400
+
+
+def test_limits_come_from_model_config() -> None:
+    assert InputLimits.from_model_config({"max_input_chars": 5, "max_batch_rows": 2}) == (
+        InputLimits(5, 2)
+    )
+    with pytest.raises(MlflowException, match="model_config lacks max_batch_rows"):
+        InputLimits.from_model_config({"max_input_chars": 5})
+
+
+def test_saved_pyfunc_loads_and_checks_input(tmp_path: Path) -> None:
+    spec = uppercase_spec(tmp_path / "standin", max_input_chars=20, max_batch_rows=2)
+    mlflow.pyfunc.save_model(
+        tmp_path / "model",
+        python_model=str(spec.python_model),
+        artifacts=spec.artifacts,
+        model_config=spec.model_config,
+        code_paths=spec.code_paths,
+    )
+    model = mlflow.pyfunc.load_model(str(tmp_path / "model"))
+    output = model.predict(pd.DataFrame({"text": ["a dog", ""]}))
+    assert output["translation"].tolist() == ["A DOG", ""]
+    with pytest.raises(MlflowException, match="exceeds register.max_batch_rows=2"):
+        model.predict(pd.DataFrame({"text": ["a", "b", "c"]}))
+
+
+def invocations(server: ModelServer, payload: object) -> tuple[int, dict[str, object]]:
+    status, body = post_json(f"{server.url}/invocations", json.dumps(payload).encode())
+    return status, json.loads(body)
+
+
+def assert_serves_champion(server: ModelServer) -> None:
+    """Translations for a good request; 400 with a clear message for bad ones."""
+    rows = {"dataframe_split": {"columns": ["text"], "data": [["a dog"], [""]]}}
+    assert invocations(server, rows) == (
+        200,
+        {"predictions": [{"translation": "A DOG"}, {"translation": ""}]},
+    )
+    too_long = {"dataframe_split": {"columns": ["text"], "data": [["x" * 51]]}}
+    status, body = invocations(server, too_long)
+    assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "row 0: text of 51 characters exceeds register.max_input_chars=50" in str(body)
+    too_many = {"inputs": {"text": ["a", "b", "c", "d", "e"]}}
+    status, body = invocations(server, too_many)
+    assert status == 400
+    assert "batch of 5 rows exceeds register.max_batch_rows=4" in str(body["message"])
+    status, body = invocations(server, {"dataframe_split": {"columns": ["text"], "data": []}})
+    assert status == 400 and "empty batch" in str(body["message"])
+    status, body = invocations(server, {"dataframe_split": {"columns": ["text"], "data": [[7]]}})
+    assert status == 400 and "text" in str(body["message"])
+    assert "Traceback" not in str(body)
+    status, body_text = post_json(f"{server.url}/invocations", b"{not json")
+    assert status == 400 and "Traceback" not in body_text
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_from_the_sqlite_registry(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    prepare_registry_project(project_dir, monkeypatch)
+    references = reference_lines()
+    register_standin(project_dir, references, references)
+    name = load_config().register.model_name
+    server = ModelServer(
+        f"models:/{name}@champion",
+        tracking_uri(project_paths()),
+        tmp_path / "serve.log",
+        cwd=tmp_path,
+    )
+    try:
+        assert_serves_champion(server.start())
+    finally:
+        server.stop()
