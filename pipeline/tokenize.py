@@ -261,17 +261,19 @@ def _load_processor(path: Path) -> spm.SentencePieceProcessor:
 
 
 def tokenizer_meta(
-    config: Config, models: tuple[bytes, bytes], encoded: dict[str, dict[str, np.ndarray]]
+    config: Config,
+    models: tuple[bytes, bytes],
+    tokenizers: TokenizerPair,
+    encoded: dict[str, dict[str, np.ndarray]],
 ) -> dict[str, Any]:
     """meta.json: how the tokenizer was trained and what the encoded splits hold."""
-    source, target = (processor_from_bytes(model) for model in models)
     return {
         "tokenize": dataclasses.asdict(config.tokenize),
         "seed": config.seed,
         "src_lang": config.data.src_lang,
         "tgt_lang": config.data.tgt_lang,
-        "src_vocab_size": source.get_piece_size(),
-        "tgt_vocab_size": target.get_piece_size(),
+        "src_vocab_size": tokenizers.src_vocab_size,
+        "tgt_vocab_size": tokenizers.tgt_vocab_size,
         "special_tokens": {piece: token_id for token_id, piece in SPECIAL_TOKENS.items()},
         "normalization_rule_name": trainer_options(config.tokenize)["normalization_rule_name"],
         "sha256": {
@@ -300,7 +302,10 @@ def read_clean_split(paths: ProjectPaths, config: Config, split: str) -> list[tu
 def run_tokenize(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     """Train on clean train, encode train and val, write both output dirs; returns meta."""
     data = config.data
-    splits = {split: read_clean_split(paths, config, split) for split in data.splits[:2]}
+    splits = {
+        split: read_clean_split(paths, config, split)
+        for split in (data.train_split, data.val_split)
+    }
     train = splits[data.train_split]
     if not train:
         raise DataError(f"{paths.clean_dir}: the train split is empty; check `mt clean`'s report")
@@ -309,7 +314,19 @@ def run_tokenize(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     )
     tokenizers = TokenizerPair(*(processor_from_bytes(model) for model in models))
     encoded = {split: encode_pairs(tokenizers, pairs) for split, pairs in splits.items()}
-    meta = tokenizer_meta(config, models, encoded)
+    meta = tokenizer_meta(config, models, tokenizers, encoded)
+    write_outputs(paths, models, meta, encoded)
+    log.info("vocab %d/%d; %s", meta["src_vocab_size"], meta["tgt_vocab_size"], meta["splits"])
+    return meta
+
+
+def write_outputs(
+    paths: ProjectPaths,
+    models: tuple[bytes, bytes],
+    meta: dict[str, Any],
+    encoded: dict[str, dict[str, np.ndarray]],
+) -> None:
+    """models/tokenizer/ and data/tokens/, each swapped in whole; a failure keeps both old."""
     with (
         atomic_directory(paths.tokenizer_dir) as tokenizer_staging,
         atomic_directory(paths.tokens_dir) as tokens_staging,
@@ -319,8 +336,6 @@ def run_tokenize(config: Config, paths: ProjectPaths) -> dict[str, Any]:
         atomic_write_json(tokenizer_staging / META_FILE, meta)
         for split, arrays in encoded.items():
             write_encoded_split(tokens_staging / f"{split}.npz", arrays)
-    log.info("vocab %d/%d; %s", meta["src_vocab_size"], meta["tgt_vocab_size"], meta["splits"])
-    return meta
 
 
 def main(argv: list[str]) -> int | None:
