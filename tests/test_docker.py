@@ -410,6 +410,21 @@ def test_env_example_covers_every_compose_variable() -> None:
     assert len(required) == 8
 
 
+def test_env_example_values_equal_the_compose_defaults() -> None:
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    defaults = dict(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*):-([^}]*)\}", text))
+    example = env_file(DOCKER / ".env.example")
+    assert {name: example[name] for name in defaults} == defaults
+
+
+def test_readme_brings_the_stack_up_with_one_command(compose: dict[str, Any]) -> None:
+    readme = (DOCKER / "README.md").read_text(encoding="utf-8")
+    assert "docker compose -f docker/compose.yaml --env-file docker/.env up -d" in readme
+    for service in ("airflow-apiserver", "mlflow"):
+        port = re.search(r":-(\d+)\}:\d+$", compose["services"][service]["ports"][0])
+        assert port and f"http://localhost:{port.group(1)}" in readme, service
+
+
 def test_make_env_fills_every_required_secret(tmp_path: Path) -> None:
     target = tmp_path / ".env"
     subprocess.run([str(DOCKER / "make-env.sh"), str(target)], check=True, capture_output=True)
