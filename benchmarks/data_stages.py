@@ -54,6 +54,12 @@ NOISE_NOTE = (
     "Measured on a shared machine (2 CPU cores, several engineers' jobs running at once): "
     "wall times are noisy, compare them with the baselines and load averages of the same run."
 )
+BYTECODE_NOTE = (
+    "Every process here writes and reads .pyc in a private PYTHONPYCACHEPREFIX, as an installed "
+    "environment would. This machine sets PYTHONDONTWRITEBYTECODE=1 and the shared venv holds "
+    "no .pyc, so by default each process recompiles its imports; the '(no-op, no .pyc)' row "
+    "shows that cost. Installing with `uv pip sync --compile-bytecode` removes it."
+)
 
 
 @dataclass
@@ -282,6 +288,7 @@ def as_json(result: dict[str, Any], data_dir: Path) -> dict[str, Any]:
         "data_dir": str(data_dir),
         "machine": {"cpus": os.cpu_count(), "loadavg": result["loadavg"]},
         "note": NOISE_NOTE,
+        "bytecode_note": BYTECODE_NOTE,
         "measurements": rows,
         "stages_run": result["stages_run"],
         "gx_train": result["gx_train"],

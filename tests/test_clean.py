@@ -161,6 +161,7 @@ def make_raw_project(root: Path) -> None:
     )
 
 
+@pytest.mark.slow  # the strict GX suite: importing Great Expectations takes seconds
 def test_mt_clean_writes_clean_splits_and_the_report(project_dir: Path) -> None:
     make_raw_project(project_dir)
     assert mt(["clean"]) == 0
@@ -195,6 +196,7 @@ def test_mt_clean_fails_on_misaligned_raw_data_and_writes_nothing(project_dir: P
     assert not (project_dir / "reports" / "cleaning.json").exists()
 
 
+@pytest.mark.slow  # the strict GX suite: importing Great Expectations takes seconds
 def test_mt_clean_fails_when_the_strict_suite_fails_and_writes_nothing(
     project_dir: Path,
 ) -> None:

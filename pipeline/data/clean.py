@@ -10,6 +10,7 @@ writes data/clean/ (one atomic directory swap) and reports/cleaning.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -191,11 +192,7 @@ def clean_corpus(
 
 def cleaning_report(outcomes: Mapping[str, SplitOutcome], config: CleanConfig) -> dict[str, Any]:
     return {
-        "params": {
-            "max_tokens": config.max_tokens,
-            "max_length_ratio": config.max_length_ratio,
-            "min_tokens": config.min_tokens,
-        },
+        "params": dataclasses.asdict(config),
         "rules": {name: (rule.__doc__ or "").strip() for name, rule in RULES.items()},
         "splits": {split: outcome.report() for split, outcome in outcomes.items()},
     }
