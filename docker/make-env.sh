@@ -13,10 +13,9 @@ if [ -e "$target" ]; then
     exit 1
 fi
 
-random_hex() { python3 -c "import secrets; print(secrets.token_hex(24))"; }
-fernet_key() {
-    python3 -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"
-}
+# 24 random bytes as hex (URL-safe for connection strings); Fernet wants 32 url-safe base64.
+random_hex() { head -c 24 /dev/urandom | od -An -v -tx1 | tr -d ' \n'; }
+fernet_key() { head -c 32 /dev/urandom | base64 | tr '+/' '-_'; }
 
 umask 077
 while IFS= read -r line; do

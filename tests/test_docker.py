@@ -557,10 +557,13 @@ def postgres_names() -> Iterator[dict[str, str]]:
         "MLFLOW_DB_USER": f"t_mlflow_{suffix}",
     }
     yield names
-    for key in ("AIRFLOW_DB_NAME", "MLFLOW_DB_NAME"):
-        psql("-c", f'DROP DATABASE IF EXISTS "{names[key]}"')
-    for key in ("AIRFLOW_DB_USER", "MLFLOW_DB_USER"):
-        psql("-c", f'DROP ROLE IF EXISTS "{names[key]}"')
+    drops = [
+        f'DROP DATABASE IF EXISTS "{names[key]}"' for key in ("AIRFLOW_DB_NAME", "MLFLOW_DB_NAME")
+    ]
+    drops += [
+        f'DROP ROLE IF EXISTS "{names[key]}"' for key in ("AIRFLOW_DB_USER", "MLFLOW_DB_USER")
+    ]
+    psql(*[arg for statement in drops for arg in ("-c", statement)])
 
 
 def run_init_script(names: dict[str, str]) -> subprocess.CompletedProcess:
