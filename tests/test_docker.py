@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -453,6 +454,9 @@ def test_gpu_lock_is_requirements_lock_with_the_cuda_tensorflow() -> None:
     for runtime in ("keras", "mlflow", "dvc", "apache-airflow", "sentencepiece", "sacrebleu"):
         assert gpu[runtime] == lock[runtime], fix
     assert "pytest" not in gpu and "ruff" not in gpu
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    direct = {re.split(r"[\s<>=!~;\[]", spec)[0].lower() for spec in project["dependencies"]}
+    assert sorted(direct - set(gpu) - {"tensorflow-cpu"}) == [], fix
 
 
 def test_mlflow_lock_matches_requirements_lock() -> None:
