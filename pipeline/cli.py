@@ -31,12 +31,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 
 def configure_logging() -> None:
-    level = os.environ.get("MT_LOG_LEVEL", "INFO").upper()
+    """Our loggers at MT_LOG_LEVEL (INFO); third-party chatter (GX, MLflow) at WARNING."""
     logging.basicConfig(
-        level=level,
+        level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("pipeline").setLevel(os.environ.get("MT_LOG_LEVEL", "INFO").upper())
 
 
 def usage() -> str:
