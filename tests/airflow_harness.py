@@ -47,7 +47,8 @@ def make_project(root: Path, corpus_dir: Path, overrides: dict[str, Any] | None 
     so the DAG finds `dvc` and `mt` where it looks for them.
     """
     root.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(REPO_ROOT / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", ".dvcignore", "requirements.lock", "pyproject.toml"):
+        shutil.copy2(REPO_ROOT / name, root / name)
     shutil.copytree(
         REPO_ROOT / "pipeline", root / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
     )
@@ -91,6 +92,7 @@ def base_env(home: Path, project: Path, db_url: str) -> dict[str, str]:
             "MT_PROJECT_DIR": str(project),
             "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
             "CI": "true",
+            "DVC_NO_ANALYTICS": "1",
         }
     )
     return env
@@ -285,4 +287,4 @@ def registered_versions(project: Path, model_name: str) -> list[str]:
     uri = f"sqlite:///{db}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     found = client.search_model_versions(f"name = '{model_name}'")
-    return sorted((v.version for v in found), key=int)
+    return sorted((str(v.version) for v in found), key=int)

@@ -333,3 +333,38 @@ def test_approval_request_shows_challenger_metrics_and_the_gate() -> None:
     assert "| test_2016_flickr | 31.50 | 58.25 | 50.00 | 1000 |" in body
     assert "Gate: **awaiting_approval**: p=0.010 < 0.05" in body
     assert "BLEU delta vs champion: +1.25, paired bootstrap p-value: 0.010." in body
+
+
+# ---- dag.test() end to end -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_dag_test_runs_every_stage_and_registers_a_version(
+    tmp_path: Path, tiny_corpus_dir: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from tests.airflow_harness import make_project, registered_versions, run_dag_test
+
+    project = make_project(tmp_path / "project", tiny_corpus_dir)
+    original_params = (project / "params.yaml").read_bytes()
+    result = run_dag_test(tmp_path / "airflow_home", project, {"epochs": 1})
+
+    assert result["state"] == "success", result["log"][-6000:]
+    succeeded = {"apply_run_params", *STAGES, "restore_params", "choose_promotion"}
+    assert result["tasks"] == {
+        **{task_id: "success" for task_id in succeeded},
+        "approve_promotion": "skipped",
+        "promote_challenger": "skipped",
+    }
+    assert "Running stage 'train':" in result["log"]
+    assert registered_versions(project, "multi30k-en-de-lstm") == ["1"]
+    assert (project / "params.yaml").read_bytes() == original_params
+
+    uri = f"sqlite:///{project / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version = client.get_model_version("multi30k-en-de-lstm", "1")
+    assert version.tags["airflow.dag_id"] == DAG_ID
+    assert version.tags["airflow.dag_run_id"].startswith("manual__")
+    train_run = yaml.safe_load((project / "reports/train/run.json").read_text("utf-8"))["run_id"]
+    assert client.get_run(train_run).data.params["train.epochs"] == "1"
