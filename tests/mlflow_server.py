@@ -257,7 +257,9 @@ def write_evaluation(root: Path, hypotheses: list[str], references: list[str]) -
     return float(score)
 
 
-def prepare_registry_project(project_dir: Path, monkeypatch: Any) -> Path:
+def prepare_registry_project(
+    project_dir: Path, monkeypatch: Any, model_name: str = "multi30k-en-de-lstm"
+) -> Path:
     """The `project_dir` fixture's project on the default SQLite store, gate floor 20 BLEU."""
     from pipeline.config import _load_cached
     from tests.conftest import write_params
@@ -265,13 +267,18 @@ def prepare_registry_project(project_dir: Path, monkeypatch: Any) -> Path:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for var in ("AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID"):
         monkeypatch.delenv(var, raising=False)
-    write_params(project_dir, {"register": {"min_bleu": 20.0, "bootstrap_resamples": 200}})
+    overrides = {"min_bleu": 20.0, "bootstrap_resamples": 200, "model_name": model_name}
+    write_params(project_dir, {"register": overrides})
     _load_cached.cache_clear()
     return project_dir
 
 
 def register_standin(
-    root: Path, hypotheses: list[str], references: list[str], actor: str = "pytest"
+    root: Path,
+    hypotheses: list[str],
+    references: list[str],
+    actor: str = "pytest",
+    after_log: Any = None,
 ) -> Any:
     """Register the upper-casing stand-in with these evaluation outputs; the result."""
     from pipeline.config import load_config
@@ -287,4 +294,4 @@ def register_standin(
     candidate = build_candidate(paths, config)
     rules = GateRules.from_config(config.register, config.seed)
     spec = uppercase_spec(root.parent / "standin")
-    return register_candidate(registry, spec, candidate, rules, actor)
+    return register_candidate(registry, spec, candidate, rules, actor, after_log=after_log)
