@@ -17,7 +17,7 @@ import logging
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -145,6 +145,43 @@ def _greedy_graph(
     return tokens, lengths, total, total / length_penalty(lengths, alpha), attention
 
 
+class _Beams(NamedTuple):
+    """The K hypotheses kept per source row, all [B, K]."""
+
+    finished: tf.Tensor  # bool: EOS emitted
+    lengths: tf.Tensor  # int32: tokens so far, EOS included
+    log_probs: tf.Tensor  # float32: summed token log-probabilities
+
+
+def _extend_beams(
+    beams: _Beams, log_probs: tf.Tensor, step: tf.Tensor, alpha: tf.Tensor
+) -> tuple[_Beams, tf.Tensor, tf.Tensor]:
+    """Score every one-token extension [B, K, V] and keep the best K per row.
+
+    Returns the new beams, each one's parent beam [B, K] and its new token [B, K].
+    """
+    batch, beam_size, vocab = (
+        tf.shape(log_probs)[0],
+        tf.shape(log_probs)[1],
+        tf.shape(log_probs)[2],
+    )
+    # A finished hypothesis has one continuation, PAD, at no cost and no extra length.
+    only_pad = tf.where(tf.range(vocab) == PAD_ID, 0.0, NEG_INF)
+    log_probs = tf.where(beams.finished[:, :, None], only_pad, log_probs)
+    totals = beams.log_probs[:, :, None] + log_probs
+    keys = totals * _finished_rescale(beams.finished, beams.lengths, step, alpha)[:, :, None]
+    _, flat_choice = tf.math.top_k(tf.reshape(keys, [batch, -1]), k=beam_size)
+    parents, chosen = flat_choice // vocab, flat_choice % vocab
+    parent_finished = tf.gather(beams.finished, parents, batch_dims=1)
+    extended_lengths = beams.lengths + tf.cast(~beams.finished, tf.int32)
+    extended = _Beams(
+        finished=parent_finished | (chosen == EOS_ID),
+        lengths=tf.gather(extended_lengths, parents, batch_dims=1),
+        log_probs=tf.gather(tf.reshape(totals, [batch, -1]), flat_choice, batch_dims=1),
+    )
+    return extended, parents, chosen
+
+
 def _beam_graph(
     model: Any,
     source_ids: tf.Tensor,
@@ -155,83 +192,56 @@ def _beam_graph(
 ) -> tuple[tf.Tensor, ...]:
     """Beam search on [B*K] flattened rows; per step it records tokens, parents, attention."""
     encoded = encode(model, source_ids)
-    batch, beams = tf.shape(source_ids)[0], beam_size
-    memory = tf.repeat(encoded.memory, beams, axis=0)
-    memory_mask = tf.repeat(encoded.memory_mask, beams, axis=0)
+    batch = tf.shape(source_ids)[0]
+    memory = tf.repeat(encoded.memory, beam_size, axis=0)
+    memory_mask = tf.repeat(encoded.memory_mask, beam_size, axis=0)
     limits = max_target_lengths(source_ids, ratio, offset)
-    row_starts = (tf.range(batch) * beams)[:, None]
+    row_starts = (tf.range(batch) * beam_size)[:, None]
 
-    def step_fn(
-        step,
-        previous,
-        state,
-        finished,
-        lengths,
-        beam_log_probs,
-        tokens_ta,
-        parents_ta,
-        attention_ta,
-    ):
+    def step_fn(step, previous, state, beams, tokens_ta, parents_ta, attention_ta):
         log_probs, state, attention = decode_step(model, previous, state, memory, memory_mask)
-        vocab = tf.shape(log_probs)[-1]
-        log_probs = tf.reshape(log_probs, [batch, beams, vocab])
+        log_probs = tf.reshape(log_probs, [batch, beam_size, -1])
         log_probs = _only_eos_where((step >= limits - 1)[:, None, None], log_probs)
-        # A finished hypothesis has one continuation, PAD, at no cost and no extra length.
-        only_pad = tf.where(tf.range(vocab) == PAD_ID, 0.0, NEG_INF)
-        log_probs = tf.where(finished[:, :, None], only_pad, log_probs)
-        totals = beam_log_probs[:, :, None] + log_probs
-        candidate_lengths = lengths + tf.cast(~finished, tf.int32)
-        keys = totals * _finished_rescale(finished, lengths, step, alpha)[:, :, None]
-        _, flat_choice = tf.math.top_k(tf.reshape(keys, [batch, -1]), k=beams)
-        parents, chosen = flat_choice // vocab, flat_choice % vocab
-        beam_log_probs = tf.gather(tf.reshape(totals, [batch, -1]), flat_choice, batch_dims=1)
-        lengths = tf.gather(candidate_lengths, parents, batch_dims=1)
-        parent_finished = tf.gather(finished, parents, batch_dims=1)
-        finished = parent_finished | (chosen == EOS_ID)
+        extended, parents, chosen = _extend_beams(beams, log_probs, step, alpha)
+        # Each kept hypothesis continues from its parent's decoder state.
         state = tuple(tf.gather(s, tf.reshape(parents + row_starts, [-1])) for s in state)
-        attention = tf.reshape(attention, [batch, beams, -1])
+        attention = tf.reshape(attention, [batch, beam_size, -1])
         attention = tf.gather(attention, parents, batch_dims=1)
+        parent_finished = tf.gather(beams.finished, parents, batch_dims=1)
         attention = tf.where(parent_finished[:, :, None], 0.0, attention)
         tokens_ta = tokens_ta.write(step, chosen)
         parents_ta = parents_ta.write(step, parents)
         attention_ta = attention_ta.write(step, attention)
-        return (
-            step + 1,
-            tf.reshape(chosen, [-1]),
-            state,
-            finished,
-            lengths,
-            beam_log_probs,
-            tokens_ta,
-            parents_ta,
-            attention_ta,
-        )
+        previous = tf.reshape(chosen, [-1])
+        return step + 1, previous, state, extended, tokens_ta, parents_ta, attention_ta
 
-    first_beam_only = tf.where(tf.range(beams) == 0, 0.0, NEG_INF)
+    first_beam_only = tf.where(tf.range(beam_size) == 0, 0.0, NEG_INF)
     initial = (
         tf.constant(0),
-        tf.fill([batch * beams], BOS_ID),
-        tuple(tf.repeat(s, beams, axis=0) for s in encoded.state),
-        tf.zeros([batch, beams], tf.bool),
-        tf.zeros([batch, beams], tf.int32),
-        tf.tile(first_beam_only[None, :], [batch, 1]),
+        tf.fill([batch * beam_size], BOS_ID),
+        tuple(tf.repeat(s, beam_size, axis=0) for s in encoded.state),
+        _Beams(
+            finished=tf.zeros([batch, beam_size], tf.bool),
+            lengths=tf.zeros([batch, beam_size], tf.int32),
+            log_probs=tf.tile(first_beam_only[None, :], [batch, 1]),
+        ),
         tf.TensorArray(tf.int32, size=0, dynamic_size=True),
         tf.TensorArray(tf.int32, size=0, dynamic_size=True),
         tf.TensorArray(tf.float32, size=0, dynamic_size=True),
     )
     max_steps = tf.reduce_max(limits)
-    _, _, _, _, lengths, beam_log_probs, tokens_ta, parents_ta, attention_ta = tf.while_loop(
-        lambda step, _p, _s, finished, *_: (step < max_steps) & ~tf.reduce_all(finished),
+    _, _, _, beams, tokens_ta, parents_ta, attention_ta = tf.while_loop(
+        lambda step, _p, _s, beams, *_: (step < max_steps) & ~tf.reduce_all(beams.finished),
         step_fn,
         initial,
     )
-    scores = beam_log_probs / length_penalty(lengths, alpha)
+    scores = beams.log_probs / length_penalty(beams.lengths, alpha)
     best = tf.argmax(scores, axis=1, output_type=tf.int32)
     tokens, attention = _backtrack(
         best, tokens_ta.stack(), parents_ta.stack(), attention_ta.stack()
     )
     pick = lambda values: tf.gather(values, best, batch_dims=1)  # noqa: E731
-    return tokens, pick(lengths), pick(beam_log_probs), pick(scores), attention
+    return tokens, pick(beams.lengths), pick(beams.log_probs), pick(scores), attention
 
 
 def _finished_rescale(
