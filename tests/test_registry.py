@@ -96,6 +96,8 @@ def test_different_test_sets_or_signatures_are_not_compared() -> None:
     lowercase = SIGNATURE.replace("case:mixed", "case:lc")
     problem = comparability_problem(evidence(STRONG), evidence(WEAK, signature=lowercase))
     assert problem is not None and problem.startswith("different sacreBLEU signatures")
+    resampled = SIGNATURE.replace("nrefs:1|", "nrefs:1|bs:1000|seed:7|")
+    assert comparability_problem(evidence(STRONG), evidence(WEAK, signature=resampled)) is None
     other_split = comparability_problem(evidence(STRONG), evidence(WEAK, split="val"))
     assert other_split == "different test splits: champion 'val', challenger 'test_2016_flickr'"
 

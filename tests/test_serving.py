@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import mlflow
@@ -11,10 +12,12 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from pipeline.config import load_config
+from pipeline import cli
+from pipeline.config import _load_cached, load_config
 from pipeline.paths import project_paths
 from pipeline.serving import InputLimits, texts_from_input
 from pipeline.tracking import tracking_uri
+from tests.conftest import TINY_OVERRIDES, write_params
 from tests.mlflow_server import (
     ModelServer,
     post_json,
@@ -23,6 +26,8 @@ from tests.mlflow_server import (
     register_standin,
     uppercase_spec,
 )
+from tests.test_evaluate import write_test_split
+from tests.test_translator import TRAIN_PAIRS, trained_tiny_model
 
 LIMITS = InputLimits(max_input_chars=10, max_batch_rows=3)
 
@@ -145,3 +150,46 @@ def test_mlflow_models_serve_answers_from_the_sqlite_registry(
         assert_serves_champion(server.start())
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+def test_mt_register_logs_the_trained_translator_and_serves_it(
+    project_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """evaluate → `mt register` on a tiny overfit model → `mlflow models serve` translates."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
+    write_params(project_dir, TINY_OVERRIDES)
+    _load_cached.cache_clear()
+    shutil.copytree(trained_tiny_model(tmp_path_factory), project_dir / "models")
+    pairs = TRAIN_PAIRS[:10]
+    write_test_split(project_dir, pairs)
+    assert cli.main(["evaluate"]) == 0
+    assert cli.main(["register"]) == 0
+
+    report = json.loads((project_dir / "reports" / "registration.json").read_text("utf-8"))
+    assert (report["version"], report["decision"], report["champion_after"]) == (
+        "1",
+        "promoted",
+        "1",
+    )
+    name = load_config().register.model_name
+    assert report["registry_uri"] == f"models:/{name}/1"
+    server = ModelServer(
+        f"models:/{name}@champion", tracking_uri(project_paths()), tmp_path / "serve.log", tmp_path
+    )
+    try:
+        server.start()
+        rows = {"inputs": {"text": [source for source, _ in pairs[:3]] + [""]}}
+        status, body = invocations(server, rows)
+        too_long = {"inputs": {"text": ["x" * 1001]}}  # register.max_input_chars is 1000
+        bad_status, bad_body = invocations(server, too_long)
+    finally:
+        server.stop()
+    assert status == 200
+    expected = [target for _, target in pairs[:3]] + [""]
+    assert [row["translation"] for row in body["predictions"]] == expected  # type: ignore[attr-defined]
+    assert bad_status == 400 and "exceeds register.max_input_chars=1000" in str(bad_body)

@@ -154,7 +154,8 @@ def comparability_problem(challenger: GateEvidence, champion: GateEvidence) -> s
             f"different test sets: references sha256 {champion.references_sha256[:12]} "
             f"(champion) vs {challenger.references_sha256[:12]} (challenger)"
         )
-    if challenger.bleu_signature != champion.bleu_signature:
+    # The resampling fields (bs, seed) describe evaluate's confidence interval, not the score.
+    if _signature_core(challenger.bleu_signature) != _signature_core(champion.bleu_signature):
         return (
             f"different sacreBLEU signatures: champion {champion.bleu_signature!r}, "
             f"challenger {challenger.bleu_signature!r}"
