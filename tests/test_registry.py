@@ -275,3 +275,24 @@ def test_unreachable_tracking_server_fails_cleanly(
     assert cli.main(["registry", "list"]) == 2
     assert f"connecting failed against the tracking store {uri}" in caplog.text
     assert "check that the MLflow server is up" in caplog.text
+
+
+@pytest.mark.slow
+def test_model_is_logged_in_the_training_run_named_by_run_json(registry_project: Path) -> None:
+    import mlflow
+
+    from pipeline.tracking import configure_mlflow
+
+    experiment_id = configure_mlflow(project_paths())
+    with mlflow.start_run() as training_run:
+        mlflow.log_param("epochs", 2)
+    run_file = registry_project / "reports" / "train" / "run.json"
+    run_file.parent.mkdir(parents=True)
+    run_id = training_run.info.run_id
+    run_file.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id}), "utf-8")
+    result = register(registry_project, WEAK)
+    assert result.run_id == run_id
+    assert open_registry().version("1").run_id == run_id
+    # MLflow logs the pyfunc's model_config (the serving limits) as params of the run.
+    params = {"epochs": "2", "max_input_chars": "50", "max_batch_rows": "4"}
+    assert mlflow.get_run(run_id).data.params == params
