@@ -126,10 +126,10 @@ def test_params_form_defaults_mean_keep_params_yaml(dag: Any) -> None:
     assert defaults == {
         "epochs": None,
         "data_source": KEEP,
-        "data_path": "",
-        "src_lang": "",
-        "tgt_lang": "",
-        "model_name": "",
+        "data_path": None,
+        "src_lang": None,
+        "tgt_lang": None,
+        "model_name": None,
         "promotion_policy": KEEP,
     }
     config = load_config(REPO_ROOT / "params.yaml")

@@ -1,0 +1,144 @@
+"""A real Airflow (`airflow standalone`, PostgreSQL metadata DB) runs the DAG on a tiny corpus.
+
+One Airflow for the module, on a free port of 127.0.0.1, with a fresh PostgreSQL database that
+is dropped afterwards. Runs are triggered through the REST API v2 with a JWT from /auth/token:
+- a corrupted corpus fails validate_raw with the stage's error in its task log; nothing after it
+  runs, the registry is untouched and params.yaml is restored;
+- a run with params (1 epoch, manual promotion) registers a version, waits for a human in
+  approve_promotion, and the approval (REST) makes that version @champion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.orchestration import STAGES
+from tests.airflow_harness import (
+    DAG_ID,
+    AirflowServer,
+    airflow_standalone,
+    make_project,
+    postgres_database,
+    registered_versions,
+)
+from tests.conftest import tiny_pairs, write_corpus
+
+pytestmark = pytest.mark.slow
+
+MODEL = "multi30k-en-de-lstm"
+RUN_TIMEOUT_S = 1200
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowServer, Path, Path]]:
+    """(server, project, scratch dir) with the DAG parsed and unpaused."""
+    scratch = tmp_path_factory.mktemp("live")
+    corpus = write_corpus(
+        scratch / "corpus",
+        {
+            "train": tiny_pairs(60),
+            "val": tiny_pairs(10, offset=100),
+            "test_2016_flickr": tiny_pairs(10, offset=200),
+        },
+    )
+    # No schedule: unpausing a weekly DAG would start the latest missed interval's run at once.
+    project = make_project(scratch / "project", corpus, {"orchestration": {"schedule": "none"}})
+    with (
+        postgres_database() as db_url,
+        airflow_standalone(scratch / "airflow_home", project, db_url) as server,
+    ):
+        server.wait_for_dag()
+        server.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+        yield server, project, scratch
+
+
+def corrupted_corpus(directory: Path) -> Path:
+    """Ten train targets of 120 tokens: the raw suite's max_tokens rule (80) must stop it."""
+    pairs = tiny_pairs(60)
+    pairs[5:15] = [(source, " ".join(["Wort"] * 120)) for source, _ in pairs[5:15]]
+    splits = {
+        "train": pairs,
+        "val": tiny_pairs(10, offset=100),
+        "test_2016_flickr": tiny_pairs(10, offset=200),
+    }
+    return write_corpus(directory, splits)
+
+
+def test_a_failing_stage_stops_the_run_and_leaves_the_registry_alone(
+    live: tuple[AirflowServer, Path, Path],
+) -> None:
+    server, project, scratch = live
+    params_before = (project / "params.yaml").read_bytes()
+    versions_before = registered_versions(project, MODEL)
+    bad = corrupted_corpus(scratch / "bad_corpus")
+
+    run_id = server.trigger({"data_source": "dir", "data_path": str(bad)})
+    assert server.wait_for_run(run_id, RUN_TIMEOUT_S) == "failed"
+
+    states = server.task_states(run_id)
+    assert states["apply_run_params"] == "success"
+    assert states["fetch"] == "success"
+    assert states["validate_raw"] == "failed"
+    assert {states[stage] for stage in STAGES[2:]} == {"upstream_failed"}
+    assert states["restore_params"] == "success"
+    log = server.task_log(run_id, "validate_raw")
+    assert "validate failed: suite" in log
+    assert "rule target_max_tokens (10 of 60 rows break" in log
+    assert registered_versions(project, MODEL) == versions_before
+    assert (project / "params.yaml").read_bytes() == params_before
+
+
+def test_a_triggered_run_registers_and_a_human_promotes(
+    live: tuple[AirflowServer, Path, Path],
+) -> None:
+    server, project, _ = live
+    params_before = (project / "params.yaml").read_bytes()
+
+    run_id = server.trigger({"epochs": 1, "promotion_policy": "manual"})
+    approval = wait_for_approval_request(server, run_id)
+    assert approval["subject"] == f"Promote {MODEL} version 1?"
+    assert "| test_2016_flickr |" in approval["body"]
+    assert "Gate: **awaiting_approval**" in approval["body"]
+    assert registered_versions(project, MODEL) == ["1"]
+    assert (project / "params.yaml").read_bytes() == params_before  # restored before the wait
+
+    approve = {"chosen_options": ["Approve"], "params_input": {}}
+    server.api("PATCH", hitl_path(run_id), json=approve)
+    assert server.wait_for_run(run_id, RUN_TIMEOUT_S) == "success"
+    states = server.task_states(run_id)
+    assert {states[stage] for stage in STAGES} == {"success"}
+    assert states["approve_promotion"] == states["promote_challenger"] == "success"
+    assert "Running stage 'train':" in server.task_log(run_id, "train")
+    assert champion(project) == "1"
+
+
+def hitl_path(run_id: str) -> str:
+    return f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve_promotion/-1/hitlDetails"
+
+
+def wait_for_approval_request(server: AirflowServer, run_id: str) -> dict[str, Any]:
+    """The approval task's request once it waits for a human (fails if the run ends first)."""
+    import time
+
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        states = server.task_states(run_id)
+        if states.get("approve_promotion") == "awaiting_input":
+            detail: dict[str, Any] = server.api("GET", hitl_path(run_id))
+            return detail
+        run_state = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
+        assert run_state == "running", f"run ended ({run_state}) before approval: {states}"
+        time.sleep(5)
+    raise TimeoutError(f"approve_promotion did not wait for input within {RUN_TIMEOUT_S}s")
+
+
+def champion(project: Path) -> str:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{project / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return str(client.get_model_version_by_alias(MODEL, "champion").version)
