@@ -147,7 +147,25 @@ def make_dataset(
         lambda row: ({"source": row["source"], "target_in": row["target_in"]}, row["target_out"]),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+    batches = batch_count(pairs, batch_size, bucket_boundaries)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def batch_count(
+    pairs: TeacherForcingPairs, batch_size: int, bucket_boundaries: Sequence[int]
+) -> int:
+    """Batches per epoch: whatever the shuffle, each bucket yields ceil(rows / batch_size).
+
+    Known up front, so Keras shows a progress total from the first epoch on.
+    """
+    lengths = [
+        max(len(source), len(target))
+        for source, target in zip(pairs.sources, pairs.target_in, strict=True)
+    ]
+    buckets = np.searchsorted(np.asarray(bucket_boundaries), lengths, side="left")
+    rows_per_bucket = np.bincount(buckets, minlength=len(bucket_boundaries) + 1)
+    return int(sum(math.ceil(rows / batch_size) for rows in rows_per_bucket))
 
 
 # ------------------------------------------------------------- loss, metric, schedule
@@ -499,6 +517,7 @@ def fit(
         validation_data=make_dataset(data.val, batch, bounds),
         epochs=config.train.epochs,
         callbacks=[recorder, backup, early_stopping],
+        shuffle=False,  # make_dataset shuffles, with the seed
         verbose=2 if os.environ.get("CI", "").lower() == "true" else 1,
     )
     return recorder, early_stopping

@@ -1,0 +1,295 @@
+"""pipeline/train.py: data pipeline, loss, schedule, devices, outputs, MLflow and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from pipeline.tokenize import BOS_ID, EOS_ID, PAD_ID
+from pipeline.train import (
+    HISTORY_COLUMNS,
+    MaskedSequenceCrossEntropy,
+    MaskedTokenNLL,
+    WarmupInverseSqrt,
+    batch_count,
+    history_csv,
+    history_row,
+    make_dataset,
+    plan_devices,
+    teacher_forcing_pairs,
+    token_cross_entropy,
+)
+from tests.conftest import TINY_OVERRIDES, deep_merge, write_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ids(*values: int) -> np.ndarray:
+    return np.array(values, np.int32)
+
+
+# ------------------------------------------------------------------------ data
+
+
+def test_teacher_forcing_adds_bos_and_eos_and_drops_bad_pairs() -> None:
+    sources = [ids(5, 6), ids(), ids(7), ids(8, 9, 10, 11)]
+    targets = [ids(12), ids(13), ids(), ids(14)]
+    pairs = teacher_forcing_pairs(sources, targets, max_tokens=3)
+    # pair 1 has an empty source, pair 3 a 4-piece source: both dropped
+    assert [row.tolist() for row in pairs.sources] == [[5, 6], [7]]
+    assert [row.tolist() for row in pairs.target_in] == [[BOS_ID, 12], [BOS_ID]]
+    assert [row.tolist() for row in pairs.target_out] == [[12, EOS_ID], [EOS_ID]]
+    assert pairs.target_tokens == 3
+    assert len(pairs) == 2
+
+
+def sample_pairs(count: int) -> Any:
+    rng = np.random.default_rng(1)
+    sources = [rng.integers(4, 50, rng.integers(1, 12)).astype(np.int32) for _ in range(count)]
+    targets = [rng.integers(4, 50, rng.integers(1, 12)).astype(np.int32) for _ in range(count)]
+    return teacher_forcing_pairs(sources, targets, max_tokens=20)
+
+
+def batches(dataset: tf.data.Dataset) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
+    return [
+        ({name: tensor.numpy() for name, tensor in inputs.items()}, labels.numpy())
+        for inputs, labels in dataset
+    ]
+
+
+def test_dataset_yields_every_pair_once_padded_in_length_buckets() -> None:
+    pairs = sample_pairs(40)
+    seen = []
+    produced = batches(make_dataset(pairs, 4, [4, 8], shuffle_seed=3))
+    assert len(produced) == batch_count(pairs, 4, [4, 8])
+    for inputs, labels in produced:
+        lengths = np.maximum(
+            (inputs["source"] != PAD_ID).sum(1), (inputs["target_in"] != PAD_ID).sum(1)
+        )
+        bucket = np.digitize(lengths, [5, 9])  # a row of length n sits in bucket "n <= bound"
+        assert len(set(bucket.tolist())) == 1
+        assert len(labels) <= 4
+        assert np.all(inputs["target_in"][:, 0] == BOS_ID)
+        np.testing.assert_array_equal(inputs["target_in"] != PAD_ID, labels != PAD_ID)
+        for source in inputs["source"]:
+            seen.append(tuple(source[source != PAD_ID].tolist()))
+    assert sorted(seen) == sorted(tuple(row.tolist()) for row in pairs.sources)
+
+
+def test_dataset_order_follows_the_seed() -> None:
+    pairs = sample_pairs(40)
+
+    def order(seed: int | None) -> list[list[int]]:
+        dataset = make_dataset(pairs, 4, [4, 8], shuffle_seed=seed)
+        return [inputs["source"][:, 0].tolist() for inputs, _ in batches(dataset)]
+
+    assert order(3) == order(3)
+    assert order(3) != order(4)
+    assert order(None) == order(None)
+
+
+# ------------------------------------------------------------ loss and metric
+
+
+LOGITS = np.array([[[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 0.4]]], np.float32)
+LABELS = np.array([[2, PAD_ID]], np.int32)
+
+
+def reference_cross_entropy(logits: np.ndarray, label: int, smoothing: float) -> float:
+    log_probs = logits - math.log(np.exp(logits).sum())
+    return float(-(1 - smoothing) * log_probs[label] - smoothing * log_probs.mean())
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_token_cross_entropy_matches_the_definition(smoothing: float) -> None:
+    values = token_cross_entropy(LABELS, LOGITS, smoothing).numpy()
+    assert values[0, 0] == pytest.approx(reference_cross_entropy(LOGITS[0, 0], 2, smoothing))
+    assert values[0, 1] == pytest.approx(reference_cross_entropy(LOGITS[0, 1], 0, smoothing))
+
+
+def test_loss_and_nll_metric_ignore_padding() -> None:
+    expected = reference_cross_entropy(LOGITS[0, 0], 2, 0.1)
+    assert float(MaskedSequenceCrossEntropy(0.1)(LABELS, LOGITS)) == pytest.approx(expected)
+    metric = MaskedTokenNLL()
+    metric.update_state(LABELS, LOGITS)
+    metric.update_state(np.array([[1, 3]], np.int32), LOGITS)
+    nll = [
+        reference_cross_entropy(LOGITS[0, 0], 2, 0),
+        reference_cross_entropy(LOGITS[0, 0], 1, 0),
+        reference_cross_entropy(LOGITS[0, 1], 3, 0),
+    ]
+    assert float(metric.result()) == pytest.approx(sum(nll) / 3)
+
+
+def test_learning_rate_warms_up_linearly_then_decays_with_inverse_sqrt() -> None:
+    schedule = WarmupInverseSqrt(peak_learning_rate=0.002, warmup_steps=100)
+    # the optimizer's iteration counter starts at 0, so step k is the (k + 1)-th update
+    assert float(schedule(0)) == pytest.approx(0.002 * 1 / 100)
+    assert float(schedule(49)) == pytest.approx(0.001)
+    assert float(schedule(99)) == pytest.approx(0.002)
+    assert float(schedule(399)) == pytest.approx(0.001)
+    restored = WarmupInverseSqrt.from_config(schedule.get_config())
+    assert float(restored(399)) == pytest.approx(0.001)
+
+
+@pytest.mark.parametrize(
+    ("precision", "gpus", "expected"),
+    [
+        ("auto", 0, ("float32", False)),
+        ("auto", 1, ("mixed_float16", True)),
+        ("float32", 1, ("float32", True)),
+        ("mixed_float16", 0, ("mixed_float16", False)),
+    ],
+)
+def test_device_plan(precision: str, gpus: int, expected: tuple[str, bool]) -> None:
+    plan = plan_devices(precision, gpus)
+    assert (plan.precision, plan.jit_compile) == expected
+
+
+def test_history_rows_and_csv() -> None:
+    logs = {"loss": 2.5, "nll": math.log(8.0), "val_loss": 3.0, "val_nll": math.log(10.0)}
+    row = history_row(3, logs, 0.00125)
+    assert row == pytest.approx(
+        {
+            "epoch": 3,
+            "loss": 2.5,
+            "val_loss": 3.0,
+            "perplexity": 8.0,
+            "val_perplexity": 10.0,
+            "learning_rate": 0.00125,
+        }
+    )
+    text = history_csv([{**row, "tokens_per_second": 99.0}])
+    assert text == (",".join(HISTORY_COLUMNS) + "\n" + "3,2.5,3,8,10,0.00125\n")
+
+
+# ------------------------------------------------------------ the `mt train` stage
+
+
+def tiny_train_project(root: Path, corpus: Path, train_overrides: dict[str, Any]) -> Path:
+    """A project with data/clean copied from `corpus`, tokenized with the tiny params."""
+    from pipeline.config import load_config
+    from pipeline.paths import project_paths
+    from pipeline.tokenize import run_tokenize
+
+    root.mkdir(exist_ok=True)
+    write_params(root, deep_merge(TINY_OVERRIDES, {"train": train_overrides}))
+    shutil.copytree(corpus, root / "data" / "clean")
+    run_tokenize(load_config(root / "params.yaml"), project_paths(root))
+    return root
+
+
+@pytest.fixture
+def isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CI", "true")
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("isolated_mlflow")
+def test_mt_train_writes_outputs_and_records_an_mlflow_run(
+    project_dir: Path, tiny_corpus_dir: Path
+) -> None:
+    import mlflow
+
+    from pipeline.config import _load_cached
+    from pipeline.train import main
+
+    tiny_train_project(project_dir, tiny_corpus_dir, {"epochs": 2})
+    _load_cached.cache_clear()
+    assert main([]) == 0
+
+    history = (project_dir / "reports/train/history.csv").read_text().splitlines()
+    assert history[0] == ",".join(HISTORY_COLUMNS)
+    assert [line.split(",")[0] for line in history[1:]] == ["1", "2"]
+    metrics = json.loads((project_dir / "reports/train/metrics.json").read_text())
+    assert metrics["epochs"] == 2 and metrics["best_epoch"] in (1, 2)
+    assert metrics["val_perplexity"] == pytest.approx(
+        float(history[metrics["best_epoch"]].split(",")[4]), rel=1e-5
+    )
+    assert not (project_dir / "models/checkpoints").exists()
+    model = keras.saving.load_model(project_dir / "models/seq2seq.keras", safe_mode=True)
+    assert model.get_layer("decoder").compute_dtype == "float32"
+
+    run_info = json.loads((project_dir / "reports/train/run.json").read_text())
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{project_dir / 'mlruns.db'}")
+    run = client.get_run(run_info["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.info.experiment_id == run_info["experiment_id"]
+    assert run.data.params["model.hidden_units"] == "32"
+    assert run.data.params["train.epochs"] == "2"
+    assert run.data.tags["hardware.gpus"] == "none"
+    assert "sha256.data/tokens/train.npz" in run.data.tags
+    val_loss = client.get_metric_history(run.info.run_id, "val_loss")
+    assert [point.step for point in val_loss] == [1, 2]
+    assert {"loss", "perplexity", "val_perplexity", "learning_rate"} <= set(run.data.metrics)
+    artifacts = [item.path for item in client.list_artifacts(run.info.run_id, "model")]
+    assert artifacts == ["model/seq2seq.keras"]
+
+
+def start_training(root: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "MT_PROJECT_DIR": str(root), "CI": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "train"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def wait_for_first_checkpoint(root: Path, process: subprocess.Popen[str]) -> None:
+    metadata = root / "models/checkpoints/keras/training_metadata.json"
+    deadline = time.monotonic() + 600
+    while not metadata.is_file():
+        assert process.poll() is None, "training ended before it wrote a checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint after 10 minutes"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_from_its_last_checkpoint(
+    tmp_path: Path, tiny_corpus_dir: Path
+) -> None:
+    epochs = 40
+    root = tiny_train_project(
+        tmp_path / "project", tiny_corpus_dir, {"epochs": epochs, "patience": epochs}
+    )
+    first = start_training(root)
+    wait_for_first_checkpoint(root, first)
+    first.send_signal(signal.SIGKILL)
+    first.communicate()
+    first_run = json.loads((root / "models/checkpoints/mlflow_run.json").read_text())["run_id"]
+    assert not (root / "models/seq2seq.keras").exists()
+    done_epochs = json.loads(
+        (root / "models/checkpoints/keras/training_metadata.json").read_text()
+    )["epoch"]
+    assert 1 <= done_epochs < epochs
+
+    second = start_training(root)
+    output, _ = second.communicate(timeout=900)
+    assert second.returncode == 0, output
+    assert f"resumed from the checkpoint of epoch {done_epochs}" in output
+    assert f"Epoch {done_epochs + 1}/{epochs}" in output
+    assert "Epoch 1/" not in output  # the second process ran only the remaining epochs
+    history = (root / "reports/train/history.csv").read_text().splitlines()[1:]
+    assert [int(line.split(",")[0]) for line in history] == list(range(1, epochs + 1))
+    assert (root / "models/seq2seq.keras").is_file()
+    assert not (root / "models/checkpoints").exists()
+    # one MLflow run spans both processes
+    assert json.loads((root / "reports/train/run.json").read_text())["run_id"] == first_run
