@@ -179,8 +179,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, help="sentences decoded together")
     parser.add_argument(
         "--model",
-        help="a directory holding seq2seq.keras and tokenizer/ (or a project root), or an "
-        "MLflow model URI such as models:/<name>@champion (default: this project's models/)",
+        help="a directory holding seq2seq.keras and tokenizer/ (or a project root), an MLflow "
+        "model URI such as models:/<name>@champion, or a saved MLflow model directory "
+        "(default: this project's models/)",
     )
     return parser.parse_args(argv)
 
@@ -211,6 +212,11 @@ def local_model_dir(model: str | None) -> Path:
         "it); run `mt train`, or pass a model directory or an MLflow URI like "
         "models:/<name>@champion"
     )
+
+
+def is_mlflow_model(model: str) -> bool:
+    """An MLflow model URI, or a local directory holding a saved MLflow model (MLmodel)."""
+    return model.startswith(MLFLOW_URI_SCHEMES) or (Path(model) / "MLmodel").is_file()
 
 
 def read_input_lines(source: TextIO | Path) -> list[str]:
@@ -244,7 +250,7 @@ def main(argv: list[str]) -> int | None:
     args = parse_args(argv)
     settings = settings_from_args(args)
     texts = read_input_lines(args.input if args.input else sys.stdin)
-    if args.model and args.model.startswith(MLFLOW_URI_SCHEMES):
+    if args.model and is_mlflow_model(args.model):
         if args.beam is not None:
             log.warning("--beam is ignored for an MLflow model: it decodes with its own settings")
         outputs = translate_with_mlflow(args.model, texts, settings.batch_size)

@@ -194,3 +194,41 @@ def test_mt_translate_without_a_model_exits_non_zero_naming_it(
     (project_dir / "in.txt").write_text("A dog.\n", encoding="utf-8")
     assert cli.main(["translate", "--input", "in.txt"]) == 2
     assert "no seq2seq.keras found" in caplog.text
+
+
+@pytest.mark.slow
+def test_mt_translate_through_a_saved_mlflow_pyfunc(
+    model_dir: Path,
+    project_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The registry's pyfunc wraps this Translator; `mt translate` loads it through MLflow."""
+    import mlflow.pyfunc
+
+    from pipeline.serving import (
+        DECODING_ARTIFACT,
+        KERAS_MODEL_ARTIFACT,
+        TOKENIZER_ARTIFACT,
+        TranslationModel,
+    )
+
+    settings_file = tmp_path / "decoding.json"
+    settings_file.write_text('{"beam_size": 2, "batch_size": 4}', encoding="utf-8")
+    saved = tmp_path / "pyfunc"
+    mlflow.pyfunc.save_model(
+        saved,
+        python_model=TranslationModel(),
+        artifacts={
+            KERAS_MODEL_ARTIFACT: str(model_dir / "seq2seq.keras"),
+            TOKENIZER_ARTIFACT: str(model_dir / "tokenizer"),
+            DECODING_ARTIFACT: str(settings_file),
+        },
+        model_config={"max_input_chars": 1000, "max_batch_rows": 8},
+        pip_requirements=[],
+    )
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{TRAIN_PAIRS[6][0]}\n\n"))
+    assert cli.main(["translate", "--model", str(saved), "--batch-size", "8"]) == 0
+    assert capsys.readouterr().out == f"{TRAIN_PAIRS[6][1]}\n\n"
