@@ -304,7 +304,8 @@ def _compiled_search(model: Any, beam_size: int) -> Callable[..., Any]:
                 return _greedy_graph(model, source_ids, ratio, offset, alpha)
             return _beam_graph(model, source_ids, ratio, offset, alpha, beam_size)
 
-        searches[beam_size] = tf.function(search, input_signature=_SIGNATURE)
+        # autograph=False: the loops are explicit tf.while_loop, nothing to convert.
+        searches[beam_size] = tf.function(search, input_signature=_SIGNATURE, autograph=False)
     return searches[beam_size]
 
 
