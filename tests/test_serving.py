@@ -87,6 +87,7 @@ def test_limits_come_from_model_config() -> None:
         InputLimits.from_model_config({"max_input_chars": 5})
 
 
+@pytest.mark.slow
 def test_saved_pyfunc_loads_and_checks_input(tmp_path: Path) -> None:
     spec = uppercase_spec(tmp_path / "standin", max_input_chars=20, max_batch_rows=2)
     mlflow.pyfunc.save_model(

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +76,11 @@ def _read_lines(path: Path, fix: str) -> tuple[str, ...]:
     return tuple(path.read_text(encoding="utf-8").splitlines())
 
 
-def test_evidence(paths: ProjectPaths, config: Config) -> tuple[GateEvidence, tuple[str, ...]]:
+def gate_evidence(
+    paths: ProjectPaths, config: Config, metrics: Any
+) -> tuple[GateEvidence, tuple[str, ...]]:
     """The gate split's evidence (metrics.json + hypotheses) and its reference lines."""
     split = config.data.test_splits[0]
-    metrics = _read_json(paths.metrics_file, "run `mt evaluate`")
     scores = metrics.get(split) if isinstance(metrics, dict) else None
     if not isinstance(scores, dict) or "bleu" not in scores or "signatures" not in scores:
         raise RegistryError(
@@ -114,8 +116,8 @@ def training_run_id(paths: ProjectPaths) -> str | None:
 
 
 def build_candidate(paths: ProjectPaths, config: Config) -> Candidate:
-    evidence, references = test_evidence(paths, config)
     metrics = _read_json(paths.metrics_file, "run `mt evaluate`")
+    evidence, references = gate_evidence(paths, config, metrics)
     return Candidate(
         evidence=evidence,
         references=references,
@@ -202,8 +204,6 @@ def list_versions(registry: Registry) -> None:
 
 
 def _iso(timestamp_ms: int | None) -> str:
-    from datetime import UTC, datetime
-
     if timestamp_ms is None:
         return "-"
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC).isoformat(timespec="seconds")
