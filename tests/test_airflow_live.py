@@ -131,7 +131,7 @@ def wait_for_approval_request(server: AirflowServer, run_id: str) -> dict[str, A
             detail: dict[str, Any] = server.api("GET", hitl_path(run_id))
             return detail
         run_state = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}")["state"]
-        assert run_state == "running", f"run ended ({run_state}) before approval: {states}"
+        assert run_state in {"queued", "running"}, f"run ended ({run_state}): {states}"
         time.sleep(5)
     raise TimeoutError(f"approve_promotion did not wait for input within {RUN_TIMEOUT_S}s")
 
