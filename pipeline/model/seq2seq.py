@@ -29,9 +29,7 @@ import tensorflow as tf
 from keras import ops
 
 from pipeline.config import ModelConfig
-
-PAD_ID = 0  # mirrors pipeline/tokenize.py; kept here so the model has no tokenizer import
-BOS_ID = 2
+from pipeline.tokenize import BOS_ID, PAD_ID
 
 # Log-probability given to tokens decoding must never emit (PAD, BOS). Finite, so beam
 # arithmetic never meets inf - inf.
