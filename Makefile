@@ -50,10 +50,12 @@ clean-venv:
 # the DAGs in dags/, the UI on http://localhost:$(AIRFLOW_PORT), stages run in this project.
 .PHONY: airflow airflow-postgres
 AIRFLOW_PORT ?= 8080
+AIRFLOW_HOST ?= 127.0.0.1
 AIRFLOW_DB_URL ?= postgresql+psycopg2://postgres@127.0.0.1:5432/mt_airflow
 AIRFLOW_ENV = AIRFLOW_HOME="$(CURDIR)/airflow_home" AIRFLOW__CORE__DAGS_FOLDER="$(CURDIR)/dags" \
 	AIRFLOW__CORE__LOAD_EXAMPLES=False AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=admin:admin \
-	AIRFLOW__API__PORT=$(AIRFLOW_PORT) AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) \
+	AIRFLOW__API__HOST=$(AIRFLOW_HOST) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__API__BASE_URL=http://localhost:$(AIRFLOW_PORT) \
 	MT_PROJECT_DIR="$(CURDIR)" PATH="$(CURDIR)/$(BIN):$$PATH"
 AIRFLOW_PASSWORDS = airflow_home/simple_auth_manager_passwords.json.generated
 
