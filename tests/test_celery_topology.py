@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from pipeline.orchestration import STAGES
+from pipeline.tracking import EXPERIMENT_NAME
 from tests.airflow_harness import DAG_ID, VENV_BIN, make_project
 from tests.celery_harness import (
     CeleryAirflow,
@@ -103,6 +104,18 @@ def versions_of_run(mlflow_url: str, run_id: str | None = None) -> list[str]:
     found = client.search_model_versions(f"name = '{MODEL_NAME}'")
     chosen = [v for v in found if run_id is None or v.tags.get("airflow.dag_run_id") == run_id]
     return sorted((str(v.version) for v in chosen), key=int)
+
+
+def training_runs(mlflow_url: str) -> list[str]:
+    """Ids of the MLflow runs the train stage started (tag stage=train)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=mlflow_url)
+    experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if experiment is None:
+        return []
+    found = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
+    return sorted(run.info.run_id for run in found)
 
 
 def executed_by(worker_log: str, run_id: str) -> dict[str, list[int]]:
@@ -205,6 +218,7 @@ def test_a_train_task_on_a_killed_worker_is_retried_on_a_new_worker(topology: To
     with stack.logs_on_failure():
         params_before = (project / "params.yaml").read_bytes()
         versions_before = versions_of_run(topology.mlflow.url)
+        train_runs_before = training_runs(topology.mlflow.url)
         run_id = stack.api().trigger({"epochs": KILL_RUN_EPOCHS})
 
         def training_under_way() -> bool:
@@ -234,13 +248,21 @@ def test_a_train_task_on_a_killed_worker_is_retried_on_a_new_worker(topology: To
         assert {"evaluate", "register", "restore_params"} <= set(after_kill)
         # ... which resumed from the killed try's checkpoint instead of starting over.
         retry_log = stack.api().task_log(run_id, "train", try_number=2)
-        assert "resumed from the checkpoint of epoch" in retry_log
+        resumed = re.search(r"resumed from the checkpoint of epoch (\d+);", retry_log)
+        assert resumed, retry_log[-3000:]
+        # The history row of an epoch is stored just before its Keras backup: one may lead.
+        assert epochs_at_kill - 1 <= int(resumed.group(1)) <= epochs_at_kill
+        assert "continuing MLflow run" in retry_log
         assert history_epochs(project) == list(range(1, KILL_RUN_EPOCHS + 1))
         assert not (project / "models" / "checkpoints").exists()
 
         # Exactly one new version, from this run; outputs match dvc.lock; params.yaml restored.
         registered = versions_of_run(topology.mlflow.url, run_id)
         assert len(registered) == 1
+        train_run = json.loads((project / "reports" / "train" / "run.json").read_text("utf-8"))
+        assert training_runs(topology.mlflow.url) == sorted(
+            [*train_runs_before, train_run["run_id"]]
+        )
         assert versions_of_run(topology.mlflow.url) == [*versions_before, registered[0]]
         registration = json.loads((project / "reports" / "registration.json").read_text("utf-8"))
         assert registration["version"] == registered[0]
