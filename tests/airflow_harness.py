@@ -185,6 +185,23 @@ class AirflowServer:
         run: dict[str, Any] = self.api("POST", f"/dags/{dag_id}/dagRuns", json=body)
         return str(run["dag_run_id"])
 
+    def emit_asset_event(self, asset_name: str, extra: dict[str, Any]) -> None:
+        """What a data producer does when new raw data has landed."""
+        found = self.api("GET", "/assets", params={"name_pattern": asset_name})["assets"]
+        asset_id = next(asset["id"] for asset in found if asset["name"] == asset_name)
+        self.api("POST", "/assets/events", json={"asset_id": asset_id, "extra": extra})
+
+    def wait_for_new_run(self, run_type: str, timeout_s: float, dag_id: str = DAG_ID) -> str:
+        """The id of the first run of `run_type` (e.g. asset_triggered) once it exists."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            runs = self.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"]
+            matching = [run["dag_run_id"] for run in runs if run["run_type"] == run_type]
+            if matching:
+                return str(matching[0])
+            time.sleep(3)
+        raise TimeoutError(f"no {run_type} run of {dag_id} within {timeout_s}s")
+
     def wait_for_run(self, run_id: str, timeout_s: float, dag_id: str = DAG_ID) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

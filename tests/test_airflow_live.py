@@ -2,8 +2,9 @@
 
 One Airflow for the module, on a free port of 127.0.0.1, with a fresh PostgreSQL database that
 is dropped afterwards. Runs are triggered through the REST API v2 with a JWT from /auth/token:
-- a corrupted corpus fails validate_raw with the stage's error in its task log; nothing after it
-  runs, the registry is untouched and params.yaml is restored;
+- new raw data announced as an asset event (its `extra` names the corpus) starts a run; the
+  corpus is corrupted, so validate_raw fails with the stage's error in its task log, nothing
+  after it runs, the registry is untouched and params.yaml is restored;
 - a run with params (1 epoch, manual promotion) registers a version, waits for a human in
   approve_promotion, and the approval (REST) makes that version @champion.
 """
@@ -68,7 +69,7 @@ def corrupted_corpus(directory: Path) -> Path:
     return write_corpus(directory, splits)
 
 
-def test_a_failing_stage_stops_the_run_and_leaves_the_registry_alone(
+def test_bad_new_data_stops_the_run_and_leaves_the_registry_alone(
     live: tuple[AirflowServer, Path, Path],
 ) -> None:
     server, project, scratch = live
@@ -76,7 +77,8 @@ def test_a_failing_stage_stops_the_run_and_leaves_the_registry_alone(
     versions_before = registered_versions(project, MODEL)
     bad = corrupted_corpus(scratch / "bad_corpus")
 
-    run_id = server.trigger({"data_source": "dir", "data_path": str(bad)})
+    server.emit_asset_event("mt_raw_corpus", {"data_source": "dir", "data_path": str(bad)})
+    run_id = server.wait_for_new_run("asset_triggered", timeout_s=180)
     assert server.wait_for_run(run_id, RUN_TIMEOUT_S) == "failed"
 
     states = server.task_states(run_id)
@@ -85,6 +87,7 @@ def test_a_failing_stage_stops_the_run_and_leaves_the_registry_alone(
     assert states["validate_raw"] == "failed"
     assert {states[stage] for stage in STAGES[2:]} == {"upstream_failed"}
     assert states["restore_params"] == "success"
+    assert f'"path": "{bad}"' in server.task_log(run_id, "apply_run_params")
     log = server.task_log(run_id, "validate_raw")
     assert "validate failed: suite" in log
     assert "rule target_max_tokens (10 of 60 rows break" in log
