@@ -1,8 +1,8 @@
 """retrain_translation: the DVC pipeline as an Airflow 3 DAG (see docs/airflow.md).
 
 This file is configuration: no work and no heavy import at parse time. Every stage task runs
-`dvc repro --single-item <stage>` in the project; the pipeline's helpers are imported inside the
-tasks, when they run.
+`dvc repro --single-item <stage>` in the project; the other tasks call pipeline.orchestration,
+which imports MLflow only inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -26,10 +26,13 @@ from airflow.sdk import (
     teardown,
 )
 
-from pipeline.orchestration import KEEP, PROJECT_VARIABLE, STAGES, dag_settings
+from pipeline import orchestration
+from pipeline.orchestration import KEEP, STAGES
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives schedule and retries.
-SETTINGS = dag_settings(os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1])
+SETTINGS = orchestration.dag_settings(
+    os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1]
+)
 RAW_CORPUS = Asset(name="mt_raw_corpus", uri=SETTINGS.raw_data_asset, group="translation")
 # Stages that talk to the outside world (download, registry server) retry; the rest fail fast,
 # since a retry cannot fix bad data or a bug.
@@ -44,7 +47,8 @@ register**. Each runs `dvc repro --single-item <stage>` in the project folder (e
 nothing, and the stage's own log streams into the task log.
 
 **Runs start** on the schedule in `params.yaml` (`orchestration.schedule`), when a producer
-updates the Asset `mt_raw_corpus` (new raw data), or from *Trigger* with the form below.
+updates the Asset `mt_raw_corpus` (new raw data; the event's `extra` may carry run params such
+as `data_path`), or from *Trigger* with the form below.
 
 **Run params** override `params.yaml` for this run only: `apply_run_params` writes them (after
 validating them), `restore_params` puts the original back whatever happened. The train stage
@@ -57,9 +61,8 @@ for *Approve* (then `mt registry promote <version>`) or *Reject*.
 
 
 def _project_dir() -> Path:
-    from pipeline.orchestration import resolve_project_dir
-
-    return resolve_project_dir(lambda: Variable.get(PROJECT_VARIABLE, default=None))
+    variable = orchestration.PROJECT_VARIABLE
+    return orchestration.resolve_project_dir(lambda: Variable.get(variable, default=None))
 
 
 def _timeout(stage: str) -> timedelta:
@@ -78,9 +81,7 @@ def stage_task(stage: str) -> Any:
         doc_md=f"`dvc repro --single-item {stage}` in the project folder.",
     )
     def run_stage() -> str:
-        from pipeline.orchestration import stage_command
-
-        return stage_command(_project_dir(), stage)
+        return orchestration.stage_command(_project_dir(), stage)
 
     return run_stage()
 
@@ -89,10 +90,8 @@ def stage_task(stage: str) -> Any:
 @task(execution_timeout=timedelta(minutes=5))
 def apply_run_params(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
     """Write this run's overrides into params.yaml; returns the effective policy and overrides."""
-    from pipeline.orchestration import apply_run_params as apply
-    from pipeline.orchestration import run_values
-
-    return apply(_project_dir(), run_values(params or {}, _asset_event_extras(context)))
+    values = orchestration.run_values(params or {}, _asset_event_extras(context))
+    return orchestration.apply_run_params(_project_dir(), values)
 
 
 def _asset_event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
@@ -105,9 +104,7 @@ def _asset_event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
 @task(execution_timeout=timedelta(minutes=5))
 def restore_params() -> str:
     """Put the original params.yaml back (runs even when a stage failed)."""
-    from pipeline.orchestration import restore_params as restore
-
-    return restore(_project_dir())
+    return orchestration.restore_params(_project_dir())
 
 
 @task.branch(execution_timeout=timedelta(minutes=10))
@@ -115,9 +112,7 @@ def choose_promotion(run_settings: dict[str, Any], **context: Any) -> str | None
     """Policy manual: describe the challenger for the approver; auto: the gate already decided."""
     if run_settings["policy"] != "manual":
         return None
-    from pipeline.orchestration import challenger_awaiting_approval
-
-    request = challenger_awaiting_approval(_project_dir(), context["run_id"])
+    request = orchestration.challenger_awaiting_approval(_project_dir(), context["run_id"])
     if request is None:
         return None
     context["ti"].xcom_push(key="approval", value=request)
@@ -127,14 +122,14 @@ def choose_promotion(run_settings: dict[str, Any], **context: Any) -> str | None
 @task(execution_timeout=timedelta(minutes=10))
 def promote_challenger(**context: Any) -> str:
     """`mt registry promote <version>` once a human approved it."""
-    from pipeline.orchestration import promote_version
-
     ti = context["ti"]
     request = ti.xcom_pull(task_ids="choose_promotion", key="approval")
     answer = ti.xcom_pull(task_ids="approve_promotion") or {}
     approver = (answer.get("responded_by_user") or {}).get("name", "unknown")
     reason = f"approved by {approver} in Airflow run {context['run_id']}"
-    promote_version(_project_dir(), request["model_name"], request["version"], reason)
+    orchestration.promote_version(
+        _project_dir(), request["model_name"], request["version"], reason
+    )
     return str(request["version"])
 
 
