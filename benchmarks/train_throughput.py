@@ -9,8 +9,9 @@ its own subprocess, so each peak-memory figure (ru_maxrss) is that variant's alo
   a_naive_baseline  one-hot inputs over a 1,000-word vocabulary, 256-unit LSTM encoder and
                     decoder, no attention, RMSprop, categorical cross-entropy, batch 64, every
                     sentence padded to the longest (the original seed script)
-  b_ours_hidden256  pipeline/model at hidden_units 256 with params.yaml's train settings
-  c_ours_default    pipeline/model exactly as params.yaml configures it
+  b_ours_hidden256  pipeline/model at hidden_units 256 (per encoder direction; decoder 512),
+                    batch 64 like the baseline, the rest as params.yaml configures it
+  c_ours_default    pipeline/model and train settings exactly as params.yaml configures them
 
 The first epoch includes graph tracing, so throughput is taken from the last epoch.
 Target tokens are words for the baseline and subwords for ours, so pairs/s is reported too.
@@ -165,7 +166,7 @@ def _one_hot_padded(rows: list[np.ndarray], length: int) -> np.ndarray:
     return array
 
 
-def ours(data: Any, epochs: int, hidden_units: int | None) -> tuple[EpochTimer, int, int]:
+def ours(data: Any, epochs: int, at_baseline_size: bool) -> tuple[EpochTimer, int, int]:
     """pipeline/model + pipeline/train's dataset and compile, as `mt train` runs them."""
     import keras
 
@@ -174,17 +175,18 @@ def ours(data: Any, epochs: int, hidden_units: int | None) -> tuple[EpochTimer, 
     from pipeline.train import compile_for_training, make_dataset, teacher_forcing_pairs
 
     config = load_config(Path(os.environ["BENCH_PARAMS"]))
-    model_config = config.model
-    if hidden_units is not None:
-        model_config = dataclasses.replace(model_config, hidden_units=hidden_units)
+    model_config, train_config = config.model, config.train
+    if at_baseline_size:
+        model_config = dataclasses.replace(model_config, hidden_units=BASELINE_UNITS)
+        train_config = dataclasses.replace(train_config, batch_size=BASELINE_BATCH)
     sources, targets = _rows(data, "piece_src"), _rows(data, "piece_tgt")
-    pairs = teacher_forcing_pairs(sources, targets, config.train.max_tokens)
+    pairs = teacher_forcing_pairs(sources, targets, train_config.max_tokens)
     src_vocab, tgt_vocab = (int(size) for size in os.environ["BENCH_VOCAB"].split(","))
     keras.utils.set_random_seed(config.seed)
     model = build_seq2seq(model_config, src_vocab, tgt_vocab)
-    compile_for_training(model, config.train, jit_compile=False)
+    compile_for_training(model, train_config, jit_compile=False)
     dataset = make_dataset(
-        pairs, config.train.batch_size, config.train.bucket_boundaries, shuffle_seed=config.seed
+        pairs, train_config.batch_size, train_config.bucket_boundaries, shuffle_seed=config.seed
     )
     timer = EpochTimer()
     model.fit(dataset, epochs=epochs, callbacks=[timer.callback()], verbose=0)
@@ -196,8 +198,7 @@ def run_worker(variant: str, data_path: Path, epochs: int) -> dict[str, Any]:
     if variant == "a_naive_baseline":
         timer, tokens, params = naive_baseline(data, epochs)
     else:
-        hidden = 256 if variant == "b_ours_hidden256" else None
-        timer, tokens, params = ours(data, epochs, hidden)
+        timer, tokens, params = ours(data, epochs, at_baseline_size=variant == "b_ours_hidden256")
     pairs = len(data["word_src_offsets"]) - 1
     return {
         "variant": variant,

@@ -144,6 +144,7 @@ def test_decode_step_never_proposes_pad_or_bos() -> None:
     assert log_probs.numpy()[:, EOS_ID].max() < 0.0
 
 
+@pytest.mark.slow
 def test_step_api_runs_inside_tf_function() -> None:
     model = tiny_model()
 

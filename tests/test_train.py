@@ -266,7 +266,7 @@ def wait_for_first_checkpoint(root: Path, process: subprocess.Popen[str]) -> Non
 def test_a_killed_run_resumes_from_its_last_checkpoint(
     tmp_path: Path, tiny_corpus_dir: Path
 ) -> None:
-    epochs = 40
+    epochs = 12
     root = tiny_train_project(
         tmp_path / "project", tiny_corpus_dir, {"epochs": epochs, "patience": epochs}
     )
