@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pipeline
 from pipeline.atomic import atomic_write_json
 from pipeline.config import Config, config_as_dict, load_config
 from pipeline.paths import ProjectPaths, project_paths, raw_file
@@ -41,7 +40,7 @@ from pipeline.serving import (
 
 log = logging.getLogger(__name__)
 
-PACKAGE_DIR = Path(pipeline.__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the `pipeline` package
 LOCK_FILE = PACKAGE_DIR.parent / "requirements.lock"
 
 
