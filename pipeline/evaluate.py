@@ -280,7 +280,7 @@ def write_eval_reports(
         csv_text = by_length_csv(evaluation.by_length)
         (directory / by_length_filename(index, name)).write_text(csv_text, encoding="utf-8")
         for row, figure in evaluation.attention_maps.items():
-            figure.savefig(directory / attention_filename(name, row), dpi=100)
+            figure.savefig(directory / attention_filename(name, row), dpi=100, bbox_inches="tight")
     (directory / "samples.md").write_text(samples_markdown(evaluations), encoding="utf-8")
     report = report_markdown(evaluations, decoding)
     (directory / "report.md").write_text(report, encoding="utf-8")
