@@ -263,6 +263,22 @@ def print_table(results: list[dict[str, Any]]) -> None:
         )
 
 
+def targets(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 4's targets: (b) >= 3x (a) target tokens/s; peak training memory <= 4 GiB."""
+    by_name = {r["variant"]: r for r in results}
+    summary: dict[str, Any] = {}
+    if {"a_naive_baseline", "b_ours_hidden256"} <= set(by_name):
+        a, b = by_name["a_naive_baseline"], by_name["b_ours_hidden256"]
+        summary["b_over_a_tokens_per_s"] = b["tokens_per_s"] / a["tokens_per_s"]
+        summary["b_over_a_tokens_per_cpu_s"] = b["tokens_per_cpu_s"] / a["tokens_per_cpu_s"]
+        summary["b_over_a_pairs_per_s"] = b["pairs_per_s"] / a["pairs_per_s"]
+        summary["b_at_least_3x_a"] = summary["b_over_a_tokens_per_s"] >= 3.0
+    ours = [r for r in results if r["variant"] != "a_naive_baseline"]
+    summary["ours_peak_rss_gib"] = max((r["peak_rss_gib"] for r in ours), default=None)
+    summary["ours_within_4_gib"] = all(r["peak_rss_gib"] <= 4.0 for r in ours)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=REPO)
