@@ -507,9 +507,11 @@ def fit(
         monitor="val_loss", patience=config.train.patience, restore_best_weights=True
     )
     # The backup dir is removed by us once every output is written, not by Keras at the end
-    # of fit(), so a crash while saving still resumes.
+    # of fit(), so a crash while saving still resumes. Keras writes the weights in place: a
+    # kill during that write leaves a truncated file, so keep the previous epoch's copy too
+    # (Keras falls back to it when the latest will not load).
     backup = keras.callbacks.BackupAndRestore(
-        str(paths.checkpoints_dir / "keras"), delete_checkpoint=False
+        str(paths.checkpoints_dir / "keras"), delete_checkpoint=False, double_checkpoint=True
     )
     batch, bounds = config.train.batch_size, config.train.bucket_boundaries
     model.fit(

@@ -197,10 +197,17 @@ class CeleryAirflow:
         return self.server
 
     def tails(self, lines: int = 60) -> str:
-        return "\n".join(
+        """The end of every component's log, and of every task attempt that logged an error."""
+        parts = [
             f"----- {c.name} ({c.log_file}) -----\n{c.tail(lines)}"
             for c in self.components.values()
-        )
+        ]
+        for attempt in sorted((self.home / "logs").glob("dag_id=*/run_id=*/task_id=*/attempt=*")):
+            text = attempt.read_text(encoding="utf-8", errors="replace")
+            if '"level":"error"' in text:
+                tail = "\n".join(text.splitlines()[-lines:])
+                parts.append(f"----- task log {attempt} -----\n{tail}")
+        return "\n".join(parts)
 
     def check_alive(self) -> None:
         dead = [c.name for c in self.components.values() if not c.alive()]
