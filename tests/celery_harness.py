@@ -235,8 +235,14 @@ def _worker_ready(worker: Component) -> bool:
     return worker.log_file.is_file() and " ready." in worker.log_text()
 
 
-def wait_for(check: Any, timeout_s: float, what: str, stack: CeleryAirflow | None = None) -> Any:
-    """Poll `check()` every 2 s until it returns something truthy, or fail after `timeout_s`."""
+def wait_for(
+    check: Any,
+    timeout_s: float,
+    what: str,
+    stack: CeleryAirflow | None = None,
+    interval_s: float = 2.0,
+) -> Any:
+    """Poll `check()` until it returns something truthy, or fail after `timeout_s`."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if stack is not None:
@@ -244,7 +250,7 @@ def wait_for(check: Any, timeout_s: float, what: str, stack: CeleryAirflow | Non
         result = check()
         if result:
             return result
-        time.sleep(2)
+        time.sleep(interval_s)
     raise TimeoutError(f"{what}: not reached within {timeout_s:.0f}s")
 
 

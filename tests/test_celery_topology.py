@@ -221,11 +221,13 @@ def test_a_train_task_on_a_killed_worker_is_retried_on_a_new_worker(topology: To
         train_runs_before = training_runs(topology.mlflow.url)
         run_id = stack.api().trigger({"epochs": KILL_RUN_EPOCHS})
 
-        def training_under_way() -> bool:
-            train = task_instances(stack, run_id).get("train", {})
-            return train.get("state") == "running" and recorded_epochs(project) >= 2
+        def train_state() -> str | None:
+            return task_instances(stack, run_id).get("train", {}).get("state")
 
-        wait_for(training_under_way, RUN_TIMEOUT_S, "train running with 2 epochs done", stack)
+        wait_for(lambda: train_state() == "running", RUN_TIMEOUT_S, "train running", stack)
+        # Kill the moment epoch 2's history row lands: Keras is then writing that epoch's
+        # backup, the most fragile point for a resume (a half-written weights file).
+        wait_for(lambda: recorded_epochs(project) >= 2, 600, "2 epochs", stack, interval_s=0.05)
         doomed = stack.worker()
         killed = doomed.kill()
         assert len(killed) >= 5  # worker, pool process, task supervisor, runner, bash, dvc ...
