@@ -35,8 +35,10 @@ SETTINGS = orchestration.dag_settings(
 )
 RAW_CORPUS = Asset(name="mt_raw_corpus", uri=SETTINGS.raw_data_asset, group="translation")
 # Stages that talk to the outside world (download, registry server) retry; the rest fail fast,
-# since a retry cannot fix bad data or a bug.
+# since a retry cannot fix bad data or a bug. Train is the exception: a worker lost mid-epoch
+# (the slowest task is the likeliest to meet one) retries once and resumes from its checkpoint.
 FLAKY_STAGES = {"fetch", "register"}
+RESUMABLE_STAGES = {"train"}
 
 DOC_MD = """
 ### Retrain the English→German translator
@@ -72,7 +74,7 @@ def _timeout(stage: str) -> timedelta:
 
 def stage_task(stage: str) -> Any:
     """The task that runs one DVC stage."""
-    retries = SETTINGS.retries if stage in FLAKY_STAGES else 0
+    retries = SETTINGS.retries if stage in FLAKY_STAGES else int(stage in RESUMABLE_STAGES)
 
     @task.bash(
         task_id=stage,

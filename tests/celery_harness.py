@@ -287,25 +287,6 @@ def celery_env(
     return env
 
 
-def write_cluster_policy(home: Path, retries: dict[str, int]) -> Path:
-    """`airflow_local_settings.py` whose task_policy gives these tasks `retries` (cluster policy).
-
-    Airflow imports it from $AIRFLOW_HOME/config in every component, the dag-processor included,
-    so the serialized DAG the scheduler reads carries the retries.
-    """
-    config_dir = home / "config"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    path = config_dir / "airflow_local_settings.py"
-    path.write_text(
-        f"RETRIES = {retries!r}\n\n\n"
-        "def task_policy(task):\n"
-        "    if task.task_id in RETRIES:\n"
-        "        task.retries = RETRIES[task.task_id]\n",
-        encoding="utf-8",
-    )
-    return path
-
-
 @contextlib.contextmanager
 def celery_airflow(
     home: Path, project: Path, extra_env: dict[str, str] | None = None

@@ -38,7 +38,6 @@ from tests.celery_harness import (
     celery_task_results,
     running,
     wait_for,
-    write_cluster_policy,
 )
 from tests.conftest import tiny_pairs, write_corpus
 from tests.mlflow_server import MlflowServer, postgres_database
@@ -54,9 +53,6 @@ PROJECT_OVERRIDES: dict[str, Any] = {
     "train": {"patience": 1000},
     "orchestration": {"schedule": "none", "retry_delay_s": 2, "max_retry_delay_s": 10},
 }
-# The DAG gives train no retries (a failing stage fails fast), so a lost worker would fail the
-# run. A cluster policy, as an operator would deploy it, gives train one retry for this stack.
-TRAIN_RETRIES = {"train": 1}
 # What a run with the default (auto) promotion policy runs; the approval branch is skipped.
 EXECUTED_TASKS = {"apply_run_params", *STAGES, "choose_promotion", "restore_params"}
 SKIPPED_TASKS = {"approve_promotion", "promote_challenger"}
@@ -81,7 +77,6 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
         },
     )
     project = make_project(root / "project", corpus, PROJECT_OVERRIDES)
-    write_cluster_policy(root / "airflow", TRAIN_RETRIES)
     with postgres_database() as mlflow_db:
         mlflow = MlflowServer(mlflow_db, root / "mlartifacts", root / "mlflow.log").start()
         try:

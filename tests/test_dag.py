@@ -105,9 +105,11 @@ def test_dag_level_settings(dag: Any) -> None:
     assert timetable.asset_condition.uri == SETTINGS.raw_data_asset
 
 
-def test_retries_with_backoff_only_on_fetch_and_register(dag: Any) -> None:
+def test_retries_on_fetch_and_register_and_one_resume_of_train(dag: Any) -> None:
     retries = {stage: dag.get_task(stage).retries for stage in STAGES}
-    assert retries == {s: (SETTINGS.retries if s in {"fetch", "register"} else 0) for s in STAGES}
+    expected = {stage: 0 for stage in STAGES} | {"train": 1}
+    expected |= {"fetch": SETTINGS.retries, "register": SETTINGS.retries}
+    assert retries == expected
     fetch = dag.get_task("fetch")
     assert fetch.retry_exponential_backoff
     assert fetch.retry_delay == timedelta(seconds=SETTINGS.retry_delay_s)
