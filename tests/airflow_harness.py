@@ -29,7 +29,6 @@ from tests.conftest import REPO_ROOT, TINY_OVERRIDES, deep_merge
 
 DAG_ID = "retrain_translation"
 VENV_BIN = Path(sys.executable).parent
-POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 STARTUP_TIMEOUT_S = 300  # Airflow takes 60+ s to come up on a loaded 2-core machine
 TERMINAL_RUN_STATES = {"success", "failed"}
 
@@ -121,24 +120,6 @@ def run_dag_test(home: Path, project: Path, run_conf: dict[str, Any]) -> dict[st
     result: dict[str, Any] = json.loads(marker[-1].removeprefix("DAGRUN "))
     result["log"] = done.stdout + done.stderr
     return result
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh, empty PostgreSQL database; dropped afterwards. Yields its SQLAlchemy URL."""
-    import psycopg2
-
-    name = f"airflow_test_{secrets.token_hex(4)}"
-    admin = psycopg2.connect(POSTGRES_ADMIN_URL)
-    admin.autocommit = True
-    try:
-        with admin.cursor() as cursor:
-            cursor.execute(f'CREATE DATABASE "{name}"')
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @dataclass

@@ -29,9 +29,8 @@ import psutil
 import requests
 
 from tests.airflow_harness import VENV_BIN, AirflowServer, base_env, free_port
+from tests.postgres import POSTGRES_URL, postgres_database
 
-POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-POSTGRES_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432"
 REDIS_URL = "redis://127.0.0.1:6379"
 STARTUP_TIMEOUT_S = 420  # a loaded 2-core machine: migrate + 4 components can take minutes
 # A task whose worker vanished is failed (or retried) this long after its last heartbeat;
@@ -39,21 +38,6 @@ STARTUP_TIMEOUT_S = 420  # a loaded 2-core machine: migrate + 4 components can t
 HEARTBEAT_TIMEOUT_S = 45
 ADMIN = "admin"
 REDIS_CLAIM_KEY = "mt:celery-test:claimed-by"
-
-
-@contextlib.contextmanager
-def airflow_database() -> Iterator[str]:
-    """A fresh `mt_airflow_<random>` database; yields its SQLAlchemy URL, dropped afterwards."""
-    import psycopg
-
-    name = f"mt_airflow_{secrets.token_hex(4)}"
-    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_URL}/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
@@ -293,7 +277,7 @@ def celery_airflow(
 ) -> Iterator[CeleryAirflow]:
     """Migrate a fresh metadata DB, start api-server, scheduler, dag-processor and one worker."""
     home.mkdir(parents=True, exist_ok=True)
-    with airflow_database() as db_url, redis_broker() as broker_url:
+    with postgres_database("mt_airflow") as db_url, redis_broker() as broker_url:
         port = free_port()
         env = {**celery_env(home, project, db_url, broker_url, port), **(extra_env or {})}
         password = secrets.token_hex(8)

@@ -3,14 +3,13 @@
 `MlflowServer` runs `mlflow server` with a given backend store and artifact directory on a free
 127.0.0.1 port; `kill()` sends SIGKILL (a crash, not a shutdown) and `start()` brings it back on
 the same port and stores. `ModelServer` runs `mlflow models serve --env-manager local`.
-`postgres_database()` creates `mt_test_<random>` on 127.0.0.1:5432 and drops it afterwards.
+Throw-away PostgreSQL databases come from `tests.postgres.postgres_database()`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -18,13 +17,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 BIN_DIR = Path(sys.executable).parent
-POSTGRES_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def venv_environ() -> dict[str, str]:
@@ -144,21 +141,6 @@ class ModelServer:
 
     def stop(self) -> None:
         _stop(self.process, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh `mt_test_<random>` database; yields its SQLAlchemy URI, drops it at the end."""
-    import psycopg
-
-    name = f"mt_test_{secrets.token_hex(4)}"
-    with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(POSTGRES_ADMIN_DSN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def post_json(url: str, payload: bytes, timeout_s: float = 60) -> tuple[int, str]:

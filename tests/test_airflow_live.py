@@ -23,10 +23,10 @@ from tests.airflow_harness import (
     AirflowServer,
     airflow_standalone,
     make_project,
-    postgres_database,
     registered_versions,
 )
 from tests.conftest import tiny_pairs, write_corpus
+from tests.postgres import postgres_database
 
 pytestmark = pytest.mark.slow
 

@@ -40,7 +40,8 @@ from tests.celery_harness import (
     wait_for,
 )
 from tests.conftest import tiny_pairs, write_corpus
-from tests.mlflow_server import MlflowServer, postgres_database
+from tests.mlflow_server import MlflowServer
+from tests.postgres import postgres_database
 
 pytestmark = pytest.mark.slow
 

@@ -19,12 +19,12 @@ from pipeline.registry.store import CHALLENGER, CHAMPION, Registry
 from tests.mlflow_server import (
     MlflowServer,
     ModelServer,
-    postgres_database,
     prepare_registry_project,
     reference_lines,
     register_standin,
     wrong_every_other,
 )
+from tests.postgres import postgres_database
 from tests.test_serving import assert_serves_champion
 
 pytestmark = pytest.mark.slow

@@ -7,10 +7,8 @@ signature both versions were scored with, so the test measures what evaluate rep
 
 from __future__ import annotations
 
-import contextlib
-import os
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
@@ -18,6 +16,7 @@ from sacrebleu.metrics import BLEU
 from sacrebleu.significance import PairedTest, Result
 
 from pipeline.config import RegisterConfig
+from pipeline.evaluate import sacrebleu_seed
 
 Outcome = Literal["promoted", "rejected", "awaiting_approval"]
 
@@ -101,20 +100,6 @@ def bleu_from_signature(signature: str) -> BLEU:
     )
 
 
-@contextlib.contextmanager
-def _sacrebleu_seed(seed: int) -> Iterator[None]:
-    # PairedTest reads its RNG seed only from SACREBLEU_SEED; set it for this call alone.
-    previous = os.environ.get("SACREBLEU_SEED")
-    os.environ["SACREBLEU_SEED"] = str(seed)
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("SACREBLEU_SEED", None)
-        else:
-            os.environ["SACREBLEU_SEED"] = previous
-
-
 def paired_bootstrap(
     champion: Sequence[str],
     challenger: Sequence[str],
@@ -124,7 +109,7 @@ def paired_bootstrap(
     seed: int,
 ) -> PairedResult:
     """sacreBLEU's paired bootstrap of challenger against champion (the baseline)."""
-    with _sacrebleu_seed(seed):
+    with sacrebleu_seed(seed):
         test = PairedTest(
             [("champion", list(champion)), ("challenger", list(challenger))],
             {"BLEU": bleu_from_signature(bleu_signature)},
