@@ -83,17 +83,22 @@ def write_corpus(
     return directory
 
 
-@pytest.fixture
-def tiny_corpus_dir(tmp_path: Path) -> Path:
+def write_tiny_corpus(directory: Path) -> Path:
     """A clean en/de corpus: 60 train, 10 val, 10 test_2016_flickr pairs, no overlaps."""
     return write_corpus(
-        tmp_path / "corpus",
+        directory,
         {
             "train": tiny_pairs(60),
             "val": tiny_pairs(10, offset=100),
             "test_2016_flickr": tiny_pairs(10, offset=200),
         },
     )
+
+
+@pytest.fixture
+def tiny_corpus_dir(tmp_path: Path) -> Path:
+    """write_tiny_corpus in the test's tmp dir."""
+    return write_tiny_corpus(tmp_path / "corpus")
 
 
 @pytest.fixture

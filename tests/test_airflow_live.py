@@ -25,7 +25,7 @@ from tests.airflow_harness import (
     make_project,
     registered_versions,
 )
-from tests.conftest import tiny_pairs, write_corpus
+from tests.conftest import tiny_pairs, write_corpus, write_tiny_corpus
 from tests.postgres import postgres_database
 
 pytestmark = pytest.mark.slow
@@ -38,14 +38,7 @@ RUN_TIMEOUT_S = 1200
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowServer, Path, Path]]:
     """(server, project, scratch dir) with the DAG parsed and unpaused."""
     scratch = tmp_path_factory.mktemp("live")
-    corpus = write_corpus(
-        scratch / "corpus",
-        {
-            "train": tiny_pairs(60),
-            "val": tiny_pairs(10, offset=100),
-            "test_2016_flickr": tiny_pairs(10, offset=200),
-        },
-    )
+    corpus = write_tiny_corpus(scratch / "corpus")
     # No schedule: unpausing a weekly DAG would start the latest missed interval's run at once.
     project = make_project(scratch / "project", corpus, {"orchestration": {"schedule": "none"}})
     with (

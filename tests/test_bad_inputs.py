@@ -21,7 +21,13 @@ import pytest
 
 from pipeline import cli
 from pipeline.errors import DataError, ValidationFailed
-from tests.conftest import TINY_OVERRIDES, tiny_pairs, write_corpus, write_params
+from tests.conftest import (
+    TINY_OVERRIDES,
+    tiny_pairs,
+    write_corpus,
+    write_params,
+    write_tiny_corpus,
+)
 
 # Breaks a copy of the good corpus in place; the fixture turns it into a project root.
 Breakage = Callable[[Path], None]
@@ -29,14 +35,7 @@ MakeProject = Callable[[Breakage], Path]
 
 
 def good_corpus(folder: Path) -> Path:
-    return write_corpus(
-        folder,
-        {
-            "train": tiny_pairs(60),
-            "val": tiny_pairs(10, offset=100),
-            "test_2016_flickr": tiny_pairs(10, offset=200),
-        },
-    )
+    return write_tiny_corpus(folder)
 
 
 def set_line(path: Path, line: int, text: bytes) -> None:

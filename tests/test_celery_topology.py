@@ -39,7 +39,7 @@ from tests.celery_harness import (
     running,
     wait_for,
 )
-from tests.conftest import tiny_pairs, write_corpus
+from tests.conftest import write_tiny_corpus
 from tests.mlflow_server import MlflowServer
 from tests.postgres import postgres_database
 
@@ -69,14 +69,7 @@ class Topology:
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     root = tmp_path_factory.mktemp("celery_topology")
-    corpus = write_corpus(
-        root / "corpus",
-        {
-            "train": tiny_pairs(60),
-            "val": tiny_pairs(10, offset=100),
-            "test_2016_flickr": tiny_pairs(10, offset=200),
-        },
-    )
+    corpus = write_tiny_corpus(root / "corpus")
     project = make_project(root / "project", corpus, PROJECT_OVERRIDES)
     with postgres_database() as mlflow_db:
         mlflow = MlflowServer(mlflow_db, root / "mlartifacts", root / "mlflow.log").start()
