@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.machine import machine_summary
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MULTI30K_DIR = Path(os.environ.get("MT_DATA_DIR") or REPO_ROOT.parent / "shared/data/multi30k")
 
@@ -23,6 +25,19 @@ TINY_OVERRIDES: dict[str, Any] = {
     "evaluate": {"beam_size": 2, "bootstrap_resamples": 50, "samples": 3, "attention_maps": 1},
     "register": {"min_bleu": 0.0, "bootstrap_resamples": 50},
 }
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Where this run happened: a failure on another machine then says which CPU and kernels."""
+    return machine_summary()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How close the memorised fixtures came to their step cap on this machine."""
+    from tests.tiny_translator import memorised_training_summary
+
+    for line in memorised_training_summary():
+        terminalreporter.write_line(line)
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -21,12 +21,13 @@ from pipeline.model.seq2seq import build_seq2seq
 from pipeline.tokenize import EOS_ID, PAD_ID
 from pipeline.translator import Translator, pad_batch
 from tests.conftest import tiny_pairs
-from tests.test_translator import TRAIN_PAIRS, trained_tiny_model
+from tests.tiny_translator import MEMORISED_PAIRS as TRAIN_PAIRS
+from tests.tiny_translator import memorised_model_dir
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Translator:
-    directory = trained_tiny_model(tmp_path_factory)
+    directory = memorised_model_dir(tmp_path_factory)
     return Translator.load(directory / "seq2seq.keras", directory / "tokenizer")
 
 

@@ -21,7 +21,8 @@ from pipeline.evaluate import (
 )
 from pipeline.paths import project_paths
 from tests.conftest import TINY_OVERRIDES, write_params
-from tests.test_translator import TRAIN_PAIRS, trained_tiny_model
+from tests.tiny_translator import MEMORISED_PAIRS as TRAIN_PAIRS
+from tests.tiny_translator import memorised_model_dir
 
 VERSION = sacrebleu.__version__
 REFERENCES = [
@@ -153,7 +154,7 @@ def test_mt_evaluate_fails_before_writing_anything_when_a_file_is_missing(
 def test_mt_evaluate_scores_a_memorised_split_and_writes_every_report(
     tiny_project: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    shutil.copytree(trained_tiny_model(tmp_path_factory), tiny_project / "models")
+    shutil.copytree(memorised_model_dir(tmp_path_factory), tiny_project / "models")
     assert cli.main(["evaluate"]) == 0
 
     metrics = json.loads((tiny_project / "metrics.json").read_text(encoding="utf-8"))

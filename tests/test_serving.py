@@ -27,7 +27,8 @@ from tests.mlflow_server import (
     uppercase_spec,
 )
 from tests.test_evaluate import write_test_split
-from tests.test_translator import TRAIN_PAIRS, trained_tiny_model
+from tests.tiny_translator import MEMORISED_PAIRS as TRAIN_PAIRS
+from tests.tiny_translator import memorised_model_dir
 
 LIMITS = InputLimits(max_input_chars=10, max_batch_rows=3)
 
@@ -165,7 +166,7 @@ def test_mt_register_logs_the_trained_translator_and_serves_it(
     monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
     write_params(project_dir, TINY_OVERRIDES)
     _load_cached.cache_clear()
-    shutil.copytree(trained_tiny_model(tmp_path_factory), project_dir / "models")
+    shutil.copytree(memorised_model_dir(tmp_path_factory), project_dir / "models")
     pairs = TRAIN_PAIRS[:10]
     write_test_split(project_dir, pairs)
     assert cli.main(["evaluate"]) == 0

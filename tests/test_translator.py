@@ -1,4 +1,4 @@
-"""Translator and `mt translate` on a tiny model overfit on 20 pairs (trained once per session)."""
+"""Translator and `mt translate` on a tiny model that memorised 20 pairs (tiny_translator)."""
 
 from __future__ import annotations
 
@@ -11,57 +11,16 @@ import numpy as np
 import pytest
 
 from pipeline import cli
-from pipeline.config import ModelConfig, TokenizeConfig
 from pipeline.model.decoding import DecodingSettings
 from pipeline.translator import Translator, pad_batch, read_input_lines
-from tests.conftest import tiny_pairs
+from tests.tiny_translator import MEMORISED_PAIRS, memorised_model_dir
 
-TRAIN_PAIRS = tiny_pairs(20)
-TINY_MODEL = ModelConfig(embedding_dim=64, hidden_units=64, dropout=0.0, tie_embeddings=True)
-# The 20 pairs support at most 119 unigram pieces (joint en+de).
-TINY_TOKENIZER = TokenizeConfig("unigram", 119, True, 1.0, 16)
-_TRAINED: dict[str, Path] = {}
-
-
-def _train_tiny_model(directory: Path) -> Path:
-    """Write seq2seq.keras + tokenizer/ that reproduce TRAIN_PAIRS exactly (about 300 steps)."""
-    import keras
-
-    from pipeline.model.seq2seq import build_seq2seq
-    from pipeline.tokenize import BOS_ID, EOS_ID, load_tokenizers, train_tokenizer_models
-
-    sources, targets = [s for s, _ in TRAIN_PAIRS], [t for _, t in TRAIN_PAIRS]
-    (directory / "tokenizer").mkdir(parents=True)
-    models = train_tokenizer_models(sources, targets, TINY_TOKENIZER, seed=1234)
-    for name, model_bytes in zip(("src.model", "tgt.model"), models, strict=True):
-        (directory / "tokenizer" / name).write_bytes(model_bytes)
-    tokenizers = load_tokenizers(directory / "tokenizer")
-    source_ids = tokenizers.src.encode(sources)
-    target_ids = tokenizers.tgt.encode(targets)
-    keras.utils.set_random_seed(1)
-    model = build_seq2seq(TINY_MODEL, tokenizers.src_vocab_size, tokenizers.tgt_vocab_size)
-    inputs = {
-        "source": pad_batch(source_ids),
-        "target_in": pad_batch([[BOS_ID, *ids] for ids in target_ids]),
-    }
-    labels = pad_batch([[*ids, EOS_ID] for ids in target_ids])
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
-    model.compile(optimizer=keras.optimizers.Adam(0.02), loss=loss)
-    model.fit(inputs, labels, batch_size=len(TRAIN_PAIRS), epochs=300, verbose=0)
-    model.save(directory / "seq2seq.keras")
-    return directory
-
-
-def trained_tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory with seq2seq.keras and tokenizer/, trained once per test session."""
-    if "dir" not in _TRAINED:
-        _TRAINED["dir"] = _train_tiny_model(tmp_path_factory.mktemp("tiny_model"))
-    return _TRAINED["dir"]
+TRAIN_PAIRS = MEMORISED_PAIRS
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_tiny_model(tmp_path_factory)
+    return memorised_model_dir(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
