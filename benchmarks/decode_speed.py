@@ -35,7 +35,7 @@ from pipeline.config import ModelConfig, TokenizeConfig  # noqa: E402
 from pipeline.data.clean import normalize_text  # noqa: E402
 from pipeline.model.decoding import DecodingSettings  # noqa: E402
 from pipeline.tokenize import BOS_ID, EOS_ID  # noqa: E402
-from pipeline.translator import Translator, pad_batch  # noqa: E402
+from pipeline.translator import Translator  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "decode_speed.json"
 DEFAULT_DATA = Path(os.environ.get("MT_DATA_DIR") or REPO_ROOT.parent / "shared/data/multi30k")
@@ -48,34 +48,31 @@ def read_gz_lines(path: Path) -> list[str]:
 
 
 def train_quick_model(data_dir: Path, directory: Path, pairs: int, epochs: int) -> Path:
-    """A small model on the first `pairs` Multi30k training pairs: enough for timings."""
-    import keras
+    """A small model on the first `pairs` Multi30k training pairs: enough for timings.
 
-    from pipeline.model.seq2seq import build_seq2seq
-    from pipeline.tokenize import load_tokenizers, train_tokenizer_models
+    Trained by the same helper as the tests' tiny models (tests/tiny_translator.py), for a
+    fixed number of steps: timings need a plausible model, not a memorised one.
+    """
+    from tests.tiny_translator import TrainingRecipe, session_seed, train_translator
 
     sources = [normalize_text(s) for s in read_gz_lines(data_dir / "train.en.gz")[:pairs]]
     targets = [normalize_text(t) for t in read_gz_lines(data_dir / "train.de.gz")[:pairs]]
-    (directory / "tokenizer").mkdir(parents=True, exist_ok=True)
-    tokenizer_config = TokenizeConfig("unigram", 1000, True, 1.0, 16)
-    models = train_tokenizer_models(sources, targets, tokenizer_config, seed=1234)
-    for name, model_bytes in zip(("src.model", "tgt.model"), models, strict=True):
-        (directory / "tokenizer" / name).write_bytes(model_bytes)
-    tokenizers = load_tokenizers(directory / "tokenizer")
-    source_ids, target_ids = tokenizers.src.encode(sources), tokenizers.tgt.encode(targets)
-    keras.utils.set_random_seed(1234)
-    config = ModelConfig(embedding_dim=128, hidden_units=128, dropout=0.1, tie_embeddings=True)
-    model = build_seq2seq(config, tokenizers.src_vocab_size, tokenizers.tgt_vocab_size)
-    inputs = {
-        "source": pad_batch(source_ids),
-        "target_in": pad_batch([[BOS_ID, *ids] for ids in target_ids]),
-    }
-    labels = pad_batch([[*ids, EOS_ID] for ids in target_ids])
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0)
-    model.compile(optimizer=keras.optimizers.Adam(0.005, clipnorm=1.0), loss=loss)
-    model.fit(inputs, labels, batch_size=64, epochs=epochs, verbose=2)
-    model.save(directory / "seq2seq.keras")
-    return directory
+    batch_size = 64
+    recipe = TrainingRecipe(
+        learning_rate=0.005,
+        clip_norm=1.0,
+        batch_size=batch_size,
+        max_steps=epochs * -(-len(sources) // batch_size),
+    )
+    return train_translator(
+        directory,
+        list(zip(sources, targets, strict=True)),
+        ModelConfig(embedding_dim=128, hidden_units=128, dropout=0.1, tie_embeddings=True),
+        TokenizeConfig("unigram", 1000, True, 1.0, 16),
+        recipe,
+        seed=session_seed(),
+        verbose=2,
+    )
 
 
 def seed_style_translate(translator: Translator, text: str, settings: DecodingSettings) -> str:

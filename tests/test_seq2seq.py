@@ -197,10 +197,12 @@ def teacher_forcing_errors(
 def test_model_overfits_twenty_pairs() -> None:
     """Trained until every label is the argmax (capped); the loss must have fallen with it."""
     config = ModelConfig(embedding_dim=32, hidden_units=32, dropout=0.0, tie_embeddings=True)
+    recipe = TrainingRecipe(batch_size=20)
     keras.utils.set_random_seed(session_seed())
     model = build_seq2seq(config, SRC_VOCAB, TGT_VOCAB)
     model.compile(
-        optimizer=keras.optimizers.Adam(0.01, clipnorm=1.0), loss=MaskedSequenceCrossEntropy(0.0)
+        optimizer=keras.optimizers.Adam(recipe.learning_rate, clipnorm=recipe.clip_norm),
+        loss=MaskedSequenceCrossEntropy(0.0),
     )
     inputs, labels = overfit_data()
     first_loss = float(model.evaluate(inputs, labels, verbose=0))
@@ -209,7 +211,7 @@ def test_model_overfits_twenty_pairs() -> None:
         errors = teacher_forcing_errors(trained, inputs, labels)
         return [f"{errors} of {int(np.sum(labels != PAD_ID))} tokens wrong"] if errors else []
 
-    fit_until(model, inputs, labels, TrainingRecipe(batch_size=20), gaps)
+    fit_until(model, inputs, labels, recipe, gaps)
     assert teacher_forcing_errors(model, inputs, labels) == 0
     assert float(model.evaluate(inputs, labels, verbose=0)) < first_loss / 10
 

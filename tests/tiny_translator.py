@@ -55,7 +55,7 @@ class NotMemorisedError(AssertionError):
 class TrainingRecipe:
     """How `train_translator` fits: full-batch Adam with clipping, checked every round."""
 
-    learning_rate: float = 0.01
+    learning_rate: float = 0.03
     clip_norm: float = 1.0
     batch_size: int = 32
     epochs_per_round: int = 25
