@@ -27,7 +27,9 @@ from airflow.sdk import (
 )
 
 from pipeline import orchestration
-from pipeline.orchestration import KEEP, STAGES
+from pipeline.orchestration import STAGES
+from pipeline.params_lock import RunRef, RunState
+from pipeline.run_params import KEEP, RUN_PARAM_SCHEMA
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives schedule and retries.
 SETTINGS = orchestration.dag_settings(
@@ -50,10 +52,13 @@ nothing, and the stage's own log streams into the task log.
 
 **Runs start** on the schedule in `params.yaml` (`orchestration.schedule`), when a producer
 updates the Asset `mt_raw_corpus` (new raw data; the event's `extra` may carry run params such
-as `data_path`), or from *Trigger* with the form below.
+as `data_path`, checked against this form's rules; it may tighten the promotion policy to
+manual, never loosen it, and cannot choose the model name), or from *Trigger* with the form.
 
 **Run params** override `params.yaml` for this run only: `apply_run_params` writes them (after
-validating them), `restore_params` puts the original back whatever happened. The train stage
+validating them) and holds `params.yaml` for the run; `restore_params` takes them out again
+whatever happened, keeping edits made meanwhile. While a run holds it, another run, `airflow
+dags test` or a hand-run `mt`/`dvc repro` fails with a message naming the run. The train stage
 logs the params it ran with to MLflow; the register stage tags the version with this run's id.
 
 **Promotion**: policy `auto` lets the register stage's significance gate move `@champion`;
@@ -88,12 +93,22 @@ def stage_task(stage: str) -> Any:
     return run_stage()
 
 
+def _this_run(context: dict[str, Any]) -> RunRef:
+    return RunRef(context["dag"].dag_id, context["run_id"])
+
+
 @setup
 @task(execution_timeout=timedelta(minutes=5))
 def apply_run_params(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
-    """Write this run's overrides into params.yaml; returns the effective policy and overrides."""
-    values = orchestration.run_values(params or {}, _asset_event_extras(context))
-    return orchestration.apply_run_params(_project_dir(), values)
+    """Hold params.yaml for this run and write its overrides; returns policy and overrides."""
+    count_runs = context["ti"].get_dr_count
+
+    def state_of(run: RunRef) -> RunState:
+        return orchestration.dag_run_state(run, count_runs)
+
+    return orchestration.apply_run_params(
+        _project_dir(), params or {}, _this_run(context), state_of, _asset_event_extras(context)
+    )
 
 
 def _asset_event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
@@ -104,9 +119,9 @@ def _asset_event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
 
 @teardown
 @task(execution_timeout=timedelta(minutes=5))
-def restore_params() -> str:
-    """Put the original params.yaml back (runs even when a stage failed)."""
-    return orchestration.restore_params(_project_dir())
+def restore_params(**context: Any) -> str:
+    """Take this run's overrides out of params.yaml and free it (runs even when a stage failed)."""
+    return orchestration.restore_params(_project_dir(), _this_run(context))
 
 
 @task.branch(execution_timeout=timedelta(minutes=10))
@@ -138,49 +153,43 @@ def promote_challenger(**context: Any) -> str:
 RUN_PARAMS = {
     "epochs": Param(
         None,
-        type=["null", "integer"],
-        minimum=1,
-        maximum=500,
+        **RUN_PARAM_SCHEMA["epochs"],
         title="Epochs",
         description="Training epochs for this run. Empty: train.epochs from params.yaml.",
     ),
     "data_source": Param(
         KEEP,
-        type="string",
-        enum=[KEEP, "multi30k", "dir", "tsv"],
+        **RUN_PARAM_SCHEMA["data_source"],
         title="Data source",
         description="multi30k: the public corpus; dir: {split}.{lang} files; tsv: {split}.tsv.",
     ),
     "data_path": Param(
         None,
-        type=["null", "string"],
+        **RUN_PARAM_SCHEMA["data_path"],
         title="Data path",
         description="Folder on the worker with the corpus (dir/tsv). Empty: data.path.",
     ),
     "src_lang": Param(
         None,
-        type=["null", "string"],
-        pattern="^[a-z]{2,3}$",
+        **RUN_PARAM_SCHEMA["src_lang"],
         title="Source language",
         description="e.g. en. Empty: data.src_lang from params.yaml.",
     ),
     "tgt_lang": Param(
         None,
-        type=["null", "string"],
-        pattern="^[a-z]{2,3}$",
+        **RUN_PARAM_SCHEMA["tgt_lang"],
         title="Target language",
         description="e.g. de or fr. Empty: data.tgt_lang from params.yaml.",
     ),
     "model_name": Param(
         None,
-        type=["null", "string"],
+        **RUN_PARAM_SCHEMA["model_name"],
         title="Registered model name",
         description="Empty: register.model_name, with the language pair swapped if it changed.",
     ),
     "promotion_policy": Param(
         KEEP,
-        type="string",
-        enum=[KEEP, "auto", "manual"],
+        **RUN_PARAM_SCHEMA["promotion_policy"],
         title="Promotion policy",
         description="auto: the significance gate decides; manual: a human approves in the UI.",
     ),

@@ -1,6 +1,9 @@
 """Write outputs all-or-nothing: into a temp path beside the target, then rename.
 
 A stage that fails half way leaves the previous outputs (or none) in place, never a mix.
+A process killed half way can leave its temp path (or the old directory it moved aside)
+behind; each name carries the writer's host and pid, and the next write of the same target
+deletes those whose writer on this host is gone.
 """
 
 from __future__ import annotations
@@ -8,11 +11,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from pipeline.pause_points import pause_point
 
 
 def _umask() -> int:
@@ -21,10 +28,44 @@ def _umask() -> int:
     return current
 
 
+def _writer() -> str:
+    """This process, as it appears in the names of its temp paths: `<pid>@<host>`."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def remove_leftovers(target: Path) -> list[Path]:
+    """Delete temp paths of `target` left by killed writers on this host; what was deleted."""
+    pattern = re.compile(
+        rf"\.{re.escape(target.name)}\.(?:old\.)?(\d+)@{re.escape(socket.gethostname())}"
+        r"(?:\..*\.tmp)?"
+    )
+    removed = []
+    for entry in target.parent.glob(f".{target.name}.*") if target.parent.is_dir() else []:
+        match = pattern.fullmatch(entry.name)
+        if match and not _alive(int(match.group(1))):
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace `path` with `text` in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
     try:
         # mkstemp makes 0600 files; outputs should get the usual permissions.
         os.fchmod(fd, 0o666 & ~_umask())
@@ -37,18 +78,23 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def json_text(payload: Any) -> str:
+    """Pretty, key-sorted JSON (stable diffs for `dvc metrics diff`), as the files hold it."""
+    return json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def atomic_write_json(path: Path, payload: Any) -> None:
-    """Replace `path` with pretty, key-sorted JSON (stable diffs for `dvc metrics diff`)."""
-    atomic_write_text(
-        path, json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-    )
+    """Replace `path` with `json_text(payload)`."""
+    atomic_write_text(path, json_text(payload))
 
 
 @contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield an empty staging directory that replaces `target` only if the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    remove_leftovers(target)
+    prefix = f".{target.name}.{_writer()}."
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".tmp"))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 directories
     try:
         yield staging
@@ -62,8 +108,9 @@ def _swap_in(staging: Path, target: Path) -> None:
     """Move the old target aside, rename staging into place, then delete the old one."""
     retired = None
     if target.exists():
-        retired = target.with_name(f".{target.name}.old-{os.getpid()}")
+        retired = target.with_name(f".{target.name}.old.{_writer()}")
         os.replace(target, retired)
+        pause_point(f"atomic.old_moved_aside.{target.name}")
     os.replace(staging, target)
     if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)

@@ -27,7 +27,19 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "register": ("pipeline.registry", "main", "log the model to MLflow and run the gate"),
     "registry": ("pipeline.registry", "registry_main", "list | history | promote | rollback"),
     "translate": ("pipeline.translator", "main", "translate stdin or a file"),
+    "params-lock": (
+        "pipeline.params_lock",
+        "main",
+        "status | release RUN_ID: which DAG run holds params.yaml",
+    ),
 }
+# Commands that write stage outputs from params.yaml. While a DAG run holds params.yaml (its
+# run params are in it) only that run's own tasks may run them; they are refused before their
+# module is imported, so a refused `dvc repro` never holds DVC's lock on a stage's outputs.
+# Reading tools (registry, translate, params-lock) are not refused.
+STAGE_COMMANDS = frozenset(
+    {"fetch", "validate", "clean", "tokenize", "train", "evaluate", "register"}
+)
 
 
 def configure_logging() -> None:
@@ -65,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging()
     try:
+        if command in STAGE_COMMANDS:
+            from pipeline.params_lock import refuse_if_held_by_another_run
+            from pipeline.paths import project_paths
+
+            refuse_if_held_by_another_run(project_paths())
         return resolve(command)(rest) or 0
     except PipelineError as error:
         log.error("%s failed: %s", command, error)

@@ -1,7 +1,8 @@
 """params.yaml, read once into frozen, typed dataclasses.
 
 Every section of params.yaml is a dataclass below; a key that is unknown, missing, of the wrong
-type or outside its allowed values is rejected with its dotted name and what is allowed.
+type or outside its allowed values is rejected with its dotted name and what is allowed. Each
+field declares its allowed range (pipeline/param_rules.py); docs/params.md lists them all.
 """
 
 from __future__ import annotations
@@ -10,28 +11,59 @@ import dataclasses
 import functools
 import types
 import typing
-from dataclasses import dataclass
+import zoneinfo
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from pipeline.errors import ConfigError
+from pipeline.param_rules import ParamSpec, matching, ranged, rule_of, satisfying
 from pipeline.paths import project_paths
+
+# Airflow's cron presets (airflow.utils.dates.cron_presets), which CronTriggerTimetable accepts.
+SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
+
+
+def is_schedule(value: str) -> bool:
+    """`none` (data and manual runs only), an Airflow preset, or a 5-field cron expression."""
+    if value.lower() in {"none", ""} or value in SCHEDULE_PRESETS:
+        return True
+    from croniter import croniter  # Airflow's own cron parser; only needed for a cron string
+
+    return len(value.split()) == 5 and bool(croniter.is_valid(value))
+
+
+def is_time_zone(value: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+# A language code becomes part of file names ({split}.{lang}) and model names: letters only.
+LANGUAGE_CODE = matching(r"[a-z]{2,3}", "an ISO 639 language code, 2-3 lowercase letters")
+# A split name becomes a file name: no path separators, no dots, no spaces.
+SPLIT_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", "a split name: letters, digits, _ and -")
+# MLflow refuses / and :, and models:/<name>@<alias> URIs break on @ and spaces.
+MODEL_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", "a model name: letters, digits, . _ -")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     source: Literal["multi30k", "dir", "tsv"]
-    url: str
-    path: str
-    src_lang: str
-    tgt_lang: str
-    train_split: str
-    val_split: str
-    test_splits: tuple[str, ...]
-    timeout_s: float
-    retries: int
+    url: str = field(metadata=matching(r"https?://\S+", "an http(s) URL"))
+    path: str = field(metadata=matching(r"[^\x00\r\n]*", "a folder on the worker, or empty"))
+    src_lang: str = field(metadata=LANGUAGE_CODE)
+    tgt_lang: str = field(metadata=LANGUAGE_CODE)
+    train_split: str = field(metadata=SPLIT_NAME)
+    val_split: str = field(metadata=SPLIT_NAME)
+    test_splits: tuple[str, ...] = field(metadata=SPLIT_NAME)
+    timeout_s: float = field(metadata=ranged(gt=0, le=3600))
+    retries: int = field(metadata=ranged(ge=0, le=20))
+    max_file_mb: float = field(metadata=ranged(gt=0, le=1_000_000))
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -41,138 +73,125 @@ class DataConfig:
     def __post_init__(self) -> None:
         _require(self.src_lang != self.tgt_lang, "data.tgt_lang", "must differ from src_lang")
         _require(len(self.test_splits) > 0, "data.test_splits", "must name at least one split")
-        _require(self.retries >= 0, "data.retries", "must be >= 0")
+        _require_distinct_splits(self)
 
 
 @dataclass(frozen=True)
 class ValidateConfig:
-    min_rows: int
-    min_train_rows: int
-    max_tokens: int
-    max_length_ratio: float
-    max_duplicate_share: float
-    mostly: float
-
-    def __post_init__(self) -> None:
-        _require(0.0 < self.mostly <= 1.0, "validate.mostly", "must be in (0, 1]")
-        _require(self.max_length_ratio >= 1.0, "validate.max_length_ratio", "must be >= 1")
+    min_rows: int = field(metadata=ranged(ge=1))
+    min_train_rows: int = field(metadata=ranged(ge=1))
+    max_tokens: int = field(metadata=ranged(ge=1, le=10_000))
+    max_length_ratio: float = field(metadata=ranged(ge=1))
+    max_duplicate_share: float = field(metadata=ranged(ge=0, le=1))
+    max_train_overlap: float = field(metadata=ranged(ge=0, le=1))
+    mostly: float = field(metadata=ranged(gt=0, le=1))
 
 
 @dataclass(frozen=True)
 class CleanConfig:
-    max_tokens: int
-    max_length_ratio: float
-    min_tokens: int
+    max_tokens: int = field(metadata=ranged(ge=1, le=10_000))
+    max_length_ratio: float = field(metadata=ranged(ge=1))
+    min_tokens: int = field(metadata=ranged(ge=1, le=10_000))
 
     def __post_init__(self) -> None:
-        _require(self.min_tokens >= 1, "clean.min_tokens", "must be >= 1")
         _require(self.max_tokens > self.min_tokens, "clean.max_tokens", "must be > min_tokens")
-        _require(self.max_length_ratio >= 1.0, "clean.max_length_ratio", "must be >= 1")
 
 
 @dataclass(frozen=True)
 class TokenizeConfig:
     model_type: Literal["unigram", "bpe"]
-    vocab_size: int
+    vocab_size: int = field(metadata=ranged(ge=64, le=1_000_000))
     joint: bool
-    character_coverage: float
-    max_sentencepiece_length: int
-
-    def __post_init__(self) -> None:
-        _require(self.vocab_size >= 64, "tokenize.vocab_size", "must be >= 64")
+    # SentencePiece's own limits: it refuses anything outside them at training time.
+    character_coverage: float = field(metadata=ranged(ge=0.98, le=1))
+    max_sentencepiece_length: int = field(metadata=ranged(ge=1, le=512))
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    embedding_dim: int
-    hidden_units: int
-    dropout: float
+    embedding_dim: int = field(metadata=ranged(ge=1, le=8192))
+    hidden_units: int = field(metadata=ranged(ge=1, le=8192))
+    dropout: float = field(metadata=ranged(ge=0, lt=1))
     tie_embeddings: bool
-
-    def __post_init__(self) -> None:
-        _require(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    warmup_steps: int
-    label_smoothing: float
-    clip_norm: float
-    patience: int
-    max_tokens: int
+    epochs: int = field(metadata=ranged(ge=1, le=500))
+    batch_size: int = field(metadata=ranged(ge=1, le=65_536))
+    learning_rate: float = field(metadata=ranged(gt=0, le=1))
+    warmup_steps: int = field(metadata=ranged(ge=0, le=1_000_000))
+    label_smoothing: float = field(metadata=ranged(ge=0, lt=1))
+    clip_norm: float = field(metadata=ranged(ge=0, le=1000))  # 0: no clipping (Keras skips it)
+    patience: int = field(metadata=ranged(ge=0, le=1000))
+    max_tokens: int = field(metadata=ranged(ge=1, le=10_000))
     precision: Literal["auto", "float32", "mixed_float16"]
-    bucket_boundaries: tuple[int, ...]
+    bucket_boundaries: tuple[int, ...] = field(metadata=ranged(ge=1, le=10_000))
 
     def __post_init__(self) -> None:
-        _require(self.epochs >= 1, "train.epochs", "must be >= 1")
-        _require(self.batch_size >= 1, "train.batch_size", "must be >= 1")
-        _require(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", "must be in [0, 1)")
         bounds = list(self.bucket_boundaries)
         _require(bounds == sorted(set(bounds)), "train.bucket_boundaries", "must increase")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    beam_size: int
-    length_penalty: float
-    max_length_ratio: float
-    max_length_offset: int
-    batch_size: int
-    bootstrap_resamples: int
-    samples: int
-    attention_maps: int
-
-    def __post_init__(self) -> None:
-        _require(self.beam_size >= 1, "evaluate.beam_size", "must be >= 1")
+    beam_size: int = field(metadata=ranged(ge=1, le=64))
+    length_penalty: float = field(metadata=ranged(ge=0, le=5))
+    max_length_ratio: float = field(metadata=ranged(gt=0, le=10))
+    max_length_offset: int = field(metadata=ranged(ge=0, le=1000))
+    batch_size: int = field(metadata=ranged(ge=1, le=65_536))
+    bootstrap_resamples: int = field(metadata=ranged(ge=10, le=100_000))
+    samples: int = field(metadata=ranged(ge=0, le=10_000))
+    attention_maps: int = field(metadata=ranged(ge=0, le=1000))
 
 
 @dataclass(frozen=True)
 class RegisterConfig:
-    model_name: str
+    model_name: str = field(metadata=MODEL_NAME)
     policy: Literal["auto", "manual"]
-    min_bleu: float
-    min_delta: float
-    significance: float
-    bootstrap_resamples: int
-    max_input_chars: int
-    max_batch_rows: int
-
-    def __post_init__(self) -> None:
-        _require(0.0 < self.significance < 1.0, "register.significance", "must be in (0, 1)")
+    min_bleu: float = field(metadata=ranged(ge=0, le=100))
+    min_delta: float = field(metadata=ranged(ge=0, le=100))
+    significance: float = field(metadata=ranged(gt=0, lt=1))
+    bootstrap_resamples: int = field(metadata=ranged(ge=10, le=100_000))
+    max_input_chars: int = field(metadata=ranged(ge=1, le=1_000_000))
+    max_batch_rows: int = field(metadata=ranged(ge=1, le=100_000))
+    max_request_work: int = field(metadata=ranged(ge=1))
 
 
 @dataclass(frozen=True)
 class OrchestrationConfig:
     """Read by the Airflow DAG only; no DVC stage depends on it."""
 
-    schedule: str
-    timezone: str
-    raw_data_asset: str
-    retries: int
-    retry_delay_s: int
-    max_retry_delay_s: int
-    stage_timeout_min: int
-    train_timeout_min: int
-    approval_timeout_h: int
+    schedule: str = field(
+        metadata=satisfying(
+            is_schedule,
+            f"none, a preset ({', '.join(SCHEDULE_PRESETS)}) or a 5-field cron expression",
+        )
+    )
+    timezone: str = field(
+        metadata=satisfying(is_time_zone, "an IANA time zone name, e.g. UTC or Europe/Berlin")
+    )
+    raw_data_asset: str = field(
+        metadata=matching(r"[a-z][a-z0-9+.-]*://\S+", "a URI (scheme://...)")
+    )
+    retries: int = field(metadata=ranged(ge=0, le=20))
+    retry_delay_s: int = field(metadata=ranged(ge=1, le=86_400))
+    max_retry_delay_s: int = field(metadata=ranged(ge=1, le=604_800))
+    stage_timeout_min: int = field(metadata=ranged(ge=1, le=10_080))
+    train_timeout_min: int = field(metadata=ranged(ge=1, le=10_080))
+    approval_timeout_h: int = field(metadata=ranged(ge=1, le=8760))
 
     def __post_init__(self) -> None:
-        _require(self.retries >= 0, "orchestration.retries", "must be >= 0")
-        _require(self.retry_delay_s >= 1, "orchestration.retry_delay_s", "must be >= 1")
         _require(
             self.max_retry_delay_s >= self.retry_delay_s,
             "orchestration.max_retry_delay_s",
             "must be >= retry_delay_s",
         )
-        _require(self.stage_timeout_min >= 1, "orchestration.stage_timeout_min", "must be >= 1")
-        _require(self.train_timeout_min >= 1, "orchestration.train_timeout_min", "must be >= 1")
 
 
 @dataclass(frozen=True)
 class Config:
-    seed: int
+    seed: int = field(metadata=ranged(ge=0, le=2**32 - 1))  # NumPy's seed range
     data: DataConfig
     validate: ValidateConfig
     clean: CleanConfig
@@ -187,6 +206,20 @@ class Config:
 def _require(condition: bool, key: str, rule: str) -> None:
     if not condition:
         raise ConfigError(f"params.yaml: `{key}` {rule}")
+
+
+def _require_distinct_splits(data: DataConfig) -> None:
+    """BLEU on a split the model trained or early-stopped on measures memory, not translation."""
+    seen = {data.train_split: "data.train_split"}
+    named = [("data.val_split", data.val_split)]
+    named += [(f"data.test_splits[{i}]", split) for i, split in enumerate(data.test_splits)]
+    for key, split in named:
+        if split in seen:
+            raise ConfigError(
+                f"params.yaml: `{key}` is {split!r}, the same split as `{seen[split]}`; train, "
+                "val and test splits must be distinct (a score on seen data measures nothing)"
+            )
+        seen[split] = key
 
 
 def parse_config(raw: Any, source: str = "params.yaml") -> Config:
@@ -209,8 +242,27 @@ def _load_cached(path: Path) -> Config:
 
 
 def load_config(path: str | Path | None = None) -> Config:
-    """The project's params.yaml (or `path`), parsed once per process."""
-    return _load_cached(Path(path).resolve() if path else project_paths().params)
+    """The project's params.yaml (or `path`), parsed once per process.
+
+    Stage commands are refused while another DAG run holds params.yaml before they get here
+    (pipeline/cli.py, STAGE_COMMANDS).
+    """
+    if path:
+        return _load_cached(Path(path).resolve())
+    return _load_cached(project_paths().params)
+
+
+def param_specs(cls: type = Config, prefix: str = "") -> dict[str, ParamSpec]:
+    """Every key of params.yaml (dotted) with its type and allowed range, in file order."""
+    hints = typing.get_type_hints(cls)
+    specs: dict[str, ParamSpec] = {}
+    for item in dataclasses.fields(cls):
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            specs |= param_specs(typing.cast(type, hint), f"{prefix}{item.name}.")
+        else:
+            specs[f"{prefix}{item.name}"] = ParamSpec(hint, rule_of(item))
+    return specs
 
 
 def config_as_dict(config: Config) -> dict[str, Any]:
@@ -223,7 +275,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         where = prefix.rstrip(".") or "the top level"
         raise ConfigError(f"params.yaml: `{where}` must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [field.name for field in dataclasses.fields(cls)]
+    fields = dataclasses.fields(cls)
+    names = [item.name for item in fields]
     unknown = sorted(set(raw) - set(names))
     if unknown:
         raise ConfigError(
@@ -232,8 +285,28 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     missing = [name for name in names if name not in raw]
     if missing:
         raise ConfigError(f"params.yaml: missing key `{prefix}{missing[0]}`")
-    values = {name: _coerce(hints[name], raw[name], f"{prefix}{name}") for name in names}
+    values = {item.name: _checked_value(item, hints[item.name], raw, prefix) for item in fields}
     return cls(**values)
+
+
+def _checked_value(
+    item: dataclasses.Field[Any], hint: Any, raw: dict[str, Any], prefix: str
+) -> Any:
+    key = prefix + item.name
+    return _in_range(item, _coerce(hint, raw[item.name], key), key)
+
+
+def _in_range(spec: dataclasses.Field[Any], value: Any, key: str) -> Any:
+    """`value` if the field's declared rule allows it (each item, for a list)."""
+    rule = rule_of(spec)
+    if rule is None:
+        return value
+    items = list(enumerate(value)) if isinstance(value, tuple) else [(None, value)]
+    for index, item in items:
+        if not rule.allows(item):
+            where = key if index is None else f"{key}[{index}]"
+            raise ConfigError(f"params.yaml: `{where}` is {item!r}; allowed: {rule.describe()}")
+    return value
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:

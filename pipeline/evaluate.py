@@ -11,7 +11,10 @@ Outputs, all written atomically:
   sentences, signatures}} for `dvc metrics`
 - reports/eval/: hypotheses/<split>.txt (one line per test sentence, the registry's paired
   bootstrap reads it), samples.md, bleu_by_length.csv (the DVC plot, first test split; other
-  splits get bleu_by_length_<split>.csv), attention/<split>_<line>.png, report.md
+  splits get bleu_by_length_<split>.csv), attention/<split>_<line>.png, report.md, and
+  provenance.json: the sha256 of the model, tokenizer, references, hypotheses and metrics.json
+  of this run, so `mt register` can refuse outputs that do not belong together
+  (pipeline/eval_provenance.py)
 """
 
 from __future__ import annotations
@@ -31,11 +34,14 @@ import numpy as np
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.metrics.base import Metric
 
-from pipeline.atomic import atomic_directory, atomic_write_json
+from pipeline.aligned_text import read_aligned_lines
+from pipeline.atomic import atomic_directory, atomic_write_text, json_text
 from pipeline.config import Config, load_config
-from pipeline.data.clean import read_lines
+from pipeline.data.clean import remove_invisible
 from pipeline.errors import ConfigError, DataError
+from pipeline.eval_provenance import EvaluatedModel, references_of, write_record
 from pipeline.paths import ProjectPaths, project_paths, raw_file
+from pipeline.pause_points import pause_point
 
 log = logging.getLogger(__name__)
 
@@ -290,7 +296,13 @@ def write_eval_reports(
 
 
 def read_split(paths: ProjectPaths, config: Config, split: str) -> SplitData:
-    """Normalised sources from data/clean/, raw references from data/raw/, line-aligned."""
+    """Normalised sources from data/clean/, raw references from data/raw/, line-aligned.
+
+    The references lose their invisible characters (clean's `remove_invisible`, the same
+    function the registry applies): hypotheses never contain them, since the model learnt from
+    data/clean, so a "Hund\u200b" in a reference would otherwise count as a wrong word. Nothing
+    else is changed, so scores stay comparable with published results on the raw references.
+    """
     source_path = raw_file(paths.clean_dir, split, config.data.src_lang)
     reference_path = raw_file(paths.raw_dir, split, config.data.tgt_lang)
     for path, stage in ((source_path, "clean"), (reference_path, "fetch")):
@@ -299,7 +311,9 @@ def read_split(paths: ProjectPaths, config: Config, split: str) -> SplitData:
                 f"{path}: not found; evaluate needs the {split} source (data/clean) and "
                 f"reference (data/raw) - run `mt {stage}` (or `dvc repro {stage}`) first"
             )
-    sources, references = read_lines(source_path), read_lines(reference_path)
+    sources = read_aligned_lines(source_path, "run `mt clean`")
+    raw_references = read_aligned_lines(reference_path, "run `mt fetch`")
+    references = [remove_invisible(line) for line in raw_references]
     if len(sources) != len(references):
         raise DataError(
             f"{source_path}: {len(sources)} lines, but the reference {reference_path} has "
@@ -344,16 +358,38 @@ def run_evaluate(config: Config, paths: ProjectPaths) -> dict[str, Any]:
 
     splits = [read_split(paths, config, split) for split in config.data.test_splits]
     settings = DecodingSettings.from_config(config.evaluate)
+    if not paths.model_file.is_file():
+        raise DataError(f"{paths.model_file}: model file not found; run `dvc repro train` first")
+    evaluated = EvaluatedModel.of(paths.model_file, paths.tokenizer_dir, settings)
     translator = Translator.load(paths.model_file, paths.tokenizer_dir, settings)
     evaluations = [evaluate_split(translator, split, config) for split in splits]
-    decoding = (
-        f"beam {settings.beam_size}, length penalty {settings.length_penalty}, max length "
-        f"{settings.max_length_ratio} × source + {settings.max_length_offset}"
+    return write_outputs(paths, config, evaluations, evaluated)
+
+
+def write_outputs(
+    paths: ProjectPaths,
+    config: Config,
+    evaluations: Sequence[SplitEvaluation],
+    evaluated: EvaluatedModel,
+) -> dict[str, Any]:
+    """reports/eval/ (with provenance.json naming the metrics.json to come), then metrics.json.
+
+    Two renames: a kill between them leaves outputs whose provenance does not match, which
+    `mt register` refuses (pipeline/eval_provenance.py).
+    """
+    decoding = evaluated.decoding
+    description = (
+        f"beam {decoding['beam_size']}, length penalty {decoding['length_penalty']}, max length "
+        f"{decoding['max_length_ratio']} × source + {decoding['max_length_offset']}"
     )
-    with atomic_directory(paths.eval_reports_dir) as staging:
-        write_eval_reports(staging, evaluations, decoding)
     metrics = {evaluation.split.name: evaluation.metrics for evaluation in evaluations}
-    atomic_write_json(paths.metrics_file, metrics)
+    metrics_text = json_text(metrics)
+    references = references_of(paths, config.data.test_splits, config.data.tgt_lang)
+    with atomic_directory(paths.eval_reports_dir) as staging:
+        write_eval_reports(staging, evaluations, description)
+        write_record(staging, evaluated, references, metrics_text)
+    pause_point("evaluate.between_outputs")
+    atomic_write_text(paths.metrics_file, metrics_text)
     return metrics
 
 

@@ -1,11 +1,14 @@
 """What the Airflow DAG's tasks do besides `dvc repro`: per-run params, stage commands, approval.
 
-A manual run's Params form (epochs, data source, language pair, promotion policy) overrides
-params.yaml for that run only. `apply_run_params` writes the overrides into params.yaml, so DVC
-sees them as param changes and MLflow records them with the run; `restore_params` (an Airflow
-teardown task, it runs whatever happened upstream) puts the original back. The original is kept
-under `.dvc/tmp/airflow/` until then, and a run that finds a leftover from a killed run restores
-it first, so params.yaml never carries one run's overrides into the next.
+A run's params (its Trigger form, or the `extra` of the asset events that started it; see
+pipeline/run_params.py) override params.yaml for that run only. `apply_run_params` writes the
+overrides into params.yaml, so DVC sees them as param changes and MLflow records them with the
+run; `restore_params` (an Airflow teardown task, it runs whatever happened upstream) takes them
+out again and keeps any edit a person made in between (pipeline/params_backup.py). From apply
+to restore the run holds params.yaml (pipeline/params_lock.py): a second run, `airflow dags
+test` or a hand-run `mt`/`dvc repro` fails with one line naming the holder instead of mixing its
+params and outputs with the run's. A run that finds the lock of a run that has finished without
+restoring (a worker killed in between) restores that run's leftover first.
 
 Only light imports here: the DAG file reads `dag_settings()` at parse time.
 """
@@ -16,16 +19,18 @@ import json
 import logging
 import os
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from pipeline.atomic import atomic_write_text
 from pipeline.config import Config, OrchestrationConfig, load_config, parse_config
 from pipeline.errors import ConfigError, DataError, PipelineError
+from pipeline.params_backup import ParamsBackup, merge_overrides, with_overrides
+from pipeline.params_lock import LockOwner, ParamsHeld, ParamsLock, RunRef, RunState, held_message
 from pipeline.paths import ProjectPaths, project_paths
+from pipeline.run_params import event_values, overrides_from_run_params, run_values
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +45,10 @@ STAGES: tuple[str, ...] = (
     "register",
 )
 
-# The value of a choice field that means "whatever params.yaml says".
-KEEP = "params.yaml"
-
-# Run params the DAG's form offers; anything else in a run's conf is a typo we refuse.
-RUN_PARAM_NAMES: tuple[str, ...] = (
-    "epochs",
-    "data_source",
-    "data_path",
-    "src_lang",
-    "tgt_lang",
-    "model_name",
-    "promotion_policy",
-)
-
 PROJECT_VARIABLE = "mt_project_dir"
+# How a run asks Airflow about another: dag_id, run_ids, states -> number of matching runs
+# (the Task SDK's RuntimeTaskInstance.get_dr_count).
+CountRuns = Callable[..., int]
 
 
 def dag_settings(root: str | Path | None = None) -> OrchestrationConfig:
@@ -84,7 +78,8 @@ def stage_command(root: Path, stage: str) -> str:
 
     The project's .venv/bin goes first on PATH so `dvc` and `mt` are the project's own, and the
     project first on PYTHONPATH so `mt` runs the code DVC hashes as the stage's dependency;
-    PYTHONUNBUFFERED makes the stage's output reach the task log line by line.
+    PYTHONUNBUFFERED makes the stage's output reach the task log line by line. DVC waits for
+    its repository lock instead of failing the task when a hand-run `dvc` holds it a moment.
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
@@ -98,88 +93,9 @@ def stage_command(root: Path, stage: str) -> str:
             f'export MT_PROJECT_DIR={project} PYTHONPATH={project}"${{PYTHONPATH:+:$PYTHONPATH}}"',
             "export PYTHONUNBUFFERED=1",
             'echo "dvc: $(command -v dvc)"',
-            f"dvc repro --single-item {shlex.quote(stage)}",
+            f"dvc --wait-for-lock repro --single-item {shlex.quote(stage)}",
         ]
     )
-
-
-def run_values(
-    params: Mapping[str, Any], asset_extras: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """The run's param values: a producer's asset event `extra` (e.g. a new data_path), then
-    whatever the run's conf or form set explicitly."""
-    values: dict[str, Any] = {}
-    for extra in asset_extras or []:
-        values |= {name: value for name, value in extra.items() if name in RUN_PARAM_NAMES}
-    values |= {name: value for name, value in params.items() if _is_set(value)}
-    return values
-
-
-def overrides_from_run_params(values: Mapping[str, Any], current: Config) -> dict[str, Any]:
-    """params.yaml overrides ({section: {key: value}}) for the run params that were set."""
-    unknown = sorted(set(values) - set(RUN_PARAM_NAMES))
-    if unknown:
-        raise ConfigError(
-            f"run params: unknown param `{unknown[0]}`; allowed: {', '.join(RUN_PARAM_NAMES)}"
-        )
-    overrides: dict[str, dict[str, Any]] = {}
-    if _is_set(values.get("epochs")):
-        overrides.setdefault("train", {})["epochs"] = values["epochs"]
-    data = {
-        key: values[name]
-        for name, key in (("data_source", "source"), ("data_path", "path"))
-        if _is_set(values.get(name))
-    }
-    data |= {key: values[key] for key in ("src_lang", "tgt_lang") if _is_set(values.get(key))}
-    if data:
-        overrides["data"] = data
-    register = _register_overrides(values, current, data)
-    if register:
-        overrides["register"] = register
-    return overrides
-
-
-def _is_set(value: Any) -> bool:
-    return value is not None and value != "" and value != KEEP
-
-
-def _register_overrides(
-    values: Mapping[str, Any], current: Config, data: Mapping[str, Any]
-) -> dict[str, Any]:
-    register: dict[str, Any] = {}
-    if _is_set(values.get("promotion_policy")):
-        register["policy"] = values["promotion_policy"]
-    if _is_set(values.get("model_name")):
-        register["model_name"] = values["model_name"]
-        return register
-    old_pair = (current.data.src_lang, current.data.tgt_lang)
-    new_pair = (data.get("src_lang", old_pair[0]), data.get("tgt_lang", old_pair[1]))
-    if new_pair != old_pair:
-        name = current.register.model_name
-        register["model_name"] = model_name_for_pair(name, old_pair, new_pair)
-    return register
-
-
-def model_name_for_pair(name: str, old: tuple[str, str], new: tuple[str, str]) -> str:
-    """A registered model serves one language pair: swap the pair inside its name.
-
-    An en-fr model must not become a challenger of the en-de champion.
-    """
-    old_token, new_token = "-".join(old), "-".join(new)
-    if old_token not in name:
-        raise ConfigError(
-            f"run params: the language pair changes to {new_token} but register.model_name "
-            f"{name!r} does not contain {old_token!r}; set the `model_name` run param"
-        )
-    return name.replace(old_token, new_token, 1)
-
-
-def merge_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """params.yaml content with {section: {key: value}} overrides applied."""
-    merged = dict(raw)
-    for section, keys in overrides.items():
-        merged[section] = {**raw.get(section, {}), **keys}
-    return merged
 
 
 def check_data_path(config: Config, root: Path) -> None:
@@ -196,54 +112,36 @@ def check_data_path(config: Config, root: Path) -> None:
         raise DataError(f"{folder}: data path not found on the worker; fix `data_path`")
 
 
-class ParamsBackup:
-    """The original params.yaml of a run with overrides, and the copy the run applied."""
-
-    def __init__(self, paths: ProjectPaths) -> None:
-        self.params = paths.params
-        folder = paths.root / ".dvc" / "tmp" / "airflow"
-        self.original = folder / "params.yaml.orig"
-        self.applied = folder / "params.yaml.applied"
-
-    def save(self, applied_text: str) -> None:
-        # The original goes first: a crash between the two writes leaves params.yaml untouched.
-        atomic_write_text(self.original, self.params.read_text(encoding="utf-8"))
-        atomic_write_text(self.applied, applied_text)
-        atomic_write_text(self.params, applied_text)
-
-    def restore(self) -> str:
-        """Put the original back; returns what happened, for the task log."""
-        if not self.original.is_file():
-            return "params.yaml: no overrides to restore"
-        current = self.params.read_text(encoding="utf-8") if self.params.is_file() else None
-        applied = self.applied.read_text(encoding="utf-8") if self.applied.is_file() else None
-        if current is not None and current != applied:
-            # Someone edited params.yaml during the run; their edit wins over our backup.
-            outcome = "params.yaml: edited during the run, kept as is (backup discarded)"
-        else:
-            atomic_write_text(self.params, self.original.read_text(encoding="utf-8"))
-            outcome = "params.yaml: restored the original"
-        self.original.unlink()
-        self.applied.unlink(missing_ok=True)
-        return outcome
+def dag_run_state(run: RunRef, count_runs: CountRuns) -> RunState:
+    """Whether Airflow still runs `run`, has finished it, or does not know it."""
+    if not count_runs(dag_id=run.dag_id, run_ids=[run.run_id]):
+        return RunState.UNKNOWN
+    active = count_runs(dag_id=run.dag_id, run_ids=[run.run_id], states=["queued", "running"])
+    return RunState.ACTIVE if active else RunState.FINISHED
 
 
-def apply_run_params(root: Path, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Write a run's overrides into params.yaml (validated first); returns the run settings."""
+def apply_run_params(
+    root: Path,
+    form: Mapping[str, Any],
+    run: RunRef,
+    state_of: Callable[[RunRef], RunState],
+    event_extras: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """Take params.yaml for `run` and write its overrides (all validated first).
+
+    Returns the run settings. Fails, changing nothing, while another run holds params.yaml.
+    """
     paths = project_paths(root)
-    backup = ParamsBackup(paths)
-    leftover = backup.restore()
-    if "no overrides" not in leftover:
-        log.warning("a previous run did not clean up: %s", leftover)
-    raw = yaml.safe_load(paths.params.read_text(encoding="utf-8"))
-    current = parse_config(raw, str(paths.params))
-    overrides = overrides_from_run_params(values, current)
-    merged = merge_overrides(raw, overrides)
-    effective = parse_config(merged, f"{paths.params} with the run params")
-    check_data_path(effective, root)
-    if overrides:
-        backup.save(yaml.safe_dump(merged, sort_keys=False, allow_unicode=True))
-        log.info("params.yaml for this run: %s", json.dumps(overrides, sort_keys=True))
+    lock = ParamsLock(paths)
+    with lock.exclusive():
+        _recover_from_dead_owner(paths, lock, run, state_of)
+        text = paths.params.read_text(encoding="utf-8")
+        overrides, effective = _checked_overrides(paths, text, form, event_extras)
+        applied = with_overrides(text, overrides) if overrides else None
+        lock.take(run)  # before params.yaml changes: no stage may read the overrides unowned
+        if applied is not None:
+            ParamsBackup(paths).save(applied)
+            log.info("params.yaml for this run: %s", json.dumps(overrides, sort_keys=True))
     return {
         "overrides": overrides,
         "policy": effective.register.policy,
@@ -251,11 +149,74 @@ def apply_run_params(root: Path, values: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def restore_params(root: Path) -> str:
-    """Undo `apply_run_params` (a no-op when the run had no overrides)."""
-    outcome = ParamsBackup(project_paths(root)).restore()
+def _checked_overrides(
+    paths: ProjectPaths,
+    text: str,
+    form: Mapping[str, Any],
+    event_extras: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, Any], Config]:
+    """The run's overrides and the config they make, both validated; nothing is written."""
+    raw = yaml.safe_load(text)
+    current = parse_config(raw, str(paths.params))
+    values = run_values(form, event_values(event_extras, current))
+    overrides = overrides_from_run_params(values, current)
+    effective = parse_config(merge_overrides(raw, overrides), f"{paths.params} with run params")
+    check_data_path(effective, paths.root)
+    return overrides, effective
+
+
+def _recover_from_dead_owner(
+    paths: ProjectPaths, lock: ParamsLock, run: RunRef, state_of: Callable[[RunRef], RunState]
+) -> None:
+    """Refuse a live (or unknown) holder; undo what a finished one left behind."""
+    owner = lock.owner()
+    if owner is not None and owner.run != run:
+        state = state_of(owner.run)
+        if state != RunState.FINISHED:
+            raise ParamsHeld(held_message(paths, owner, _what_to_do(owner, state)))
+        log.warning("%s finished without its restore_params task; restoring for it", owner)
+    backup = ParamsBackup(paths)
+    if backup.original.is_file():
+        log.warning("a previous run did not clean up: %s", backup.restore())
+    lock.release()
+
+
+def _what_to_do(owner: LockOwner, state: RunState) -> str:
+    if state == RunState.ACTIVE:
+        return "Airflow reports it still running; this run changed nothing, trigger it again later"
+    return (
+        "this Airflow does not know that run (another Airflow, or `airflow dags test` on another "
+        "database); if it is dead: `mt params-lock release "
+        f"{owner.run.run_id}`"
+    )
+
+
+def restore_params(root: Path, run: RunRef) -> str:
+    """Undo `apply_run_params` of `run` and free params.yaml (a no-op for another run's lock)."""
+    paths = project_paths(root)
+    lock = ParamsLock(paths)
+    with lock.exclusive():
+        owner = lock.owner()
+        if owner is not None and owner.run != run:
+            outcome = f"params.yaml: held by {owner}, not by this run; left alone"
+        else:
+            outcome = ParamsBackup(paths).restore()
+            lock.release()
     log.info("%s", outcome)
     return outcome
+
+
+def release_dead_run(root: Path, run_id: str) -> str:
+    """What an operator does for a run that died holding params.yaml: restore and free it."""
+    paths = project_paths(root)
+    lock = ParamsLock(paths)
+    with lock.exclusive():
+        owner = lock.owner()
+        if owner is None or owner.run.run_id != run_id:
+            raise ConfigError(f"{paths.params}: not held by run {run_id!r} (holder: {owner})")
+        outcome = ParamsBackup(paths).restore()
+        lock.release()
+    return f"{outcome}; released the lock of {owner}"
 
 
 def read_registration(root: Path) -> dict[str, Any]:

@@ -6,8 +6,10 @@ SentencePiece tokenizer directory and a JSON of decoding settings; `load_context
 
 `TextToTextModel` holds what every text-in/text-out model we serve shares: the input checks.
 A bad request (non-string values, an empty batch, a text over `max_input_chars`, more than
-`max_batch_rows` rows) raises an MlflowException with INVALID_PARAMETER_VALUE, which the scoring
-server answers with HTTP 400 and the message, never a stack trace.
+`max_batch_rows` rows, more work than `max_request_work`) raises an MlflowException with
+INVALID_PARAMETER_VALUE, which the scoring server answers with HTTP 400 and the message, never a
+stack trace. Inside `mlflow models serve` the body is capped before it is parsed (HTTP 413, see
+pipeline/serving_body_cap.py).
 """
 
 from __future__ import annotations
@@ -56,12 +58,30 @@ SIGNATURE = ModelSignature(
 )
 
 
+# Worst case of one text character in a JSON body: an astral character escaped as two
+# `\uXXXX` surrogates. Plus quotes, brackets and a comma per row, and the keys around them.
+JSON_BYTES_PER_CHAR = 12
+JSON_BYTES_PER_ROW = 16
+JSON_BYTES_OVERHEAD = 4096
+
+
 @dataclass(frozen=True)
 class InputLimits:
-    """Request bounds, passed to the pyfunc as its `model_config`."""
+    """Request bounds, passed to the pyfunc as its `model_config`.
+
+    `max_request_work` bounds what one request may cost: the characters of all its rows times
+    the beam size (decoding time grows with both).
+    """
 
     max_input_chars: int
     max_batch_rows: int
+    max_request_work: int
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The largest body a request within the row and character limits can need."""
+        per_row = JSON_BYTES_PER_CHAR * self.max_input_chars + JSON_BYTES_PER_ROW
+        return self.max_batch_rows * per_row + JSON_BYTES_OVERHEAD
 
     @classmethod
     def from_model_config(cls, model_config: dict[str, Any] | None) -> InputLimits:
@@ -72,7 +92,7 @@ class InputLimits:
                 f"model_config lacks {', '.join(missing)}; log the model with "
                 "model_config=dataclasses.asdict(InputLimits(...))"
             )
-        return cls(int(config["max_input_chars"]), int(config["max_batch_rows"]))
+        return cls(**{f.name: int(config[f.name]) for f in dataclasses.fields(cls)})
 
 
 def _bad_request(message: str) -> MlflowException:
@@ -100,9 +120,21 @@ def _column_values(model_input: Any) -> list[Any]:
     )
 
 
-def texts_from_input(model_input: Any, limits: InputLimits) -> list[str]:
+def texts_from_input(model_input: Any, limits: InputLimits, beam_size: int = 1) -> list[str]:
     """Check a request and return its texts, or raise a 400-worthy MlflowException."""
-    values = _column_values(model_input)
+    texts = _checked_texts(_column_values(model_input), limits)
+    characters = sum(len(text) for text in texts)
+    if characters * beam_size > limits.max_request_work:
+        raise _bad_request(
+            f"request of {len(texts)} rows and {characters} characters at beam {beam_size} is "
+            f"{characters * beam_size} units of work (characters x beam), over "
+            f"register.max_request_work={limits.max_request_work}; send fewer or shorter rows"
+        )
+    return texts
+
+
+def _checked_texts(values: list[Any], limits: InputLimits) -> list[str]:
+    """The rows as strings, each within the row and character limits."""
     if not values:
         raise _bad_request("empty batch: send at least one row in column 'text'")
     if len(values) > limits.max_batch_rows:
@@ -128,17 +160,22 @@ class TextToTextModel(PythonModel, abc.ABC):
     """A pyfunc with checked text in (column `text`) and text out (column `translation`)."""
 
     limits: InputLimits
+    # How many hypotheses the model keeps per text; the request-work bound multiplies by it.
+    beam_size: int = 1
 
     def load_context(self, context: Any) -> None:
+        from pipeline.serving_body_cap import cap_scoring_server_body
+
         self.limits = InputLimits.from_model_config(context.model_config)
         self.load_translator(context.artifacts)
+        cap_scoring_server_body(self.limits.max_request_bytes)
 
     # MLflow inspects these hints: a DataFrame hint keeps the explicit SIGNATURE in force
     # (no type-hint signature, no warning), and the scoring server hands us a DataFrame.
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        texts = texts_from_input(model_input, self.limits)
+        texts = texts_from_input(model_input, self.limits, self.beam_size)
         return pd.DataFrame({TRANSLATION_COLUMN: self.translate_texts(texts)})
 
     @abc.abstractmethod
@@ -163,6 +200,7 @@ class TranslationModel(TextToTextModel):
         self._translator = Translator.load(
             Path(artifacts[KERAS_MODEL_ARTIFACT]), Path(artifacts[TOKENIZER_ARTIFACT]), settings
         )
+        self.beam_size = settings.beam_size
         log.info("translator loaded with %s", settings)
 
     def translate_texts(self, texts: list[str]) -> list[str]:

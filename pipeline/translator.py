@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import sys
+import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,13 @@ from typing import Any, TextIO
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.aligned_text import decode_utf8, text_lines
 from pipeline.atomic import atomic_write_text
-from pipeline.config import load_config
+from pipeline.config import EvaluateConfig, load_config
 from pipeline.data.clean import normalize_text
 from pipeline.errors import PipelineError
 from pipeline.model.decoding import DecodeResult, DecodingSettings, decode
+from pipeline.param_rules import rule_of
 from pipeline.paths import project_paths
 from pipeline.tokenize import PAD_ID, TokenizerPair, load_tokenizers
 
@@ -80,8 +83,15 @@ class Translator:
         model_path = Path(model_path)
         if not model_path.is_file():
             raise PipelineError(f"{model_path}: model file not found; run `mt train` first")
-        model = keras.saving.load_model(model_path, safe_mode=True)
-        tokenizers = load_tokenizers(Path(tokenizer_dir))
+        tokenizers = load_tokenizers(Path(tokenizer_dir))  # cheap, so its errors come first
+        try:
+            model = keras.saving.load_model(model_path, safe_mode=True)
+        except (ValueError, OSError, zipfile.BadZipFile) as error:
+            first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise PipelineError(
+                f"{model_path}: not a loadable Keras model ({first_line}); run `mt train` to "
+                "write it again"
+            ) from None
         return cls(model, tokenizers, settings or DecodingSettings())
 
     def with_settings(self, settings: DecodingSettings) -> Translator:
@@ -186,8 +196,25 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# Flags that override a param: (flag, argparse attribute, params.yaml `evaluate:` key).
+PARAM_FLAGS = (("--beam", "beam", "beam_size"), ("--batch-size", "batch_size", "batch_size"))
+
+
+def check_param_flags(args: argparse.Namespace) -> None:
+    """Each flag within the allowed range of the `evaluate:` param it overrides."""
+    rules = {field.name: rule_of(field) for field in dataclasses.fields(EvaluateConfig)}
+    for flag, attribute, key in PARAM_FLAGS:
+        value, rule = getattr(args, attribute), rules[key]
+        if value is not None and rule is not None and not rule.allows(value):
+            raise PipelineError(
+                f"{flag} {value}: outside the allowed range {rule.describe()} of params.yaml "
+                f"`evaluate.{key}`"
+            )
+
+
 def settings_from_args(args: argparse.Namespace) -> DecodingSettings:
     """params.yaml's evaluate section when the project has one, with the flags on top."""
+    check_param_flags(args)
     paths = project_paths()
     base = (
         DecodingSettings.from_config(load_config().evaluate)
@@ -219,37 +246,82 @@ def is_mlflow_model(model: str) -> bool:
     return model.startswith(MLFLOW_URI_SCHEMES) or (Path(model) / "MLmodel").is_file()
 
 
+UTF8_FIX = "convert the input to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+
+
 def read_input_lines(source: TextIO | Path) -> list[str]:
-    """One text per "\\n"-separated line; a final newline does not add an empty line."""
+    """One text per "\\n"-separated line (the stages' one line rule, pipeline/aligned_text.py);
+    a file's bytes are decoded as strict UTF-8 with a line-numbered error."""
     if isinstance(source, Path):
         if not source.is_file():
             raise PipelineError(f"--input {source}: file not found")
-        text = source.read_text(encoding="utf-8")
-    else:
-        text = source.read()
-    return text.removesuffix("\n").split("\n") if text else []
+        return text_lines(decode_utf8(source.read_bytes(), f"--input {source}", UTF8_FIX))
+    return text_lines(source.read())
+
+
+def read_stdin_lines() -> list[str]:
+    """stdin's lines, its bytes decoded as strict UTF-8 (Python's own stdin would turn a bad
+    byte into a lone surrogate under a C locale, and fail later with a traceback)."""
+    raw = getattr(sys.stdin, "buffer", None)
+    if raw is None:  # a text stream with no bytes underneath (a test's StringIO)
+        return read_input_lines(sys.stdin)
+    return text_lines(decode_utf8(raw.read(), "stdin", UTF8_FIX))
+
+
+def load_mlflow_model(uri: str) -> Any:
+    """The pyfunc at `uri`, or a PipelineError naming it (not found, server unreachable)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.tracking import tracking_uri
+
+    uri_in_force = tracking_uri()
+    mlflow.set_tracking_uri(uri_in_force)
+    mlflow.set_registry_uri(uri_in_force)
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as error:
+        message = (getattr(error, "message", None) or str(error)).splitlines()[0][:300]
+        raise PipelineError(
+            f"--model {uri}: cannot load this MLflow model from {uri_in_force}: {message}"
+        ) from None
 
 
 def translate_with_mlflow(uri: str, texts: list[str], batch_size: int) -> list[str]:
     """Translate through a registered pyfunc (the served model) in request-sized chunks."""
-    import mlflow.pyfunc
     import pandas as pd
+    from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import configure_mlflow
-
-    configure_mlflow()
-    model = mlflow.pyfunc.load_model(uri)
+    model = load_mlflow_model(uri)
     outputs: list[str] = []
     for start in range(0, len(texts), batch_size):
-        frame = pd.DataFrame({"text": texts[start : start + batch_size]})
-        outputs.extend(str(text) for text in model.predict(frame)["translation"])
+        chunk = texts[start : start + batch_size]
+        try:
+            predicted = model.predict(pd.DataFrame({"text": chunk}))
+        except MlflowException as error:  # the model's request checks (pipeline/serving.py)
+            raise PipelineError(
+                f"input lines {start + 1}-{start + len(chunk)} (one request of --batch-size "
+                f"{batch_size}): {error.message}"
+            ) from None
+        outputs.extend(str(text) for text in predicted["translation"])
     return outputs
+
+
+def write_output(path: Path | None, text: str) -> None:
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        atomic_write_text(path, text)
+    except OSError as error:
+        raise PipelineError(f"--output {path}: cannot write it: {error.strerror}") from None
 
 
 def main(argv: list[str]) -> int | None:
     args = parse_args(argv)
     settings = settings_from_args(args)
-    texts = read_input_lines(args.input if args.input else sys.stdin)
+    texts = read_input_lines(args.input) if args.input else read_stdin_lines()
     if args.model and is_mlflow_model(args.model):
         if args.beam is not None:
             log.warning("--beam is ignored for an MLflow model: it decodes with its own settings")
@@ -258,11 +330,6 @@ def main(argv: list[str]) -> int | None:
         directory = local_model_dir(args.model)
         translator = Translator.load(directory / MODEL_FILE, directory / TOKENIZER_DIR, settings)
         outputs = translator.translate(texts)
-    text = "".join(line + "\n" for line in outputs)
-    if args.output:
-        atomic_write_text(args.output, text)
-    else:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    write_output(args.output, "".join(line + "\n" for line in outputs))
     log.info("translated %d lines", len(texts))
     return 0

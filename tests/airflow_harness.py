@@ -88,6 +88,9 @@ def base_env(home: Path, project: Path, db_url: str) -> dict[str, str]:
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(16),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            # A loaded 2-core CI machine can take longer than the default 5 s to answer the
+            # task supervisor's execution-API calls; a task must not fail before it starts.
+            "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
             "MT_PROJECT_DIR": str(project),
             "PATH": f"{VENV_BIN}:{env.get('PATH', '')}",
             "CI": "true",

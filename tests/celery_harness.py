@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import signal
 import subprocess
@@ -28,7 +29,7 @@ from typing import Any
 import psutil
 import requests
 
-from tests.airflow_harness import VENV_BIN, AirflowServer, base_env, free_port
+from tests.airflow_harness import DAG_ID, VENV_BIN, AirflowServer, base_env, free_port
 from tests.postgres import POSTGRES_URL, postgres_database
 
 REDIS_URL = "redis://127.0.0.1:6379"
@@ -273,13 +274,21 @@ def celery_env(
 
 @contextlib.contextmanager
 def celery_airflow(
-    home: Path, project: Path, extra_env: dict[str, str] | None = None
+    home: Path,
+    project: Path,
+    extra_env: dict[str, str] | None = None,
+    broker_url: str | None = None,
 ) -> Iterator[CeleryAirflow]:
-    """Migrate a fresh metadata DB, start api-server, scheduler, dag-processor and one worker."""
+    """Migrate a fresh metadata DB, start api-server, scheduler, dag-processor and one worker.
+
+    The broker is a free db of the machine's Redis unless `broker_url` names another (a
+    private redis-server that a test may stop).
+    """
     home.mkdir(parents=True, exist_ok=True)
-    with postgres_database("mt_airflow") as db_url, redis_broker() as broker_url:
+    claimed = contextlib.nullcontext(broker_url) if broker_url else redis_broker()
+    with postgres_database("mt_airflow") as db_url, claimed as broker:
         port = free_port()
-        env = {**celery_env(home, project, db_url, broker_url, port), **(extra_env or {})}
+        env = {**celery_env(home, project, db_url, broker, port), **(extra_env or {})}
         password = secrets.token_hex(8)
         (home / "passwords.json").write_text(json.dumps({ADMIN: password}), encoding="utf-8")
         stack = CeleryAirflow(home, env, f"http://127.0.0.1:{port}")
@@ -333,3 +342,22 @@ def celery_task_results(stack: CeleryAirflow) -> dict[str, int]:
     with psycopg.connect(dsn) as connection:
         rows = connection.execute("SELECT status, count(*) FROM celery_taskmeta GROUP BY status")
         return {str(status): int(count) for status, count in rows}
+
+
+def task_instances(stack: CeleryAirflow, run_id: str) -> dict[str, dict[str, Any]]:
+    """task_id -> the REST API's task instance of `run_id` (state, try_number, queue, ...)."""
+    found = stack.api().api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+    return {ti["task_id"]: ti for ti in found["task_instances"]}
+
+
+def executed_by(worker_log: str, run_id: str) -> dict[str, list[int]]:
+    """task_id -> try numbers that this worker's log says it executed for `run_id`."""
+    executed: dict[str, list[int]] = {}
+    for line in worker_log.splitlines():
+        if "Executing workload in Celery" not in line or f"run_id='{run_id}'" not in line:
+            continue
+        task = re.search(r"task_id='([^']+)'", line)
+        attempt = re.search(r"try_number=(\d+)", line)
+        if task and attempt:
+            executed.setdefault(task.group(1), []).append(int(attempt.group(1)))
+    return executed

@@ -180,7 +180,12 @@ set_model(UppercaseModel())
 GATE_SPLIT = "test_2016_flickr"
 
 
-def uppercase_spec(directory: Path, max_input_chars: int = 50, max_batch_rows: int = 4) -> Any:
+def uppercase_spec(
+    directory: Path,
+    max_input_chars: int = 50,
+    max_batch_rows: int = 4,
+    max_request_work: int = 120,
+) -> Any:
     """A PyfuncSpec for the upper-casing stand-in (models-from-code, prefix artifact "")."""
     from pipeline.registry.commands import PACKAGE_DIR, pinned_requirements
     from pipeline.registry.registration import PyfuncSpec
@@ -193,7 +198,11 @@ def uppercase_spec(directory: Path, max_input_chars: int = 50, max_batch_rows: i
     return PyfuncSpec(
         python_model=code,
         artifacts={"prefix": str(prefix)},
-        model_config={"max_input_chars": max_input_chars, "max_batch_rows": max_batch_rows},
+        model_config={
+            "max_input_chars": max_input_chars,
+            "max_batch_rows": max_batch_rows,
+            "max_request_work": max_request_work,
+        },
         pip_requirements=pinned_requirements(),
         code_paths=[str(PACKAGE_DIR)],
     )
@@ -218,6 +227,8 @@ def write_evaluation(root: Path, hypotheses: list[str], references: list[str]) -
 
     from sacrebleu.metrics import BLEU
 
+    from pipeline.eval_provenance import EvaluatedModel, write_record
+
     raw = root / "data" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     (raw / f"{GATE_SPLIT}.de").write_text("".join(f"{r}\n" for r in references), "utf-8")
@@ -235,7 +246,12 @@ def write_evaluation(root: Path, hypotheses: list[str], references: list[str]) -
             "signatures": {"bleu": bleu.get_signature().format()},
         }
     }
-    (root / "metrics.json").write_text(json.dumps(metrics), "utf-8")
+    metrics_text = json.dumps(metrics)
+    (root / "metrics.json").write_text(metrics_text, "utf-8")
+    standin = EvaluatedModel("stand-in", "stand-in", {})
+    write_record(
+        hypotheses_dir.parent, standin, {GATE_SPLIT: raw / f"{GATE_SPLIT}.de"}, metrics_text
+    )
     return float(score)
 
 
@@ -260,9 +276,12 @@ def register_standin(
     hypotheses: list[str],
     references: list[str],
     actor: str = "pytest",
-    after_log: Any = None,
+    on_step: Any = None,
 ) -> Any:
-    """Register the upper-casing stand-in with these evaluation outputs; the result."""
+    """Register the upper-casing stand-in with these evaluation outputs; the result.
+
+    `on_step(name)` runs after the registration steps "logged" and "versioned".
+    """
     from pipeline.config import load_config
     from pipeline.paths import project_paths
     from pipeline.registry.commands import build_candidate
@@ -276,4 +295,4 @@ def register_standin(
     candidate = build_candidate(paths, config)
     rules = GateRules.from_config(config.register, config.seed)
     spec = uppercase_spec(root.parent / "standin")
-    return register_candidate(registry, spec, candidate, rules, actor, after_log=after_log)
+    return register_candidate(registry, spec, candidate, rules, actor, on_step=on_step)

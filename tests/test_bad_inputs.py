@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,32 @@ def too_few_rows(folder: Path) -> None:
     write_corpus(folder, {"train": tiny_pairs(12)})
 
 
+def train_pairs_as_test_split(folder: Path) -> None:
+    write_corpus(folder, {"test_2016_flickr": tiny_pairs(60)[20:30]})
+
+
+def symlink_to_dev_zero(folder: Path) -> None:
+    (folder / "train.en").unlink()
+    (folder / "train.en").symlink_to("/dev/zero")
+
+
+def named_pipe(folder: Path) -> None:
+    (folder / "val.de").unlink()
+    os.mkfifo(folder / "val.de")  # no writer: opening it to read would wait forever
+
+
+def directory_under_a_corpus_name(folder: Path) -> None:
+    (folder / "val.en").unlink()
+    (folder / "val.en").mkdir()
+
+
+def gzip_bomb(folder: Path) -> None:
+    """1 GB of NUL bytes in 1 MB: gzip members of 10 MB each, 100 times."""
+    member = gzip.compress(bytes(10_000_000), compresslevel=9, mtime=0)
+    (folder / "train.de").unlink()
+    (folder / "train.de.gz").write_bytes(member * 100)
+
+
 @dataclass(frozen=True)
 class BrokenCorpus:
     breakage: Breakage
@@ -168,6 +195,31 @@ CATALOGUE: dict[str, BrokenCorpus] = {
         "validate",
         ("data/raw/train.de): rule min_rows (observed 12", "min_value=20"),
     ),
+    "test_split_copied_from_train": BrokenCorpus(
+        train_pairs_as_test_split,
+        "validate",
+        (
+            "data/raw/test_2016_flickr.de): rule train_overlap (10 of 10 rows",
+            "fix: these val/test sources also occur in train",
+            "    line 1: 'A dog runs on the beach number 2.'",
+        ),
+    ),
+    "symlink_to_dev_zero": BrokenCorpus(
+        symlink_to_dev_zero,
+        "fetch",
+        ("train.en (a symlink to /dev/zero): a character device, not a regular file",),
+    ),
+    "named_pipe": BrokenCorpus(
+        named_pipe, "fetch", ("val.de: a FIFO (named pipe), not a regular file",)
+    ),
+    "directory_under_a_corpus_name": BrokenCorpus(
+        directory_under_a_corpus_name, "fetch", ("val.en: a directory, not a regular file",)
+    ),
+    "gzip_bomb": BrokenCorpus(
+        gzip_bomb,
+        "fetch",
+        ("train.de.gz: larger than data.max_file_mb (2 MB) once decompressed", "gzip bomb"),
+    ),
 }
 
 EXIT_CODES = {"fetch": DataError.exit_code, "validate": ValidationFailed.exit_code}
@@ -180,9 +232,9 @@ def broken_project(project_dir: Path, tmp_path: Path) -> MakeProject:
     def make(breakage: Breakage) -> Path:
         folder = good_corpus(tmp_path / "broken")
         breakage(folder)
-        write_params(
-            project_dir, {**TINY_OVERRIDES, "data": {"source": "dir", "path": str(folder)}}
-        )
+        # A 2 MB cap: the tiny corpus is ~2 kB, and the gzip bomb stops after 2 MB of memory.
+        data = {"source": "dir", "path": str(folder), "max_file_mb": 2}
+        write_params(project_dir, {**TINY_OVERRIDES, "data": data})
         return project_dir
 
     return make
@@ -230,9 +282,12 @@ def test_broken_corpus_is_refused_with_file_line_and_rule(
 
 
 def quirky_but_valid(folder: Path) -> None:
-    """CRLF line ends, a gzip side, a tab inside a sentence: fetch repairs or accepts them."""
+    """CRLF line ends, a gzip side, a tab inside a sentence, byte-order marks, zero-width and
+    line-separator characters inside sentences: fetch repairs or accepts them."""
     train_en = folder / "train.en"
-    train_en.write_bytes(train_en.read_bytes().replace(b"\n", b"\r\n"))
+    train_en.write_bytes(b"\xef\xbb\xbf" + train_en.read_bytes().replace(b"\n", b"\r\n"))
+    set_line(folder / "val.en", 5, "The man\u200b is riding\u2028a bike number 10.".encode())
+    set_line(folder / "val.de", 5, "Der Mann\ufeff fährt\u2029Fahrrad Nummer 10.".encode())
     (folder / "val.de.gz").write_bytes(gzip.compress((folder / "val.de").read_bytes(), mtime=0))
     (folder / "val.de").unlink()
     set_line(folder / "test_2016_flickr.de", 3, b"Eine Frau\tliest ein Buch Nummer 20.")
@@ -246,4 +301,8 @@ def test_quirky_but_valid_corpus_passes_both_stages(
     assert run_mt("validate", caplog) == (0, "")
     summary = json.loads((root / "reports" / "validation" / "summary.json").read_text())
     assert summary["success"] is True
-    assert (root / "data" / "raw" / "train.en").read_bytes().count(b"\r") == 0
+    train_en = (root / "data" / "raw" / "train.en").read_bytes()
+    assert train_en.count(b"\r") == 0
+    assert train_en.startswith(b"A dog runs on the beach number 0.\n")  # no byte-order mark
+    checksums = json.loads((root / "data" / "raw" / "checksums.json").read_text())
+    assert checksums["lines"]["val.en"] == checksums["lines"]["val.de"] == 10

@@ -18,10 +18,8 @@ does not depend on the first having run.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,17 +29,25 @@ import pytest
 
 from pipeline.orchestration import STAGES
 from pipeline.tracking import EXPERIMENT_NAME
-from tests.airflow_harness import DAG_ID, VENV_BIN, make_project
+from tests.airflow_harness import DAG_ID, make_project
 from tests.celery_harness import (
     CeleryAirflow,
     celery_airflow,
     celery_task_results,
+    executed_by,
     running,
+    task_instances,
     wait_for,
 )
 from tests.conftest import write_tiny_corpus
 from tests.mlflow_server import MlflowServer
 from tests.postgres import postgres_database
+from tests.run_outputs import (
+    dvc_changed_outs,
+    history_epochs,
+    leftover_temp_files,
+    recorded_epochs,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -107,71 +113,10 @@ def training_runs(mlflow_url: str) -> list[str]:
     return sorted(run.info.run_id for run in found)
 
 
-def executed_by(worker_log: str, run_id: str) -> dict[str, list[int]]:
-    """task_id -> try numbers that this worker's log says it executed for `run_id`."""
-    executed: dict[str, list[int]] = {}
-    for line in worker_log.splitlines():
-        if "Executing workload in Celery" not in line or f"run_id='{run_id}'" not in line:
-            continue
-        task = re.search(r"task_id='([^']+)'", line)
-        attempt = re.search(r"try_number=(\d+)", line)
-        if task and attempt:
-            executed.setdefault(task.group(1), []).append(int(attempt.group(1)))
-    return executed
-
-
 def settled_results(stack: CeleryAirflow) -> dict[str, int] | None:
     """Celery's stored results by status, once no task is still PENDING or STARTED."""
     results = celery_task_results(stack)
     return None if {"PENDING", "STARTED"} & set(results) else results
-
-
-def task_instances(stack: CeleryAirflow, run_id: str) -> dict[str, dict[str, Any]]:
-    found = stack.api().api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-    return {ti["task_id"]: ti for ti in found["task_instances"]}
-
-
-def recorded_epochs(project: Path) -> int:
-    """Epochs the in-flight training has finished (its checkpoint's history rows)."""
-    store = project / "models" / "checkpoints" / "epochs.json"
-    try:
-        return len(json.loads(store.read_text(encoding="utf-8")))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return 0
-
-
-def history_epochs(project: Path) -> list[int]:
-    with (project / "reports" / "train" / "history.csv").open(encoding="utf-8") as handle:
-        return [int(row["epoch"]) for row in csv.DictReader(handle)]
-
-
-def dvc_changed_outs(project: Path) -> dict[str, Any]:
-    """Stages whose outputs on disk differ from dvc.lock (`dvc status`), with the details."""
-    done = subprocess.run(
-        [str(VENV_BIN / "dvc"), "status", "--json"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    status: dict[str, list[Any]] = json.loads(done.stdout or "{}")
-    return {
-        stage: change
-        for stage, changes in status.items()
-        for change in changes
-        if isinstance(change, dict) and "changed outs" in change
-    }
-
-
-def leftover_temp_files(project: Path) -> list[str]:
-    """Staging files of the atomic writers (`.name.*.tmp`) left in the outputs."""
-    folders = [project / name for name in ("data", "models", "reports")]
-    return sorted(
-        str(path.relative_to(project))
-        for folder in folders
-        for path in folder.rglob("*.tmp")
-        if path.name.startswith(".")
-    )
 
 
 def test_a_run_goes_end_to_end_through_the_celery_worker(topology: Topology) -> None:

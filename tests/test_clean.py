@@ -7,15 +7,18 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.aligned_text import read_aligned_lines
 from pipeline.cli import main as mt
 from pipeline.config import CleanConfig
 from pipeline.data.clean import (
+    INVISIBLE_CHARS,
+    NORMALISATIONS,
     RULES,
     clean_corpus,
     cleaning_report,
     normalize_text,
-    read_lines,
     read_pairs,
+    remove_invisible,
     rules_for,
 )
 from pipeline.errors import DataError, ValidationFailed
@@ -43,10 +46,55 @@ def clean_train(
         ("A  dog   runs", "A dog runs"),  # doubled spaces collapse
         ("  A dog runs \u3000", "A dog runs"),  # stripped, ideographic space included
         ("", ""),
+        ("Ein Hund\u200b läuft", "Ein Hund läuft"),  # zero-width space
+        ("Ein\u200c Hund\u200d läuft\u2060.", "Ein Hund läuft."),  # joiners, word joiner
+        ("\ufeffA dog, a\ufeff cat", "A dog, a cat"),  # byte-order marks in a line
+        ("A dog\u2028runs\u2029fast", "A dog runs fast"),  # line/paragraph separators
+        ("\u200b\u2028\ufeff", ""),  # nothing visible: an empty line
     ],
 )
 def test_normalize_text_repairs_unicode_and_whitespace(raw: str, expected: str) -> None:
     assert normalize_text(raw) == expected
+
+
+def test_remove_invisible_touches_nothing_else() -> None:
+    assert remove_invisible("Ein\u200bHund\u2029\u00a0läuft  \t!") == "EinHund \u00a0läuft  \t!"
+    assert set(INVISIBLE_CHARS) == set("\u200b\u200c\u200d\u2060\ufeff\u2028\u2029")
+
+
+def test_invisible_chars_are_counted_per_split_under_their_rule() -> None:
+    test = [("A\u200b cat.", "Eine Katze\u2028sitzt."), GOOD, ("A dog.", "Ein\ufeff Hund.")]
+    outcomes = clean_train([("A\u2060 bird.", "Ein Vogel."), ("A man.", "Ein Mann.")], test=test)
+    report = cleaning_report(outcomes, CONFIG)
+    assert report["normalisations"] == NORMALISATIONS
+    assert report["splits"]["test"]["normalised"] == {
+        "invisible_chars": {
+            "rows": 2,
+            "examples": [
+                {
+                    "line": 1,
+                    "found": ["U+200B ZERO WIDTH SPACE", "U+2028 LINE SEPARATOR"],
+                    "source": "A cat.",
+                    "target": "Eine Katze sitzt.",
+                },
+                {
+                    "line": 3,
+                    "found": ["U+FEFF ZERO WIDTH NO-BREAK SPACE"],
+                    "source": "A dog.",
+                    "target": "Ein Hund.",
+                },
+            ],
+        }
+    }
+    train = report["splits"]["train"]
+    assert train["normalised"]["invisible_chars"]["rows"] == 1
+    assert (train["rows_normalised"], outcomes["train"].pairs) == (
+        1,
+        [("A bird.", "Ein Vogel."), ("A man.", "Ein Mann.")],
+    )
+    assert report["splits"]["val"]["normalised"] == {
+        "invisible_chars": {"rows": 0, "examples": []}
+    }
 
 
 def test_too_short_drops_a_pair_with_an_empty_side() -> None:
@@ -128,19 +176,6 @@ def test_cleaning_report_counts_rows_per_rule_with_at_most_three_examples() -> N
     assert set(report["rules"]) == set(RULES)
 
 
-def test_read_lines_splits_on_newline_only(tmp_path: Path) -> None:
-    path = tmp_path / "train.en"
-    path.write_bytes("one\u2028still one\x85and one\ntwo\n".encode())
-    assert read_lines(path) == ["one\u2028still one\x85and one", "two"]
-
-
-def test_read_lines_names_the_line_with_invalid_utf8(tmp_path: Path) -> None:
-    path = tmp_path / "train.de"
-    path.write_bytes(b"gut\nauch gut\nkaputt \xff\n")
-    with pytest.raises(DataError, match=r"train\.de, line 3: not valid UTF-8"):
-        read_lines(path)
-
-
 def test_read_pairs_rejects_sides_of_different_length(tmp_path: Path) -> None:
     (tmp_path / "val.en").write_text("a\nb\n", encoding="utf-8")
     (tmp_path / "val.de").write_text("a\n", encoding="utf-8")
@@ -151,12 +186,20 @@ def test_read_pairs_rejects_sides_of_different_length(tmp_path: Path) -> None:
 def make_raw_project(root: Path) -> None:
     write_params(root, TINY_OVERRIDES)
     train = [*tiny_pairs(30), ("", "Leer."), tiny_pairs(1)[0], tiny_pairs(1, offset=200)[0]]
+    # Looks like train's first pair; only the invisible characters made it differ.
+    train.append(
+        ("A dog runs on the\u200b beach number 0.", "Ein Hund läuft am\u2028Strand Nummer 0.")
+    )
     write_corpus(
         root / "data" / "raw",
         {
             "train": train,
             "val": tiny_pairs(10, offset=100),
-            "test_2016_flickr": [*tiny_pairs(9, offset=200), ("A\u00a0cat.", "Eine\tKatze.")],
+            "test_2016_flickr": [
+                *tiny_pairs(8, offset=200),
+                ("A\u00a0cat.", "Eine\tKatze."),
+                ("\ufeffA cat\u200b sleeps.", "Eine Katze\u2060 schläft."),
+            ],
         },
     )
 
@@ -169,19 +212,27 @@ def test_mt_clean_writes_clean_splits_and_the_report(project_dir: Path) -> None:
     splits = ("train", "val", "test_2016_flickr")
     expected_files = sorted(f"{split}.{lang}" for split in splits for lang in ("en", "de"))
     assert sorted(p.name for p in clean_dir.iterdir()) == expected_files
-    assert read_lines(clean_dir / "train.en") == [s for s, _ in tiny_pairs(30)]
-    assert read_lines(clean_dir / "test_2016_flickr.en")[-1] == "A cat."
-    assert len(read_lines(clean_dir / "test_2016_flickr.de")) == 10
+    assert read_aligned_lines(clean_dir / "train.en", "") == [s for s, _ in tiny_pairs(30)]
+    test_sources = read_aligned_lines(clean_dir / "test_2016_flickr.en", "")
+    assert test_sources[-2:] == ["A cat.", "A cat sleeps."]
+    assert read_aligned_lines(clean_dir / "test_2016_flickr.de", "")[-1] == "Eine Katze schläft."
+    clean_text = "".join(path.read_text(encoding="utf-8") for path in clean_dir.iterdir())
+    assert set(clean_text) & set(INVISIBLE_CHARS) == set()
     report = json.loads((project_dir / "reports" / "cleaning.json").read_text(encoding="utf-8"))
     counts = {rule: entry["rows"] for rule, entry in report["splits"]["train"]["dropped"].items()}
     assert counts == {
         "too_short": 1,
         "too_long": 0,
         "length_ratio": 0,
-        "duplicate": 1,
+        "duplicate": 2,
         "leaked_pair": 1,
         "leaked_source": 0,
     }
+    assert report["splits"]["train"]["dropped"]["duplicate"]["examples"][1]["line"] == 34
+    invisible = {
+        s: d["normalised"]["invisible_chars"]["rows"] for s, d in report["splits"].items()
+    }
+    assert invisible == {"train": 1, "val": 0, "test_2016_flickr": 1}
     assert report["splits"]["train"]["dropped"]["duplicate"]["examples"][0]["line"] == 32
     validation = report["validation"]
     assert (validation["suite"], validation["success"]) == ("clean_pairs", True)

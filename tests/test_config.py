@@ -98,3 +98,43 @@ def test_errors_name_the_file_they_came_from(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(path)
     assert str(error.value).startswith(f"{path.resolve()}: `seed` must be of type int")
+
+
+# ---- train, val and test must be different splits (issue 17, defect 4) ---------------------
+
+DISTINCT = "train, val and test splits must be distinct (a score on seen data measures nothing)"
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"val_split": "train"},
+            f"`data.val_split` is 'train', the same split as `data.train_split`; {DISTINCT}",
+        ),
+        (
+            {"test_splits": ["train"]},
+            f"`data.test_splits[0]` is 'train', the same split as `data.train_split`; {DISTINCT}",
+        ),
+        (
+            {"test_splits": ["test_2016_flickr", "val"]},
+            f"`data.test_splits[1]` is 'val', the same split as `data.val_split`; {DISTINCT}",
+        ),
+        (
+            {"test_splits": ["test_2016_flickr", "test_2016_flickr"]},
+            "`data.test_splits[1]` is 'test_2016_flickr', the same split as "
+            f"`data.test_splits[0]`; {DISTINCT}",
+        ),
+    ],
+    ids=["val_is_train", "test_is_train", "test_is_val", "test_twice"],
+)
+def test_a_split_used_twice_is_rejected(data: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(deep_merge(repo_params(), {"data": data}))
+    assert str(error.value) == f"params.yaml: {message}"
+
+
+def test_distinct_splits_are_accepted() -> None:
+    data = {"train_split": "train", "val_split": "dev", "test_splits": ["test_a", "test_b"]}
+    config = parse_config(deep_merge(repo_params(), {"data": data}))
+    assert config.data.splits == ("train", "dev", "test_a", "test_b")

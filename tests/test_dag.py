@@ -22,24 +22,34 @@ import yaml
 from pipeline.config import load_config, parse_config
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.orchestration import (
-    KEEP,
     STAGES,
-    ParamsBackup,
     apply_run_params,
     approval_request,
-    merge_overrides,
-    model_name_for_pair,
-    overrides_from_run_params,
+    dag_run_state,
     resolve_project_dir,
     restore_params,
-    run_values,
     stage_command,
 )
+from pipeline.params_backup import ParamsBackup, merge_overrides
+from pipeline.params_lock import ParamsLock, RunRef, RunState
 from pipeline.paths import project_paths
-from tests.conftest import REPO_ROOT
+from pipeline.run_params import (
+    KEEP,
+    RUN_PARAM_SCHEMA,
+    event_values,
+    model_name_for_pair,
+    overrides_from_run_params,
+    run_values,
+)
+from tests.conftest import REPO_ROOT, deep_merge, write_params
 
 DAG_ID = "retrain_translation"
 SETTINGS = load_config(REPO_ROOT / "params.yaml").orchestration
+RUN = RunRef(DAG_ID, "manual__2026-03-01T10:00:00+00:00")
+
+
+def nobody_else(run: RunRef) -> RunState:
+    raise AssertionError(f"asked Airflow about {run}, but no other run held params.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +148,21 @@ def test_params_form_defaults_mean_keep_params_yaml(dag: Any) -> None:
     assert overrides_from_run_params(defaults, config) == {}
 
 
+def test_params_form_uses_the_run_param_schema_from_the_config_ranges(dag: Any) -> None:
+    form = {}
+    for name in dag.params:
+        schema = dict(dag.params.get_param(name).schema)
+        assert schema.pop("title") and dag.params.get_param(name).description
+        form[name] = schema
+    assert form == RUN_PARAM_SCHEMA
+    assert RUN_PARAM_SCHEMA["epochs"] == {
+        "type": ["null", "integer"],
+        "minimum": 1,
+        "maximum": 500,
+    }
+    assert RUN_PARAM_SCHEMA["src_lang"]["pattern"] == "^(?:[a-z]{2,3})$"
+
+
 def test_parsing_the_dag_imports_no_heavy_library(tmp_path: Path) -> None:
     script = (
         "import sys\n"
@@ -207,11 +232,81 @@ def test_asset_event_extras_fill_in_what_the_run_did_not_set() -> None:
         {"data_path": "/new", "data_source": "dir"},
     ]
     params = {"epochs": None, "data_source": KEEP, "data_path": "", "promotion_policy": "auto"}
-    assert run_values(params, extras) == {
+    assert run_values(params, event_values(extras, repo_config())) == {
         "data_path": "/new",
         "data_source": "dir",
         "promotion_policy": "auto",
     }
+
+
+# ---- asset-event extras meet the Trigger form's rules (issue 17, defect 3) ----------------
+
+FORM_RULE = "(the rule of the Trigger form's `{}`)"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"epochs": 10_000},
+            "asset event extra `epochs` is 10000: 10000 is greater than the maximum of 500 "
+            + FORM_RULE.format("epochs"),
+        ),
+        (
+            {"epochs": "3"},
+            "asset event extra `epochs` is '3': '3' is not of type 'null', 'integer' "
+            + FORM_RULE.format("epochs"),
+        ),
+        (
+            {"src_lang": "../etc"},
+            "asset event extra `src_lang` is '../etc': '../etc' does not match "
+            "'^(?:[a-z]{2,3})$' " + FORM_RULE.format("src_lang"),
+        ),
+        (
+            {"data_source": "s3"},
+            "asset event extra `data_source` is 's3': 's3' is not one of ['params.yaml', "
+            "'multi30k', 'dir', 'tsv'] " + FORM_RULE.format("data_source"),
+        ),
+        (
+            {"model_name": "someone-elses-model"},
+            "asset event extra `model_name` is 'someone-elses-model': an asset event cannot "
+            "choose the registered model; set the run's `model_name` in the Trigger form, or "
+            "register.model_name in params.yaml",
+        ),
+    ],
+    ids=["too_many_epochs", "epochs_as_text", "path_as_language", "unknown_source", "model"],
+)
+def test_asset_event_extras_outside_the_form_schema_are_refused(
+    extra: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        event_values([{"from_rest_api": True}, extra], repo_config())
+    assert str(error.value) == message
+
+
+def test_an_asset_event_may_not_loosen_a_manual_policy() -> None:
+    manual = parse_config(deep_merge(repo_params(), {"register": {"policy": "manual"}}))
+    with pytest.raises(ConfigError) as error:
+        event_values([{"promotion_policy": "auto"}], manual)
+    assert str(error.value) == (
+        "asset event extra `promotion_policy` is 'auto' but register.policy is 'manual': an "
+        "asset event may tighten the promotion policy to manual, never loosen it"
+    )
+    assert event_values([{"promotion_policy": "manual"}], manual) == {"promotion_policy": "manual"}
+
+
+def test_an_asset_event_may_tighten_an_auto_policy_to_manual() -> None:
+    values = event_values([{"promotion_policy": "manual"}], repo_config())
+    assert overrides_from_run_params(values, repo_config()) == {"register": {"policy": "manual"}}
+
+
+def test_bad_extras_fail_the_first_task_and_leave_params_yaml_alone(project_dir: Path) -> None:
+    write_params(project_dir, {"register": {"policy": "manual"}})
+    original = (project_dir / "params.yaml").read_bytes()
+    with pytest.raises(ConfigError, match="may tighten the promotion policy to manual, never"):
+        apply_run_params(project_dir, {}, RUN, nobody_else, [{"promotion_policy": "auto"}])
+    assert (project_dir / "params.yaml").read_bytes() == original
+    assert ParamsLock(project_paths(project_dir)).owner() is None
 
 
 def test_merge_overrides_keeps_the_rest_of_each_section() -> None:
@@ -221,9 +316,19 @@ def test_merge_overrides_keeps_the_rest_of_each_section() -> None:
     assert raw["train"]["epochs"] == 10
 
 
+def repo_params() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO_ROOT / "params.yaml").read_text("utf-8"))
+    return loaded
+
+
+def apply(root: Path, values: dict[str, Any]) -> dict[str, Any]:
+    """apply_run_params of RUN, with no other run around."""
+    return apply_run_params(root, values, RUN, nobody_else)
+
+
 def test_apply_then_restore_leaves_params_yaml_byte_identical(project_dir: Path) -> None:
     original = (project_dir / "params.yaml").read_bytes()
-    settings = apply_run_params(project_dir, {"epochs": 4, "promotion_policy": "manual"})
+    settings = apply(project_dir, {"epochs": 4, "promotion_policy": "manual"})
     assert settings == {
         "overrides": {"train": {"epochs": 4}, "register": {"policy": "manual"}},
         "policy": "manual",
@@ -231,14 +336,17 @@ def test_apply_then_restore_leaves_params_yaml_byte_identical(project_dir: Path)
     }
     applied = parse_config(yaml.safe_load((project_dir / "params.yaml").read_text("utf-8")))
     assert (applied.train.epochs, applied.register.policy) == (4, "manual")
-    assert restore_params(project_dir) == "params.yaml: restored the original"
+    assert restore_params(project_dir, RUN) == (
+        "params.yaml: restored the original (dropped this run's overrides: train.epochs, "
+        "register.policy)"
+    )
     assert (project_dir / "params.yaml").read_bytes() == original
-    assert restore_params(project_dir) == "params.yaml: no overrides to restore"
+    assert restore_params(project_dir, RUN) == "params.yaml: no overrides to restore"
 
 
 def test_a_run_without_overrides_does_not_touch_params_yaml(project_dir: Path) -> None:
     before = (project_dir / "params.yaml").stat().st_mtime_ns
-    settings = apply_run_params(project_dir, {})
+    settings = apply(project_dir, {})
     assert settings["overrides"] == {} and settings["policy"] == "auto"
     assert (project_dir / "params.yaml").stat().st_mtime_ns == before
     assert not ParamsBackup(project_paths(project_dir)).original.exists()
@@ -246,29 +354,56 @@ def test_a_run_without_overrides_does_not_touch_params_yaml(project_dir: Path) -
 
 def test_a_killed_runs_overrides_are_undone_by_the_next_run(project_dir: Path) -> None:
     original = (project_dir / "params.yaml").read_bytes()
-    apply_run_params(project_dir, {"epochs": 4})  # ... and the worker died before restore
-    settings = apply_run_params(project_dir, {})
+    apply(project_dir, {"epochs": 4})  # ... and the worker died before restore
+    next_run = RunRef(DAG_ID, "scheduled__next")
+    settings = apply_run_params(project_dir, {}, next_run, lambda run: RunState.FINISHED)
     assert settings["overrides"] == {}
     assert (project_dir / "params.yaml").read_bytes() == original
 
 
-def test_an_edit_made_during_the_run_is_kept(project_dir: Path) -> None:
-    apply_run_params(project_dir, {"epochs": 4})
+def test_an_edit_made_during_the_run_is_kept_and_the_overrides_dropped(project_dir: Path) -> None:
+    original = (project_dir / "params.yaml").read_text("utf-8")
+    apply(project_dir, {"epochs": 4})
     edited = (project_dir / "params.yaml").read_text("utf-8").replace("seed: 1234", "seed: 7")
     (project_dir / "params.yaml").write_text(edited, encoding="utf-8")
-    assert restore_params(project_dir).startswith("params.yaml: edited during the run, kept")
-    assert (project_dir / "params.yaml").read_text("utf-8") == edited
+    assert restore_params(project_dir, RUN) == (
+        "params.yaml: dropped this run's overrides (train.epochs); kept the edits made during the "
+        "run (seed)"
+    )
+    assert (project_dir / "params.yaml").read_text("utf-8") == original.replace(
+        "seed: 1234", "seed: 7"
+    )
 
 
 def test_invalid_overrides_fail_before_params_yaml_changes(project_dir: Path) -> None:
     original = (project_dir / "params.yaml").read_bytes()
-    with pytest.raises(ConfigError, match="`train.epochs` must be >= 1"):
-        apply_run_params(project_dir, {"epochs": 0})
+    with pytest.raises(ConfigError, match=r"`train.epochs` is 0; allowed: \[1, 500\]"):
+        apply(project_dir, {"epochs": 0})
     with pytest.raises(ConfigError, match="data source 'dir' needs a data path"):
-        apply_run_params(project_dir, {"data_source": "dir"})
+        apply(project_dir, {"data_source": "dir"})
     with pytest.raises(DataError, match="nowhere: data path not found on the worker"):
-        apply_run_params(project_dir, {"data_source": "dir", "data_path": "nowhere"})
+        apply(project_dir, {"data_source": "dir", "data_path": "nowhere"})
     assert (project_dir / "params.yaml").read_bytes() == original
+    assert ParamsLock(project_paths(project_dir)).owner() is None
+
+
+def test_the_holders_state_comes_from_airflows_run_count() -> None:
+    runs = {"manual__a": "running", "manual__b": "queued", "manual__c": "failed"}
+
+    def count_runs(dag_id: str, run_ids: list[str], states: list[str] | None = None) -> int:
+        assert dag_id == DAG_ID
+        return sum(runs.get(run_id) in (states or runs.values()) for run_id in run_ids)
+
+    states = {
+        run_id: dag_run_state(RunRef(DAG_ID, run_id), count_runs)
+        for run_id in ("manual__a", "manual__b", "manual__c", "manual__elsewhere")
+    }
+    assert states == {
+        "manual__a": RunState.ACTIVE,
+        "manual__b": RunState.ACTIVE,
+        "manual__c": RunState.FINISHED,
+        "manual__elsewhere": RunState.UNKNOWN,
+    }
 
 
 # ---- project dir and stage script ----------------------------------------------------------
@@ -304,7 +439,7 @@ def test_stage_script_runs_the_projects_dvc_in_the_project(
     )
     assert done.stdout.splitlines() == [
         f"dvc: {fake_dvc}",
-        f"cwd={root} args=repro --single-item train",
+        f"cwd={root} args=--wait-for-lock repro --single-item train",
         f"project={root} path={root}:/site/extra",
     ]
 

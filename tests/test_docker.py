@@ -50,6 +50,8 @@ ONE_SHOT_SERVICES = {"airflow-init", "mt"}
 ENV_PREFIXES = ("MT_", "MLFLOW_", "AIRFLOW")
 # Airflow's task runner exports these into every task's environment; no deployment sets them.
 SET_BY_AIRFLOW_AT_RUNTIME = "AIRFLOW_CTX_"
+# Test-only hooks (pipeline/pause_points.py): never set in a deployment.
+TEST_HOOKS = "MT_TEST_"
 # What the Airflow image has besides the standard library: the DAG's parse-time imports must
 # stay within it (TensorFlow, DVC, MLflow live only in the pipeline image).
 AIRFLOW_IMAGE_PACKAGES = {"airflow", "yaml", "pendulum", "pipeline"}
@@ -139,7 +141,8 @@ def code_env_reads() -> set[str]:
     return {
         name
         for name in names
-        if name.startswith(ENV_PREFIXES) and not name.startswith(SET_BY_AIRFLOW_AT_RUNTIME)
+        if name.startswith(ENV_PREFIXES)
+        and not name.startswith((SET_BY_AIRFLOW_AT_RUNTIME, TEST_HOOKS))
     }
 
 

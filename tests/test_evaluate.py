@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -184,3 +185,18 @@ def test_mt_evaluate_scores_a_memorised_split_and_writes_every_report(
     for link in ("samples.md", "hypotheses/test_2016_flickr.txt", "bleu_by_length.csv"):
         assert f"]({link})" in report
     assert f"](attention/{pngs[0]})" in report
+
+    provenance = json.loads((reports / "provenance.json").read_text(encoding="utf-8"))
+    models = tiny_project / "models"
+    assert provenance["model"]["model_sha256"] == sha256_of(models / "seq2seq.keras")
+    assert provenance["model"]["decoding"]["beam_size"] == 2  # evaluate.beam_size in TINY
+    assert provenance["metrics_sha256"] == sha256_of(tiny_project / "metrics.json")
+    assert provenance["hypotheses_sha256"] == {
+        "test_2016_flickr": sha256_of(reports / "hypotheses" / "test_2016_flickr.txt")
+    }
+    reference = tiny_project / "data" / "raw" / "test_2016_flickr.de"
+    assert provenance["references_sha256"] == {"test_2016_flickr": sha256_of(reference)}
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -87,6 +87,17 @@ def test_challenger_not_significantly_better_is_rejected(
     assert decision.reason.startswith("challenger not significantly better than champion v1")
 
 
+def test_identical_systems_have_p_value_one_not_the_bootstrap_floor() -> None:
+    decision = decide(evidence(WEAK), ("1", evidence(WEAK)), REFERENCES, RULES)
+    assert (decision.outcome, decision.delta, decision.p_value) == ("rejected", 0.0, 1.0)
+    assert "(delta +0.00, p=1.0000;" in decision.reason
+    # Wrong on line 0 vs wrong on line 10 (same reference shape): other systems, same BLEU.
+    mirrored = [("Ein Hund." if i == 10 else line) for i, line in enumerate(REFERENCES)]
+    champion = [("Ein Hund." if i == 0 else line) for i, line in enumerate(REFERENCES)]
+    tie = decide(evidence(mirrored), ("1", evidence(champion)), REFERENCES, RULES)
+    assert (tie.outcome, tie.delta, tie.p_value) == ("rejected", 0.0, 1.0)
+
+
 def test_different_test_sets_or_signatures_are_not_compared() -> None:
     other_refs = decide(evidence(STRONG), ("1", evidence(WEAK, "xyz")), REFERENCES, RULES)
     assert other_refs.outcome == "rejected"
@@ -226,6 +237,21 @@ def test_second_registration_is_promoted_only_when_significantly_better(
 
 
 @pytest.mark.slow
+def test_registering_the_same_outputs_again_changes_nothing(
+    registry_project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = register(registry_project, WEAK)
+    again = register(registry_project, WEAK)
+    assert (again.action, again.version, again.decision) == ("unchanged", "1", first.decision)
+    assert (again.champion_before, again.champion_after) == ("1", "1")
+    registry = open_registry()
+    assert [str(v.version) for v in registry.versions()] == ["1"]
+    assert registry.version("1").tags["registration.state"] == "complete"
+    assert [m.to_version for m in registry.champion_moves()] == ["1"]
+    assert register(registry_project, OTHER_WEAK).version == "2"  # other outputs: a new one
+
+
+@pytest.mark.slow
 def test_champion_on_another_test_set_is_not_compared(registry_project: Path) -> None:
     register(registry_project, WEAK)
     shifted = [f"{line} Ende" for line in REFERENCES]
@@ -294,5 +320,10 @@ def test_model_is_logged_in_the_training_run_named_by_run_json(registry_project:
     assert result.run_id == run_id
     assert open_registry().version("1").run_id == run_id
     # MLflow logs the pyfunc's model_config (the serving limits) as params of the run.
-    params = {"epochs": "2", "max_input_chars": "50", "max_batch_rows": "4"}
+    params = {
+        "epochs": "2",
+        "max_input_chars": "50",
+        "max_batch_rows": "4",
+        "max_request_work": "120",
+    }
     assert mlflow.get_run(run_id).data.params == params

@@ -7,7 +7,7 @@ throw-away `mt_test_<random>` database (dropped at the end) and whose artifacts 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -101,12 +101,20 @@ def test_champion_is_served_from_the_postgres_registry(
         served.stop()
 
 
+def kill_after(step: str, server: MlflowServer) -> Callable[[str], None]:
+    def on_step(name: str) -> None:
+        if name == step:
+            server.kill()
+
+    return on_step
+
+
 def test_server_killed_mid_registration_leaves_no_orphans(
     project: Path, server: MlflowServer
 ) -> None:
     register_standin(project, WEAK, REFERENCES)  # v1, champion
     with pytest.raises(RegistryError, match=f"against the tracking store {server.url}"):
-        register_standin(project, STRONG, REFERENCES, after_log=lambda _info: server.kill())
+        register_standin(project, STRONG, REFERENCES, on_step=kill_after("logged", server))
     server.start()
     registry = open_registry(project)
     assert [str(v.version) for v in registry.versions()] == ["1"]

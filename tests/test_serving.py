@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -16,6 +19,7 @@ from pipeline import cli
 from pipeline.config import _load_cached, load_config
 from pipeline.paths import project_paths
 from pipeline.serving import InputLimits, texts_from_input
+from pipeline.serving_body_cap import SCORING_SERVER_ENV, cap_scoring_server_body
 from pipeline.tracking import tracking_uri
 from tests.conftest import TINY_OVERRIDES, write_params
 from tests.mlflow_server import (
@@ -30,7 +34,7 @@ from tests.test_evaluate import write_test_split
 from tests.tiny_translator import MEMORISED_PAIRS as TRAIN_PAIRS
 from tests.tiny_translator import memorised_model_dir
 
-LIMITS = InputLimits(max_input_chars=10, max_batch_rows=3)
+LIMITS = InputLimits(max_input_chars=10, max_batch_rows=3, max_request_work=20)
 
 
 @pytest.mark.parametrize(
@@ -80,12 +84,79 @@ def test_bad_requests_raise_invalid_parameter_value(model_input: object, message
     assert caught.value.get_http_status_code() == 400
 
 
-def test_limits_come_from_model_config() -> None:
-    assert InputLimits.from_model_config({"max_input_chars": 5, "max_batch_rows": 2}) == (
-        InputLimits(5, 2)
+def test_work_per_request_is_bounded_by_characters_times_beam() -> None:
+    two_full_rows = ["x" * 10, "y" * 10]
+    assert texts_from_input(two_full_rows, LIMITS, beam_size=1) == two_full_rows  # 20: at it
+    with pytest.raises(MlflowException) as caught:
+        texts_from_input(two_full_rows, LIMITS, beam_size=2)
+    assert caught.value.message == (
+        "request of 2 rows and 20 characters at beam 2 is 40 units of work (characters x "
+        "beam), over register.max_request_work=20; send fewer or shorter rows"
     )
+    assert caught.value.get_http_status_code() == 400
+
+
+def test_limits_come_from_model_config() -> None:
+    config = {"max_input_chars": 5, "max_batch_rows": 2, "max_request_work": 9}
+    assert InputLimits.from_model_config(config) == InputLimits(5, 2, 9)
     with pytest.raises(MlflowException, match="model_config lacks max_batch_rows"):
-        InputLimits.from_model_config({"max_input_chars": 5})
+        InputLimits.from_model_config({"max_input_chars": 5, "max_request_work": 9})
+
+
+def test_body_cap_admits_the_largest_request_the_limits_allow() -> None:
+    astral = "\U0001f600" * LIMITS.max_input_chars  # 12 bytes each once JSON-escaped
+    rows = [[astral] for _ in range(LIMITS.max_batch_rows)]
+    body = json.dumps({"dataframe_split": {"columns": ["text"], "data": rows}})
+    assert len(body.encode()) <= LIMITS.max_request_bytes == 3 * (12 * 10 + 16) + 4096
+
+
+@pytest.fixture
+def capped_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A FastAPI app built the way MLflow's scoring server builds it, after the cap is armed."""
+    import fastapi
+
+    monkeypatch.setenv(SCORING_SERVER_ENV, "/models/x")
+    original = fastapi.FastAPI
+    assert cap_scoring_server_body(max_bytes=100)
+    app = fastapi.FastAPI()
+    assert fastapi.FastAPI is original  # armed for one app only
+
+    async def read_body(request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"read": len(await request.body())})
+
+    app.add_route("/invocations", read_body, methods=["POST"])
+    yield app
+    fastapi.FastAPI = original
+
+
+@pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
+def test_body_over_the_cap_is_refused_with_413_before_it_is_read(capped_app: Any) -> None:
+    from starlette.testclient import TestClient
+
+    client = TestClient(capped_app)
+    assert client.post("/invocations", content=b"x" * 100).json() == {"read": 100}
+    refused = client.post("/invocations", content=b"x" * 101)
+    assert refused.status_code == 413
+    assert refused.json() == {
+        "error_code": "REQUEST_LIMIT_EXCEEDED",
+        "message": "request body of 101 bytes exceeds the limit of 100 bytes "
+        "(register.max_batch_rows x register.max_input_chars, as JSON); send fewer or shorter "
+        "rows per request",
+    }
+    chunked = client.post("/invocations", content=iter([b"x" * 60, b"x" * 60]))
+    assert chunked.status_code == 413
+    assert chunked.json()["message"].startswith("request body exceeds the limit of 100 bytes")
+
+
+def test_cap_is_not_armed_outside_the_scoring_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fastapi
+
+    monkeypatch.delenv(SCORING_SERVER_ENV, raising=False)
+    original = fastapi.FastAPI
+    assert not cap_scoring_server_body(max_bytes=100)
+    assert fastapi.FastAPI is original
 
 
 @pytest.mark.slow
@@ -132,6 +203,33 @@ def assert_serves_champion(server: ModelServer) -> None:
     assert "Traceback" not in str(body)
     status, body_text = post_json(f"{server.url}/invocations", b"{not json")
     assert status == 400 and "Traceback" not in body_text
+    too_much_work = {"inputs": {"text": ["x" * 50, "y" * 50, "z" * 50]}}  # 150 > 120
+    status, body = invocations(server, too_much_work)
+    assert status == 400 and "over register.max_request_work=120" in str(body["message"])
+    assert_body_is_capped(server, max_bytes=4 * (12 * 50 + 16) + 4096)
+
+
+def assert_body_is_capped(server: ModelServer, max_bytes: int) -> None:
+    """413 before parsing, for a declared length and for a chunked body alike."""
+    oversized = json.dumps({"inputs": {"text": ["a" * max_bytes]}}).encode()
+    status, body_text = post_json(f"{server.url}/invocations", oversized)
+    assert status == 413
+    assert json.loads(body_text)["message"].startswith(
+        f"request body of {len(oversized)} bytes exceeds the limit of {max_bytes} bytes"
+    )
+    chunks = iter([oversized[: max_bytes // 2], oversized[max_bytes // 2 :]])
+    request = urllib.request.Request(
+        f"{server.url}/invocations",
+        data=chunks,
+        headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        method="POST",
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=60)
+    assert refused.value.code == 413
+    assert json.loads(refused.value.read())["message"].startswith(
+        f"request body exceeds the limit of {max_bytes} bytes"
+    )
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 import socket
 import threading
 import time
@@ -75,12 +76,25 @@ class CorpusHandler(BaseHTTPRequestHandler):
         if isinstance(failure, int) or body is None:
             self.send_error(failure if isinstance(failure, int) else 404)
             return
+        if failure in ("endless", "announce_a_terabyte"):
+            self.send_oversized(failure)
+            return
         self.send_response(200)
         self.send_header("Content-Type", "application/gzip")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         # "truncate": promise the whole body, send half, close (HTTP/1.0 closes per request)
         self.wfile.write(body[: len(body) // 2] if failure == "truncate" else body)
+
+    def send_oversized(self, failure: str) -> None:
+        """ "endless": no Content-Length, NUL bytes until the client hangs up (HTTP/1.0 ends a
+        body by closing). "announce_a_terabyte": a Content-Length of 1 TB, then nothing."""
+        self.send_response(200)
+        if failure == "announce_a_terabyte":
+            self.send_header("Content-Length", str(10**12))
+        self.end_headers()
+        while failure == "endless":
+            self.wfile.write(bytes(1 << 16))
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -284,6 +298,27 @@ def test_truncated_archive_without_pinned_sum_is_a_gzip_error(
     )
 
 
+@pytest.mark.parametrize(
+    ("failure", "origin"),
+    [("endless", ""), ("announce_a_terabyte", " (Content-Length 1000000000000)")],
+    ids=["endless", "announce_a_terabyte"],
+)
+def test_an_oversized_download_is_refused_at_the_cap_without_retries(
+    project_dir: Path, serving: ServerState, pinned: dict[str, str], failure: str, origin: str
+) -> None:
+    serving.failures["val.en.gz"] = [failure]
+
+    with pytest.raises(DataError) as caught:
+        fetch_from(serving, project_dir, pinned, retries=3, max_file_mb=1)
+
+    assert str(caught.value).startswith(
+        f"{serving.url}/val.en.gz{origin}: larger than data.max_file_mb (1 MB); reading stopped "
+        "after 1000000 bytes."
+    )
+    assert serving.requests.count("val.en.gz") == 1
+    assert not (project_dir / "data/raw").exists()
+
+
 # --- multi30k from the MT_DATA_DIR mirror (the real corpus) -----------------------------------
 
 
@@ -372,6 +407,32 @@ def test_mirror_applies_the_pinned_checksums(
     assert str(caught.value).startswith(
         f"{mirror}/train.en.gz: checksum mismatch for train.en.gz: expected sha256 "
         f"{MULTI30K_SHA256['train.en.gz']}, got {sha256(archives['train.en.gz'])}."
+    )
+
+
+def test_mirror_refuses_a_symlink_to_a_device(
+    project_dir: Path, tmp_path: Path, archives: dict[str, bytes], pinned: dict[str, str]
+) -> None:
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name, data in archives.items():
+        (mirror / name).write_bytes(data)
+    (mirror / "val.de.gz").unlink()
+    (mirror / "val.de.gz").symlink_to("/dev/zero")
+
+    with pytest.raises(DataError) as caught:
+        fetch(
+            data_config(project_dir),
+            project_dir,
+            project_dir / "raw",
+            pinned=pinned,
+            mirror=mirror,
+        )
+
+    assert str(caught.value) == (
+        f"{mirror}/val.de.gz (a symlink to /dev/zero): a character device, not a regular file; "
+        "corpus files must be regular files (a symlink must end at one). Fix: point "
+        "MT_DATA_DIR at a folder of the real Multi30k .gz files."
     )
 
 
@@ -473,6 +534,40 @@ def test_tsv_line_without_exactly_one_tab_is_an_error(
     assert not (project_dir / "data/raw").exists()
 
 
+def test_a_leading_byte_order_mark_is_dropped_and_nothing_else(
+    project_dir: Path, tiny_corpus_dir: Path, tmp_path: Path
+) -> None:
+    val_en = tiny_corpus_dir / "val.en"
+    original = val_en.read_bytes()
+    val_en.write_bytes(b"\xef\xbb\xbf" + original)
+    (tiny_corpus_dir / "val.de").write_bytes(  # a BOM inside a line is clean's job, not fetch's
+        b"\xef\xbb\xbf"
+        + (tiny_corpus_dir / "val.de").read_bytes().replace(b"\n", b"\xef\xbb\xbf\n", 1)
+    )
+
+    fetch_local(project_dir, "dir", tiny_corpus_dir)
+
+    assert (project_dir / "data/raw/val.en").read_bytes() == original
+    assert (
+        (project_dir / "data/raw/val.de")
+        .read_bytes()
+        .startswith("Ein Hund läuft am Strand Nummer 10.\ufeff\n".encode())
+    )
+
+
+def test_a_tsv_byte_order_mark_does_not_reach_the_first_source(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    for split in SPLITS:
+        (folder / f"{split}.tsv").write_bytes(b"\xef\xbb\xbfHello there.\tBonjour.\n")
+
+    fetch_local(project_dir, "tsv", folder, tgt_lang="fr")
+
+    assert (project_dir / "data/raw/train.en").read_bytes() == b"Hello there.\n"
+
+
 # --- every data error: message text, and data/raw untouched ----------------------------------
 
 
@@ -502,6 +597,18 @@ BAD_INPUTS = {
         "{path}: the file is empty (0 bytes); every split needs one sentence per line. "
         "Fix: point the source at the complete file.",
     ),
+    "only a byte-order mark": (
+        "val.de",
+        b"\xef\xbb\xbf",
+        "{path}: the file is empty (only a UTF-8 byte-order mark); every split needs one "
+        "sentence per line. Fix: point the source at the complete file.",
+    ),
+    "invalid utf-8 after a byte-order mark": (
+        "val.de",
+        b"\xef\xbb\xbfGro\xdfe Katze.\n",
+        "{path}: line 1: invalid UTF-8 at byte offset 6 (column 7): invalid continuation byte. "
+        "Fix: re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`.",
+    ),
     "corrupt gzip": (
         "val.en.gz",
         b"this is not gzip\n",
@@ -528,6 +635,106 @@ def test_bad_file_is_named_and_raw_is_untouched(
 
     assert str(caught.value) == template.format(path=path)
     assert raw_snapshot(raw_dir) == {"keep.en": b"old\n"}
+
+
+def make_symlink_to_dev_zero(path: Path) -> str:
+    path.symlink_to("/dev/zero")
+    return " (a symlink to /dev/zero): a character device"
+
+
+def make_fifo(path: Path) -> str:
+    os.mkfifo(path)  # nobody ever writes to it: reading it would block forever
+    return ": a FIFO (named pipe)"
+
+
+def make_socket(path: Path) -> str:
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))  # the socket file stays after the socket is closed
+    return ": a socket"
+
+
+def make_directory(path: Path) -> str:
+    path.mkdir()
+    return ": a directory"
+
+
+SPECIAL_FILES = {
+    "symlink_to_dev_zero": make_symlink_to_dev_zero,
+    "fifo": make_fifo,
+    "socket": make_socket,
+    "directory": make_directory,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SPECIAL_FILES))
+def test_a_special_file_under_a_corpus_name_is_refused_by_name(
+    project_dir: Path, tiny_corpus_dir: Path, kind: str
+) -> None:
+    path = tiny_corpus_dir / "val.de"
+    path.unlink()
+    what = SPECIAL_FILES[kind](path)
+    raw_dir = project_dir / "data/raw"
+    raw_dir.mkdir(parents=True)
+    (raw_dir / "keep.en").write_bytes(b"old\n")
+
+    with pytest.raises(DataError) as caught:
+        fetch_local(project_dir, "dir", tiny_corpus_dir)
+
+    assert str(caught.value) == (
+        f"{path}{what}, not a regular file; corpus files must be regular files (a symlink must "
+        "end at one). Fix: point data.path at the folder of the real corpus files."
+    )
+    assert raw_snapshot(raw_dir) == {"keep.en": b"old\n"}
+
+
+def test_a_tsv_source_that_is_a_fifo_is_refused(project_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    for split in SPLITS:
+        (folder / f"{split}.tsv").write_bytes(b"a\tb\n")
+    (folder / "val.tsv").unlink()
+    os.mkfifo(folder / "val.tsv")
+
+    with pytest.raises(DataError, match=r"val\.tsv: a FIFO \(named pipe\), not a regular file"):
+        fetch_local(project_dir, "tsv", folder)
+
+
+def gzip_bomb(decompressed_mb: int) -> bytes:
+    """`decompressed_mb` MB of NUL bytes in ~1/1000 of that: gzip members of 10 MB each."""
+    member = gzip.compress(bytes(10_000_000), compresslevel=9, mtime=0)
+    return member * (decompressed_mb // 10)
+
+
+def test_a_gzip_bomb_is_refused_once_it_passes_the_cap(
+    project_dir: Path, tiny_corpus_dir: Path
+) -> None:
+    bomb = gzip_bomb(decompressed_mb=1000)  # 1 GB of NUL bytes in ~1 MB
+    assert len(bomb) < 1_100_000
+    (tiny_corpus_dir / "train.en").unlink()
+    packed = break_file(tiny_corpus_dir, "train.en.gz", bomb)
+
+    with pytest.raises(DataError) as caught:
+        fetch_local(project_dir, "dir", tiny_corpus_dir, max_file_mb=2)
+
+    assert str(caught.value).startswith(
+        f"{packed}: larger than data.max_file_mb (2 MB) once decompressed; reading stopped after "
+        "2000000 bytes."
+    )
+    assert not (project_dir / "data/raw").exists()
+
+
+def test_a_plain_file_over_the_cap_is_refused(project_dir: Path, tiny_corpus_dir: Path) -> None:
+    val_en = tiny_corpus_dir / "val.en"
+    val_en.write_bytes(b"A dog runs on the beach.\n" * 50_000)  # 1.25 MB
+
+    with pytest.raises(DataError) as caught:
+        fetch_local(project_dir, "dir", tiny_corpus_dir, max_file_mb=1)
+
+    assert str(caught.value).startswith(f"{val_en}: larger than data.max_file_mb (1 MB); ")
+    assert str(caught.value).endswith(
+        "Fix: check the file, or raise data.max_file_mb in params.yaml if the corpus really is "
+        "that large."
+    )
 
 
 def test_sides_with_different_line_counts_name_both_counts(

@@ -1,4 +1,8 @@
-"""pipeline/train.py: data pipeline, loss, schedule, devices, outputs, MLflow and resume."""
+"""pipeline/train.py and pipeline/training/: data, loss, schedule, devices, resume state, stage.
+
+Faults injected into the running stage (kills, MLflow outages, a full disk) are in
+tests/test_train_faults.py.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +35,13 @@ from pipeline.train import (
     plan_devices,
     teacher_forcing_pairs,
     token_cross_entropy,
+)
+from pipeline.training.checkpoints import (
+    EarlyStoppingState,
+    EpochJournal,
+    JournalEntry,
+    ResumableEarlyStopping,
+    TrainingCheckpoint,
 )
 from tests.conftest import TINY_OVERRIDES, deep_merge, write_params
 
@@ -174,6 +185,125 @@ def test_history_rows_and_csv() -> None:
     )
     text = history_csv([{**row, "tokens_per_second": 99.0}])
     assert text == (",".join(HISTORY_COLUMNS) + "\n" + "3,2.5,3,8,10,0.00125\n")
+
+
+# ------------------------------------------------------- resume state (checkpoints)
+
+
+def toy_model() -> keras.Model:
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    return model
+
+
+def run_epochs(
+    checkpoint: TrainingCheckpoint,
+    entries: list[JournalEntry],
+    val_losses: list[float],
+    first_epoch: int = 0,
+    resume_from: EarlyStoppingState | None = None,
+    backed_up_through: int | None = None,
+    patience: int = 2,
+) -> None:
+    """The stage's epoch-end callbacks (early stopping, journal, Keras backup) on a toy model.
+
+    Epoch i (0-based) reports `val_losses[i - first_epoch]` and has every weight equal to i, so
+    saved weights name their epoch. Keras backs epochs up through `backed_up_through` (1-based):
+    a kill between the journal and the backup leaves the journal one epoch ahead.
+    """
+    model = toy_model()
+    early_stopping = ResumableEarlyStopping(patience, resume_from)
+    journal = EpochJournal(checkpoint, entries, early_stopping, target_tokens=100)
+    backup = keras.callbacks.BackupAndRestore(
+        str(checkpoint.backup_dir), delete_checkpoint=False, double_checkpoint=True
+    )
+    for callback in (early_stopping, journal, backup):
+        callback.set_model(model)
+    early_stopping.on_train_begin()
+    for epoch, val_loss in enumerate(val_losses, start=first_epoch):
+        model.set_weights([np.full(w.shape, float(epoch), w.dtype) for w in model.get_weights()])
+        logs = {"loss": 1.0, "nll": 0.5, "val_loss": val_loss, "val_nll": 0.5}
+        journal.on_epoch_begin(epoch)
+        early_stopping.on_epoch_end(epoch, logs)
+        journal.on_epoch_end(epoch, logs)
+        if backed_up_through is None or epoch < backed_up_through:
+            backup.on_epoch_end(epoch, logs)
+        if model.stop_training:
+            return
+
+
+def prepared_checkpoint(directory: Path) -> TrainingCheckpoint:
+    checkpoint = TrainingCheckpoint(directory)
+    checkpoint.prepare("fingerprint")
+    return checkpoint
+
+
+def test_early_stopping_state_survives_a_resume(tmp_path: Path) -> None:
+    checkpoint = prepared_checkpoint(tmp_path / "checkpoints")
+    run_epochs(checkpoint, [], [3.0, 2.0, 2.5])  # then the process dies
+
+    resume = prepared_checkpoint(tmp_path / "checkpoints").resume_point(epochs=10)
+    assert not resume.finished
+    assert resume.epoch == 3
+    assert resume.early_stopping == EarlyStoppingState(
+        best_epoch=2, best_val_loss=2.0, wait=1, stopped=False
+    )
+    entries = list(resume.entries)
+    run_epochs(checkpoint, entries, [2.6, 1.0], first_epoch=3, resume_from=resume.early_stopping)
+
+    # epoch 4 is the second epoch without improvement since epoch 2: patience 2 stops there
+    assert [entry.epoch for entry in entries] == [1, 2, 3, 4]
+    assert entries[-1].early_stopping == EarlyStoppingState(
+        best_epoch=2, best_val_loss=2.0, wait=2, stopped=True
+    )
+    finished = checkpoint.resume_point(epochs=10)
+    assert finished.finished and finished.epoch == 4
+    assert all((weights == 1.0).all() for weights in checkpoint.best_weights(2))  # epoch 2's
+    assert [path.name for path in checkpoint.directory.glob("best-epoch-*")] == [
+        "best-epoch-2.npz"
+    ]
+
+
+def test_resume_cuts_the_journal_back_to_the_epoch_keras_restores(tmp_path: Path) -> None:
+    checkpoint = prepared_checkpoint(tmp_path / "checkpoints")
+    # killed after epoch 3's journal entry (a new best) but before Keras backed epoch 3 up
+    run_epochs(checkpoint, [], [3.0, 2.0, 1.0], backed_up_through=2)
+    assert [entry.epoch for entry in checkpoint.read_journal()] == [1, 2, 3]
+
+    resume = checkpoint.resume_point(epochs=10)
+    assert not resume.finished
+    assert [entry.epoch for entry in resume.entries] == [1, 2]
+    assert resume.early_stopping == EarlyStoppingState(2, 2.0, 0, False)
+    assert all((weights == 1.0).all() for weights in checkpoint.best_weights(2))
+
+
+def test_a_journal_through_the_last_epoch_is_finished_without_keras(tmp_path: Path) -> None:
+    checkpoint = prepared_checkpoint(tmp_path / "checkpoints")
+    run_epochs(checkpoint, [], [3.0, 2.0, 2.5], backed_up_through=2)
+
+    resume = checkpoint.resume_point(epochs=3)
+    assert resume.finished
+    assert [entry.epoch for entry in resume.entries] == [1, 2, 3]
+    assert resume.entries[-1].early_stopping.best_epoch == 2
+
+
+def test_a_checkpoint_of_other_params_is_discarded(tmp_path: Path) -> None:
+    checkpoint = prepared_checkpoint(tmp_path / "checkpoints")
+    run_epochs(checkpoint, [], [3.0, 2.0])
+    other = TrainingCheckpoint(tmp_path / "checkpoints")
+    other.prepare("other fingerprint")
+    assert other.resume_point(epochs=10).entries == ()
+    assert not other.backup_dir.exists()
+
+
+def test_a_torn_keras_backup_record_restarts_training(tmp_path: Path) -> None:
+    checkpoint = prepared_checkpoint(tmp_path / "checkpoints")
+    run_epochs(checkpoint, [], [3.0, 2.0])
+    (checkpoint.backup_dir / "training_metadata.json").write_text('{"epo', encoding="utf-8")
+    resume = checkpoint.resume_point(epochs=10)
+    assert resume.entries == () and not resume.finished
+    assert checkpoint.read_journal() == []
+    assert not checkpoint.backup_dir.exists()
 
 
 # ------------------------------------------------------------ the `mt train` stage

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 from pipeline import cli
 from pipeline.model.decoding import DecodingSettings
 from pipeline.translator import Translator, pad_batch, read_input_lines
+from tests.conftest import REPO_ROOT
 from tests.tiny_translator import MEMORISED_PAIRS, memorised_model_dir
 
 TRAIN_PAIRS = MEMORISED_PAIRS
@@ -162,6 +165,7 @@ def test_mt_translate_through_a_saved_mlflow_pyfunc(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The registry's pyfunc wraps this Translator; `mt translate` loads it through MLflow."""
     import mlflow.pyfunc
@@ -184,10 +188,122 @@ def test_mt_translate_through_a_saved_mlflow_pyfunc(
             TOKENIZER_ARTIFACT: str(model_dir / "tokenizer"),
             DECODING_ARTIFACT: str(settings_file),
         },
-        model_config={"max_input_chars": 1000, "max_batch_rows": 8},
+        model_config={"max_input_chars": 1000, "max_batch_rows": 8, "max_request_work": 10_000},
         pip_requirements=[],
     )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     monkeypatch.setattr("sys.stdin", io.StringIO(f"{TRAIN_PAIRS[6][0]}\n\n"))
     assert cli.main(["translate", "--model", str(saved), "--batch-size", "8"]) == 0
     assert capsys.readouterr().out == f"{TRAIN_PAIRS[6][1]}\n\n"
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{TRAIN_PAIRS[6][0]}\n{'x' * 1001}\n"))
+    assert cli.main(["translate", "--model", str(saved), "--batch-size", "8"]) == 2
+    assert capsys.readouterr().out == ""
+    assert (
+        "translate failed: input lines 1-2 (one request of --batch-size 8): row 1: text of 1001 "
+        "characters exceeds register.max_input_chars=1000; split it into sentences"
+    ) in caplog.text
+
+
+# ------------------------------------------------------------- mt translate: bad input, exit 2
+
+
+def translate_error(caplog: pytest.LogCaptureFixture) -> str:
+    """The one line `mt` logged for a failed translate."""
+    [error] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert error.startswith("translate failed: ") and "\n" not in error
+    return error.removeprefix("translate failed: ")
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--beam", "0"], "--beam 0: outside the allowed range [1, 64] of params.yaml "
+         "`evaluate.beam_size`"),
+        (["--beam", "100000"], "--beam 100000: outside the allowed range [1, 64] of "
+         "params.yaml `evaluate.beam_size`"),
+        (["--batch-size", "0"], "--batch-size 0: outside the allowed range [1, 65_536] of "
+         "params.yaml `evaluate.batch_size`"),
+    ],
+    ids=["beam-0", "beam-100000", "batch-size-0"],
+)  # fmt: skip
+def test_mt_translate_flags_outside_their_param_range_exit_2(
+    project_dir: Path, caplog: pytest.LogCaptureFixture, flags: list[str], message: str
+) -> None:
+    assert cli.main(["translate", *flags]) == 2
+    assert translate_error(caplog) == message
+
+
+def test_mt_translate_refuses_stdin_that_is_not_utf8(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"A dog.\nA \xff cat.\n")))
+    assert cli.main(["translate"]) == 2
+    assert translate_error(caplog) == (
+        "stdin: line 2: invalid UTF-8 at byte offset 9 (column 3): invalid start byte. Fix: "
+        "convert the input to UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+    )
+
+
+def test_mt_translate_refuses_an_input_file_that_is_not_utf8(
+    project_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (project_dir / "in.txt").write_bytes("A dog.\nEin Mädchen.\n".encode("latin-1"))
+    assert cli.main(["translate", "--input", "in.txt"]) == 2
+    assert translate_error(caplog) == (
+        "--input in.txt: line 2: invalid UTF-8 at byte offset 12 (column 6): invalid "
+        "continuation byte. Fix: convert the input to UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+    )
+
+
+@pytest.mark.slow
+def test_mt_translate_of_latin1_stdin_exits_2_without_a_traceback(tmp_path: Path) -> None:
+    """A real process: under a C locale Python's own stdin would let the byte through."""
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "translate"],
+        input="Ein Mädchen.\n".encode("latin-1"),
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO_ROOT), "LC_ALL": "C",
+             "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
+    stderr = done.stderr.decode()
+    assert done.returncode == 2 and done.stdout == b""
+    assert "translate failed: stdin: line 1: invalid UTF-8 at byte offset 5" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_mt_translate_with_an_unknown_registered_model_exits_2(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project_dir / 'mlruns.db'}")
+    monkeypatch.setattr("sys.stdin", io.StringIO("A dog.\n"))
+    assert cli.main(["translate", "--model", "models:/absent@champion"]) == 2
+    assert translate_error(caplog) == (
+        "--model models:/absent@champion: cannot load this MLflow model from "
+        f"sqlite:///{project_dir / 'mlruns.db'}: Registered Model with name=absent not found"
+    )
+
+
+@pytest.mark.slow
+def test_mt_translate_with_a_broken_model_file_or_output_path_exits_2(
+    model_dir: Path,
+    project_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    broken = project_dir / "broken"
+    shutil.copytree(model_dir / "tokenizer", broken / "tokenizer")
+    (broken / "seq2seq.keras").write_text("not a zip\n", encoding="utf-8")
+    monkeypatch.setattr("sys.stdin", io.StringIO("A dog.\n"))
+    assert cli.main(["translate", "--model", str(broken)]) == 2
+    assert translate_error(caplog).startswith(
+        f"{broken / 'seq2seq.keras'}: not a loadable Keras model ("
+    )
+    assert translate_error(caplog).endswith("); run `mt train` to write it again")
+    caplog.clear()
+    (project_dir / "out").mkdir()
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{TRAIN_PAIRS[0][0]}\n"))
+    assert cli.main(["translate", "--model", str(model_dir), "--output", "out"]) == 2
+    assert translate_error(caplog) == "--output out: cannot write it: Is a directory"

@@ -12,11 +12,9 @@ import pytest
 
 from pipeline.cli import main as mt
 from pipeline.config import load_config
+from pipeline.data.pair_frames import build_pair_frame, contains_words, decode_lines, sources_in
 from pipeline.data.validate import (
-    build_pair_frame,
     clean_bounds,
-    contains_words,
-    decode_lines,
     raw_bounds,
     run_validate_raw,
     suite_expectations,
@@ -114,6 +112,8 @@ def test_raw_suite_names_every_rule_once(project_dir: Path) -> None:
         ["min_rows", "duplicate_pairs", "length_ratio", "source_language", "target_language"]
         + [f"{side}_{rule}" for side in ("source", "target") for rule in per_side]
     )
+    held_out = [e.meta["rule"] for e in suite_expectations(raw_bounds(config, "val"), LANGS)]
+    assert sorted(held_out) == sorted([*rules, "train_overlap"])
 
 
 def test_clean_suite_leaves_test_split_lengths_unbounded(project_dir: Path) -> None:
@@ -138,6 +138,8 @@ def test_tiny_corpus_passes_and_writes_the_report(tiny_project: Path) -> None:
     }
     assert summary["splits"]["train"]["rows"] == 60
     assert summary["splits"]["train"]["files"] == ["data/raw/train.en", "data/raw/train.de"]
+    none_in_train = {"rows": 0, "share": 0.0, "max_share": 0.01}
+    assert summary["train_overlap"] == {"val": none_in_train, "test_2016_flickr": none_in_train}
     assert (report / "data_docs" / "index.html").is_file()
     assert sorted(p.name for p in (report / "results").iterdir()) == sorted(
         f"{split}.json" for split in SPLITS
@@ -231,6 +233,58 @@ def test_duplicates_above_the_share_fail(tiny_project: Path) -> None:
     assert train["rules"]["duplicate_pairs"]["examples"][0]["line"] == 31
 
 
+def test_a_test_split_copied_from_train_fails_train_overlap(tiny_project: Path) -> None:
+    write_corpus(tiny_project / "data" / "raw", {"test_2016_flickr": tiny_pairs(10)})
+    with pytest.raises(ValidationFailed) as failure:
+        run_stage(tiny_project)
+    summary = read_summary(tiny_project)
+    failed = {split: d["failed_rules"] for split, d in summary["splits"].items()}
+    assert failed == {"train": [], "val": [], "test_2016_flickr": ["train_overlap"]}
+    assert summary["train_overlap"]["test_2016_flickr"] == {
+        "rows": 10,
+        "share": 1.0,
+        "max_share": 0.01,
+    }
+    message = str(failure.value)
+    assert (
+        "test_2016_flickr (data/raw/test_2016_flickr.en / data/raw/test_2016_flickr.de): rule "
+        "train_overlap (10 of 10 rows break expect_column_values_to_be_in_set(column="
+        "source_in_train, mostly=0.99, value_set=[False]))"
+    ) in message
+    assert "    fix: these val/test sources also occur in train" in message
+    assert "    line 1: 'A dog runs on the beach number 0.'" in message
+
+
+def test_overlap_flags_compare_normalised_non_empty_sources() -> None:
+    flags = sources_in(["", "A  dog\u200b.", "A cat.", "a dog."], frozenset({"", "A dog."}))
+    assert flags.tolist() == [False, True, False, False]
+
+
+@pytest.mark.parametrize("max_overlap", [0.1, 0.09])
+def test_train_overlap_fails_only_above_its_share(project_dir: Path, max_overlap: float) -> None:
+    limits = {**TINY_OVERRIDES["validate"], "max_train_overlap": max_overlap}
+    write_params(project_dir, {**TINY_OVERRIDES, "validate": limits})
+    splits = tiny_splits()
+    # The source of train line 4 once clean has normalised it, with another translation.
+    splits["val"][6] = ("A  child jumps into\u200b the water number 0. ", "Ein Kind springt.")
+    write_corpus(project_dir / "data" / "raw", splits)
+    if max_overlap >= 0.1:
+        assert run_stage(project_dir)["success"] is True
+    else:
+        with pytest.raises(ValidationFailed, match="val .*: rule train_overlap .1 of 10 rows"):
+            run_stage(project_dir)
+    summary = read_summary(project_dir)
+    failed = {split: d["failed_rules"] for split, d in summary["splits"].items()}
+    expected = [] if max_overlap >= 0.1 else ["train_overlap"]
+    assert failed == {"train": [], "val": expected, "test_2016_flickr": []}
+    assert summary["train_overlap"]["val"] == {"rows": 1, "share": 0.1, "max_share": max_overlap}
+    assert summary["splits"]["val"]["rules"]["train_overlap"]["examples"] == (
+        []
+        if max_overlap >= 0.1
+        else [{"line": 7, "source": splits["val"][6][0], "target": "Ein Kind springt."}]
+    )
+
+
 def test_too_few_rows_fail_min_rows(tiny_project: Path) -> None:
     write_corpus(tiny_project / "data" / "raw", {"train": tiny_pairs(19)})
     with pytest.raises(ValidationFailed, match=r"rule min_rows \(observed 19"):
@@ -318,3 +372,9 @@ def test_real_multi30k_passes(project_dir: Path, multi30k_dir: Path, tgt_lang: s
     summary = run_stage(project_dir)
     assert summary["success"] is True
     assert [summary["splits"][split]["rows"] for split in SPLITS] == [29_000, 1_014, 1_000]
+    # The real overlap the default validate.max_train_overlap (1%) leaves room for: one val
+    # source of 1,014 also occurs in train, no test source does.
+    assert summary["train_overlap"] == {
+        "val": {"rows": 1, "share": round(1 / 1_014, 6), "max_share": 0.01},
+        "test_2016_flickr": {"rows": 0, "share": 0.0, "max_share": 0.01},
+    }

@@ -3,6 +3,10 @@
 Pure core: `normalize_text` and the rules in `RULES` work on lists of (source, target) pairs.
 `clean_corpus` applies them split by split and says which rule dropped which raw line. Test
 splits are only normalised (their line count must match the raw references), never filtered.
+Normalisation is counted too: rows whose invisible characters (`INVISIBLE_CHARS`) were removed
+or turned into a space are reported under the rule `invisible_chars`. `normalize_text` is also
+what `mt translate` and the served model apply to their inputs, and `remove_invisible` is what
+evaluate and the registry apply to the references BLEU is computed against.
 `main` reads data/raw, runs the stricter Great Expectations suite on the result and only then
 writes data/clean/ (one atomic directory swap) and reports/cleaning.json.
 """
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.aligned_text import join_lines, read_aligned_lines
 from pipeline.atomic import atomic_directory, atomic_write_json
 from pipeline.config import CleanConfig, Config, load_config
 from pipeline.errors import DataError
@@ -29,14 +34,43 @@ Pair = tuple[str, str]
 MAX_EXAMPLES = 3
 
 
+# Characters that render as nothing (or as a line break) yet make two equal-looking sentences
+# differ: the duplicate and leak rules miss the match, SentencePiece learns pieces for them and
+# BLEU counts a reference token "Hund\u200b" as different from "Hund". Zero-width ones go; the
+# line and paragraph separators stand between words, so they become a space. U+FEFF inside a
+# line is a byte-order mark left by concatenating files (fetch drops the one at the start).
+# Right for en/de/fr; a script where ZWNJ/ZWJ carry meaning (Persian, Indic scripts, emoji
+# sequences) would need this rule revisited.
+ZERO_WIDTH_CHARS = "\u200b\u200c\u200d\u2060\ufeff"
+LINE_SEPARATOR_CHARS = "\u2028\u2029"
+INVISIBLE_CHARS = ZERO_WIDTH_CHARS + LINE_SEPARATOR_CHARS
+_INVISIBLE_TABLE = str.maketrans(
+    {
+        **dict.fromkeys(map(ord, ZERO_WIDTH_CHARS)),
+        **dict.fromkeys(map(ord, LINE_SEPARATOR_CHARS), " "),
+    }
+)
+
+
+def remove_invisible(text: str) -> str:
+    """`text` without zero-width characters, with line/paragraph separators as spaces."""
+    return text.translate(_INVISIBLE_TABLE)
+
+
+def invisible_chars_in(text: str) -> list[str]:
+    """The invisible characters `text` holds, as sorted "U+200B ZERO WIDTH SPACE" labels."""
+    found = sorted(set(text) & set(INVISIBLE_CHARS))
+    return [f"U+{ord(char):04X} {unicodedata.name(char)}" for char in found]
+
+
 def normalize_text(text: str) -> str:
-    """Unicode NFC, then whitespace repair.
+    """Invisible characters removed, Unicode NFC, then whitespace repair.
 
     `str.split()` with no argument splits on every Unicode whitespace character (tabs,
     non-breaking and other Unicode spaces, line separators), so joining its parts with one space
     maps them all to a plain space, collapses runs and strips both ends in one step.
     """
-    return " ".join(unicodedata.normalize("NFC", text).split())
+    return " ".join(unicodedata.normalize("NFC", remove_invisible(text)).split())
 
 
 def normalize_pairs(pairs: Sequence[Pair]) -> list[Pair]:
@@ -123,6 +157,22 @@ def rules_for(split_role: str) -> list[str]:
     return [name for name in RULES if split_role == "train" or name not in TRAIN_ONLY_RULES]
 
 
+# Named normalisations: they change a row instead of dropping it, and are counted like rules.
+NORMALISATIONS: dict[str, str] = {
+    "invisible_chars": "Zero-width characters (U+200B-U+200D, U+2060, U+FEFF) removed and line/"
+    "paragraph separators (U+2028, U+2029) turned into a space.",
+}
+
+
+@dataclass(frozen=True)
+class NormalisedRow:
+    """A raw row that a named normalisation changed, and what it found there."""
+
+    line: int
+    pair: Pair  # after normalisation
+    found: list[str]
+
+
 @dataclass
 class SplitOutcome:
     """One split after cleaning: the kept pairs and what happened to the others."""
@@ -131,12 +181,16 @@ class SplitOutcome:
     rows_in: int
     rows_normalised: int
     dropped: dict[str, list[tuple[int, Pair]]] = field(default_factory=dict)
+    normalised: dict[str, list[NormalisedRow]] = field(default_factory=dict)
 
     def report(self) -> dict[str, Any]:
         return {
             "rows_in": self.rows_in,
             "rows_out": len(self.pairs),
             "rows_normalised": self.rows_normalised,
+            "normalised": {
+                name: _normalised_report(rows) for name, rows in self.normalised.items()
+            },
             "dropped": {name: _rule_report(rows) for name, rows in self.dropped.items()},
         }
 
@@ -147,6 +201,26 @@ def _rule_report(rows: list[tuple[int, Pair]]) -> dict[str, Any]:
         for line, (source, target) in rows[:MAX_EXAMPLES]
     ]
     return {"rows": len(rows), "examples": examples}
+
+
+def _normalised_report(rows: list[NormalisedRow]) -> dict[str, Any]:
+    examples = [
+        {"line": row.line, "found": row.found, "source": row.pair[0], "target": row.pair[1]}
+        for row in rows[:MAX_EXAMPLES]
+    ]
+    return {"rows": len(rows), "examples": examples}
+
+
+def rows_with_invisible_chars(
+    raw_pairs: Sequence[Pair], normalised: Sequence[Pair]
+) -> list[NormalisedRow]:
+    """The rows the `invisible_chars` normalisation changed (1-based raw line numbers)."""
+    rows = []
+    for line, (raw, clean) in enumerate(zip(raw_pairs, normalised, strict=True), 1):
+        found = invisible_chars_in(raw[0] + raw[1])
+        if found:
+            rows.append(NormalisedRow(line, clean, found))
+    return rows
 
 
 def clean_split(
@@ -166,7 +240,8 @@ def clean_split(
         dropped[name] = [(ln, p) for ln, p, gone in zip(lines, pairs, drop, strict=True) if gone]
         lines = [ln for ln, gone in zip(lines, drop, strict=True) if not gone]
         pairs = [p for p, gone in zip(pairs, drop, strict=True) if not gone]
-    return SplitOutcome(pairs, len(raw_pairs), changed, dropped)
+    invisible = {"invisible_chars": rows_with_invisible_chars(raw_pairs, normalised)}
+    return SplitOutcome(pairs, len(raw_pairs), changed, dropped, invisible)
 
 
 def held_out_context(
@@ -194,31 +269,9 @@ def cleaning_report(outcomes: Mapping[str, SplitOutcome], config: CleanConfig) -
     return {
         "params": dataclasses.asdict(config),
         "rules": {name: (rule.__doc__ or "").strip() for name, rule in RULES.items()},
+        "normalisations": NORMALISATIONS,
         "splits": {split: outcome.report() for split, outcome in outcomes.items()},
     }
-
-
-def read_lines(path: Path, producer: str = "mt fetch") -> list[str]:
-    """One side of a split: UTF-8, one sentence per "\n"-terminated line.
-
-    Split on "\n" only: `str.splitlines` would also break at U+2028 or U+0085 inside a
-    sentence and shift every later line out of alignment with the other language.
-    `producer` is the command that writes the file, named in the fix of an error.
-    """
-    if not path.is_file():
-        raise DataError(f"{path}: file not found; run `{producer}` first")
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise DataError(
-            f"{path}, line {line}: not valid UTF-8 ({error.reason}); "
-            f"re-run `{producer}` or re-encode the source file as UTF-8"
-        ) from None
-    if not text:
-        return []
-    return text.removesuffix("\n").split("\n")
 
 
 def read_pairs(
@@ -227,7 +280,9 @@ def read_pairs(
     """The aligned pairs of one split (`{split}.{lang}` files in `directory`, raw or clean)."""
     source_path = raw_file(directory, split, langs[0])
     target_path = raw_file(directory, split, langs[1])
-    sources, targets = read_lines(source_path, producer), read_lines(target_path, producer)
+    fix = f"run `{producer}`"
+    sources = read_aligned_lines(source_path, fix)
+    targets = read_aligned_lines(target_path, fix)
     if len(sources) != len(targets):
         raise DataError(
             f"{target_path}: {len(targets)} lines, but {source_path} has {len(sources)}; "
@@ -243,7 +298,7 @@ def write_clean_dir(
     with atomic_directory(target) as staging:
         for split, outcome in outcomes.items():
             for side, lang in enumerate((src_lang, tgt_lang)):
-                text = "".join(pair[side] + "\n" for pair in outcome.pairs)
+                text = join_lines(pair[side] for pair in outcome.pairs)
                 raw_file(staging, split, lang).write_text(text, encoding="utf-8", newline="\n")
 
 

@@ -9,39 +9,41 @@ Three sources (params `data.source`):
 - `tsv`: `data.path` holds `{split}.tsv` files, one `source<TAB>target` per line.
 
 Every split named by `data.*_split(s)` must exist for both languages. The output is
-`data/raw/{split}.{lang}` (decompressed UTF-8, "\\n" line ends, final newline; nothing else is
-changed: data/raw is never cleaned) plus `data/raw/checksums.json`. The whole directory is
-swapped in at once, so a failed fetch leaves the previous data/raw (or none).
+`data/raw/{split}.{lang}` (decompressed UTF-8, "\\n" line ends, final newline, no leading
+byte-order mark; nothing else is changed: data/raw is never cleaned) plus
+`data/raw/checksums.json`. The whole directory is swapped in at once, so a failed fetch leaves
+the previous data/raw (or none).
+
+Hostile inputs (pipeline/data/capped_io.py): only regular files are read, a device, FIFO or
+socket under a corpus name is refused by name, and no file, archive, download or decompressed
+text may pass `data.max_file_mb`.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
-import http.client
 import logging
-import os
-import shutil
 import tempfile
-import time
-import urllib.error
-import urllib.request
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.aligned_text import decode_utf8, line_and_column
 from pipeline.atomic import atomic_directory, atomic_write_json
 from pipeline.config import DataConfig, load_config
+from pipeline.data.capped_io import SizeCap, gunzip_bytes, read_corpus_file, read_regular_file
+from pipeline.data.download import MIRROR_ENV, download, mirror_from_env
 from pipeline.errors import DataError
 from pipeline.paths import project_paths, raw_file
 
 log = logging.getLogger(__name__)
 
 CHECKSUMS_FILE = "checksums.json"
-MIRROR_ENV = "MT_DATA_DIR"
+UTF8_BOM = b"\xef\xbb\xbf"
+REENCODE_FIX = "re-encode the file as UTF-8, e.g. `iconv -f latin1 -t utf-8`"
+LOCAL_FILE_FIX = "point data.path at the folder of the real corpus files"
 
 # sha256 of the public Multi30k task1 raw archives (github.com/multi30k/dataset,
 # data/task1/raw), computed from an exact mirror of that download. Archives not listed here
@@ -58,10 +60,7 @@ MULTI30K_SHA256: dict[str, str] = {
     "test_2016_flickr.fr.gz": "6d326e188d259fb1d04ac19eae3af956559b3a0b93d7635e56c90987c40c8b90",
 }
 
-# Server-side or transient statuses worth another attempt; any other HTTP error is final.
-RETRYABLE_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 DEFAULT_BACKOFF_S = 1.0
-USER_AGENT = "mt-pipeline-fetch/1.0"
 
 
 @dataclass(frozen=True)
@@ -92,58 +91,38 @@ def count_lines(text: bytes) -> int:
     return text.count(b"\n")
 
 
-def _line_and_column(data: bytes, offset: int) -> tuple[int, int]:
-    """1-based line number and 1-based byte column of `offset` in `data`."""
-    line = data.count(b"\n", 0, offset) + 1
-    line_start = data.rfind(b"\n", 0, offset) + 1
-    return line, offset - line_start + 1
-
-
 def normalise_text(data: bytes, origin: str) -> bytes:
     """Check that `data` is non-empty UTF-8 text; return it with "\\n" line ends.
 
-    Only line endings change ("\\r\\n" → "\\n", a final newline added); the sentences are
-    kept byte for byte.
+    Only the encoding's framing changes: a leading UTF-8 byte-order mark is dropped (it is no
+    part of the first sentence), "\\r\\n" becomes "\\n" and a final newline is added. The
+    sentences are kept byte for byte.
     """
-    if not data:
+    text = data.removeprefix(UTF8_BOM)
+    if not text:
+        what = "0 bytes" if not data else "only a UTF-8 byte-order mark"
         raise DataError(
-            f"{origin}: the file is empty (0 bytes); every split needs one sentence per line. "
+            f"{origin}: the file is empty ({what}); every split needs one sentence per line. "
             "Fix: point the source at the complete file."
         )
+    # Checked on `data` as given, so offsets and columns count the byte-order mark too.
+    _refuse_nul_bytes(data, origin)
+    decode_utf8(data, origin, REENCODE_FIX)
+    if len(text) < len(data):
+        log.info("%s: dropped the UTF-8 byte-order mark at the start", origin)
+    text = text.replace(b"\r\n", b"\n")
+    return text if text.endswith(b"\n") else text + b"\n"
+
+
+def _refuse_nul_bytes(data: bytes, origin: str) -> None:
     nul_at = data.find(b"\x00")
     if nul_at >= 0:
-        line, column = _line_and_column(data, nul_at)
+        line, column = line_and_column(data, nul_at)
         raise DataError(
             f"{origin}: line {line}: NUL byte at byte offset {nul_at} (column {column}); this "
             "is a binary file, not UTF-8 text. Fix: use the plain-text corpus file (or its "
             ".gz when the source accepts one)."
         )
-    _require_utf8(data, origin)
-    text = data.replace(b"\r\n", b"\n")
-    return text if text.endswith(b"\n") else text + b"\n"
-
-
-def _require_utf8(data: bytes, origin: str) -> None:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        line, column = _line_and_column(data, error.start)
-        raise DataError(
-            f"{origin}: line {line}: invalid UTF-8 at byte offset {error.start} "
-            f"(column {column}): {error.reason}. Fix: re-encode the file as UTF-8, "
-            "e.g. `iconv -f latin1 -t utf-8`."
-        ) from None
-
-
-def gunzip(data: bytes, origin: str) -> bytes:
-    """Decompress a whole gzip file, naming it when it is truncated or corrupt."""
-    try:
-        return gzip.decompress(data)
-    except (EOFError, OSError, zlib.error) as error:
-        raise DataError(
-            f"{origin}: not a complete gzip file ({error}); it is truncated or corrupt. "
-            "Fix: download or copy the file again."
-        ) from None
 
 
 def verify_archive(name: str, data: bytes, origin: str, pinned: Mapping[str, str]) -> str:
@@ -214,89 +193,16 @@ def build_checksums(corpus: FetchedCorpus) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Downloads: timeout, retries with exponential backoff, streamed to a temp file.
-
-
-class _IncompleteDownload(Exception):
-    """The server closed the connection before sending Content-Length bytes."""
-
-
-def _download_once(url: str, destination: Path, timeout_s: float) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
-        expected = response.headers.get("Content-Length")
-        with destination.open("wb") as handle:
-            shutil.copyfileobj(response, handle, 1 << 16)
-    received = destination.stat().st_size
-    if expected is not None and received != int(expected):
-        raise _IncompleteDownload(f"received {received} of {expected} bytes")
-
-
-def download(
-    url: str, destination: Path, timeout_s: float, retries: int, backoff_s: float
-) -> None:
-    """Fetch `url` into `destination`, retrying transient failures `retries` times.
-
-    The wait doubles after each failed attempt (backoff_s, 2*backoff_s, ...). HTTP errors that
-    a retry cannot fix (404, 403, ...) fail at once.
-    """
-    attempts = retries + 1
-    reason = ""
-    for attempt in range(1, attempts + 1):
-        reason = _try_download(url, destination, timeout_s)
-        if not reason:
-            return
-        if attempt < attempts:
-            delay = backoff_s * 2 ** (attempt - 1)
-            log.warning(
-                "%s: attempt %d/%d failed (%s); retrying in %.2gs",
-                *(url, attempt, attempts, reason, delay),
-            )
-            time.sleep(delay)
-    raise DataError(
-        f"{url}: download failed after {retries} {'retry' if retries == 1 else 'retries'} "
-        f"({attempts} attempts, timeout {timeout_s:g}s each); last error: {reason}. Fix: check "
-        "the network and data.url, raise data.retries / data.timeout_s, or set "
-        f"{MIRROR_ENV} to a folder holding the same .gz files."
-    )
-
-
-def _try_download(url: str, destination: Path, timeout_s: float) -> str:
-    """One attempt: "" on success, else why it failed when a retry may help."""
-    try:
-        _download_once(url, destination, timeout_s)
-    except urllib.error.HTTPError as error:
-        error.close()
-        if error.code not in RETRYABLE_HTTP_STATUS:
-            raise _http_error(url, error) from None
-        return f"HTTP {error.code} {error.reason}"
-    except (OSError, http.client.HTTPException, _IncompleteDownload) as error:
-        return _describe_network_error(error)
-    return ""
-
-
-def _http_error(url: str, error: urllib.error.HTTPError) -> DataError:
-    return DataError(
-        f"{url}: HTTP {error.code} {error.reason}; the server has no such file for us. Fix: "
-        "check data.url and that every split (data.train_split, data.val_split, "
-        "data.test_splits) exists there in both languages (data.src_lang, data.tgt_lang)."
-    )
-
-
-def _describe_network_error(error: BaseException) -> str:
-    if isinstance(error, urllib.error.URLError) and not isinstance(error.reason, str):
-        error = error.reason
-    if isinstance(error, TimeoutError):
-        return "timed out"
-    return f"{type(error).__name__}: {error}"
-
-
-# ---------------------------------------------------------------------------------------------
 # Sources: each returns the validated sides of every split and its provenance.
 
 
 def _wanted(data: DataConfig) -> list[tuple[str, str]]:
     return [(split, lang) for split in data.splits for lang in (data.src_lang, data.tgt_lang)]
+
+
+def size_cap(data: DataConfig) -> SizeCap:
+    """data.max_file_mb: the most bytes any one file, archive or download may have."""
+    return SizeCap(data.max_file_mb)
 
 
 def read_multi30k(
@@ -315,7 +221,7 @@ def read_multi30k(
             archive, origin = _multi30k_archive(data, name, mirror, Path(scratch), backoff_s)
             status = verify_archive(name, archive, origin, pinned)
             archives[name] = {"sha256": sha256_hex(archive), "status": status}
-            text = normalise_text(gunzip(archive, origin), origin)
+            text = normalise_text(gunzip_bytes(archive, size_cap(data), origin), origin)
             sides.append(CorpusSide(split, lang, origin, text))
             log.info("%s: %d lines (%s)", origin, count_lines(text), status)
     source = {"kind": "multi30k", "url": data.url, "archives": archives}
@@ -327,15 +233,16 @@ def _multi30k_archive(
 ) -> tuple[bytes, str]:
     if mirror is not None:
         path = mirror / name
-        if not path.is_file():
+        if not path.exists():
             raise DataError(
                 f"{path}: missing ({MIRROR_ENV}={mirror}); every split in params data.* needs "
                 f"{name}. Fix: add the file to that folder or unset {MIRROR_ENV} to download."
             )
-        return path.read_bytes(), str(path)
+        mirror_fix = f"point {MIRROR_ENV} at a folder of the real Multi30k .gz files"
+        return read_regular_file(path, size_cap(data), mirror_fix), str(path)
     url = f"{data.url.rstrip('/')}/{name}"
     destination = scratch / name
-    download(url, destination, data.timeout_s, data.retries, backoff_s)
+    download(url, destination, data.timeout_s, data.retries, backoff_s, size_cap(data))
     return destination.read_bytes(), url
 
 
@@ -345,9 +252,7 @@ def read_dir_source(data: DataConfig, folder: Path) -> FetchedCorpus:
     sides = []
     for split, lang in _wanted(data):
         path = _find_side_file(folder, split, lang)
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gunzip(raw, str(path))
+        raw = read_corpus_file(path, size_cap(data), LOCAL_FILE_FIX)
         sides.append(CorpusSide(split, lang, str(path), normalise_text(raw, str(path))))
     return FetchedCorpus(sides, {"kind": "dir", "path": data.path})
 
@@ -355,7 +260,9 @@ def read_dir_source(data: DataConfig, folder: Path) -> FetchedCorpus:
 def _find_side_file(folder: Path, split: str, lang: str) -> Path:
     plain = raw_file(folder, split, lang)
     packed = plain.with_name(plain.name + ".gz")
-    found = [path for path in (plain, packed) if path.is_file()]
+    # exists(), not is_file(): a device or FIFO under the corpus name is refused by name when
+    # it is opened, rather than reported as missing.
+    found = [path for path in (plain, packed) if path.exists()]
     if not found:
         raise DataError(
             f"{plain}: missing (nor {packed.name}); split {split!r} needs a {lang!r} side. "
@@ -375,12 +282,13 @@ def read_tsv_source(data: DataConfig, folder: Path) -> FetchedCorpus:
     sides = []
     for split in data.splits:
         path = folder / f"{split}.tsv"
-        if not path.is_file():
+        if not path.exists():
             raise DataError(
                 f"{path}: missing; split {split!r} needs a `source<TAB>target` file. Fix: "
                 "add it, or change data.train_split / data.val_split / data.test_splits."
             )
-        text = normalise_text(path.read_bytes(), str(path))
+        raw = read_regular_file(path, size_cap(data), LOCAL_FILE_FIX)
+        text = normalise_text(raw, str(path))
         sources, targets = split_tsv(text, str(path))
         sides.append(CorpusSide(split, data.src_lang, f"{path} (column 1)", sources))
         sides.append(CorpusSide(split, data.tgt_lang, f"{path} (column 2)", targets))
@@ -451,11 +359,6 @@ def fetch(
     """Fetch, check and write the corpus; returns the checksums.json content."""
     corpus = read_source(data, root, pinned=pinned, mirror=mirror, backoff_s=backoff_s)
     return write_raw(corpus, raw_dir)
-
-
-def mirror_from_env() -> Path | None:
-    configured = os.environ.get(MIRROR_ENV)
-    return Path(configured).expanduser().resolve() if configured else None
 
 
 def main(argv: list[str]) -> int | None:

@@ -1,12 +1,18 @@
 """`mt validate` (DVC stage validate_raw): the raw corpus against its data contract, with GX.
 
-Every split of `config.data.splits` becomes one pandas DataFrame of aligned pairs (columns
-`line`, `source`, `target` plus derived columns such as token counts, length ratio, UTF-8
-validity, duplicate and foreign-language flags) and one Great Expectations 1.x suite, run by a
+Every split of `config.data.splits` becomes one pandas DataFrame of aligned pairs
+(pipeline/data/pair_frames.py: columns `line`, `source`, `target` plus derived columns such as
+token counts, length ratio, UTF-8 validity, duplicate and foreign-language flags; val and test
+frames also flag sources that occur in train) and one Great Expectations 1.x suite, run by a
 Checkpoint in an ephemeral context that also builds Data Docs. Every expectation is a
 column-level (vectorised) check on those columns and carries its rule name in `meta["rule"]`,
 e.g. `source_max_tokens` or `target_language`; the rule names are what summary.json, the error
-message and the tests speak of.
+message (both built by pipeline/data/validation_report.py) and the tests speak of.
+
+Train overlap: the rule `train_overlap` fails a val or test split when more than
+`validate.max_train_overlap` of its sources (compared after clean's normalisation) also occur
+in train: BLEU on such a split measures recall of training data, not translation.
+summary.json's `train_overlap` reports the share for every held-out split, pass or fail.
 
 Outputs (one atomic directory swap): reports/validation/summary.json (deterministic: no
 timestamps or run ids, since `clean` depends on it), results/<split>.json (the full GX
@@ -27,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +47,16 @@ from great_expectations.data_context.store.store import DataDocsSiteConfigTypedD
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from pipeline.atomic import atomic_directory, atomic_write_json, remove_outputs
-from pipeline.config import Config, DataConfig, load_config
+from pipeline.config import Config, load_config
+from pipeline.data.pair_frames import (
+    FUNCTION_WORDS,
+    SIDES,
+    build_pair_frame,
+    read_split_frame,
+    train_overlap_report,
+    with_train_overlap,
+)
+from pipeline.data.validation_report import MAX_EXAMPLES, failure_message, summarise
 from pipeline.errors import DataError, ValidationFailed
 from pipeline.paths import ProjectPaths, project_paths, raw_file
 
@@ -52,14 +66,6 @@ logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 Pair = tuple[str, str]
 
-# Frequent function words per language code. A side that should be language X but whose rows
-# often contain the other language's words has most likely been swapped or mislabelled. The
-# lists avoid words that are common in another of the languages (English "a" is French "has").
-FUNCTION_WORDS: dict[str, tuple[str, ...]] = {
-    "en": ("the", "and", "is", "are", "of", "with"),
-    "de": ("der", "die", "und", "ein", "eine", "ist", "mit"),
-    "fr": ("le", "la", "et", "une", "des", "est", "avec"),
-}
 # Real Multi30k: at most 1% of one side's rows hold the other language's words; a swapped side
 # holds them in 79-90% of rows.
 MAX_FOREIGN_WORD_SHARE = 0.1
@@ -69,9 +75,6 @@ CONTROL_CHARS = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]"
 # A side longer than this many characters per allowed token is one run-on blob, not a sentence
 # (the token bound alone misses a 100 kB line without spaces).
 MAX_CHARS_PER_TOKEN = 20
-MAX_EXAMPLES = 5
-EXAMPLE_CHARS = 200
-SIDES = ("source", "target")
 DOCS_SITE = "validation"
 RESULT_FORMAT: dict[str, Any] = {
     "result_format": "SUMMARY",
@@ -79,104 +82,6 @@ RESULT_FORMAT: dict[str, Any] = {
     "unexpected_index_column_names": ["line"],
     "return_unexpected_index_query": False,
 }
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-def decode_lines(data: bytes) -> tuple[list[str], list[bool]]:
-    """The lines of a raw file and, per line, whether its bytes were valid UTF-8.
-
-    Split on b"\n" only (str.splitlines would also break at U+2028 or U+0085 and misalign the
-    sides). Bad bytes become U+FFFD so one broken line cannot stop the whole report.
-    """
-    if not data:
-        return [], []
-    chunks = data.removesuffix(b"\n").split(b"\n")
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return [chunk.decode("utf-8", "replace") for chunk in chunks], [
-            _is_utf8(chunk) for chunk in chunks
-        ]
-    return [chunk.decode("utf-8") for chunk in chunks], [True] * len(chunks)
-
-
-def _is_utf8(chunk: bytes) -> bool:
-    try:
-        chunk.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def read_side(path: Path, split: str) -> tuple[list[str], list[bool]]:
-    if not path.is_file():
-        raise DataError(
-            f"{path}: missing; rule: every split in data.splits ({split} here) needs both "
-            "language files; fix: run `mt fetch`, or remove the split from params.yaml"
-        )
-    return decode_lines(path.read_bytes())
-
-
-def require_same_line_count(source: Path, n_source: int, target: Path, n_target: int) -> None:
-    if n_source != n_target:
-        raise DataError(
-            f"{target}: {n_target} lines, but {source} has {n_source}; rule: sentence-aligned "
-            "files have one pair per line on both sides; fix: re-export the corpus so that line "
-            "i of each file is a translation pair (look for embedded or missing newlines)"
-        )
-
-
-# ----------------------------------------------------------------------------- frames
-
-
-def token_counts(texts: pd.Series) -> pd.Series:
-    """Whitespace tokens per row (the unit of validate.max_tokens and clean.max_tokens)."""
-    return texts.str.split().str.len().astype("int64")
-
-
-def contains_words(texts: pd.Series, lang: str) -> pd.Series:
-    """Rows that contain any of `lang`'s function words (False for unlisted languages)."""
-    words = FUNCTION_WORDS.get(lang)
-    if not words:
-        return pd.Series(False, index=texts.index)
-    pattern = r"\b(?:" + "|".join(re.escape(word) for word in words) + r")\b"
-    return texts.str.contains(pattern, case=False, regex=True)
-
-
-def build_pair_frame(
-    sources: Sequence[str],
-    targets: Sequence[str],
-    langs: tuple[str, str],
-    utf8_valid: tuple[Sequence[bool], Sequence[bool]] | None = None,
-) -> pd.DataFrame:
-    """One row per aligned pair, with the derived columns the suites check."""
-    frame = pd.DataFrame(
-        {"line": range(1, len(sources) + 1), "source": list(sources), "target": list(targets)},
-        dtype=object,
-    ).astype({"line": "int64"})
-    valid = utf8_valid or ([True] * len(sources), [True] * len(targets))
-    for side, foreign, flags in zip(SIDES, reversed(langs), valid, strict=True):
-        frame[f"{side}_tokens"] = token_counts(frame[side].astype(str))
-        frame[f"{side}_utf8_valid"] = pd.Series(list(flags), dtype=bool)
-        frame[f"{side}_foreign_words"] = contains_words(frame[side].astype(str), foreign)
-    shorter = frame[["source_tokens", "target_tokens"]].min(axis=1).clip(lower=1)
-    longer = frame[["source_tokens", "target_tokens"]].max(axis=1)
-    frame["length_ratio"] = (longer / shorter).astype("float64")
-    frame["is_duplicate"] = frame.duplicated(subset=["source", "target"], keep="first")
-    return frame
-
-
-def read_split_frame(raw_dir: Path, split: str, data: DataConfig) -> pd.DataFrame:
-    """Both sides of `split` as a pair frame; DataError for a missing file or unequal lengths."""
-    source_path = raw_file(raw_dir, split, data.src_lang)
-    target_path = raw_file(raw_dir, split, data.tgt_lang)
-    sources, source_valid = read_side(source_path, split)
-    targets, target_valid = read_side(target_path, split)
-    require_same_line_count(source_path, len(sources), target_path, len(targets))
-    langs = (data.src_lang, data.tgt_lang)
-    return build_pair_frame(sources, targets, langs, (source_valid, target_valid))
 
 
 # ----------------------------------------------------------------------------- suites
@@ -192,6 +97,7 @@ class Bounds:
     max_length_ratio: float | None
     mostly: float
     max_duplicate_share: float
+    max_train_overlap: float | None = None  # None: not a held-out split, or the clean suite
 
 
 def raw_bounds(config: Config, split: str) -> Bounds:
@@ -205,6 +111,7 @@ def raw_bounds(config: Config, split: str) -> Bounds:
         max_length_ratio=limits.max_length_ratio,
         mostly=limits.mostly,
         max_duplicate_share=limits.max_duplicate_share,
+        max_train_overlap=None if is_train else limits.max_train_overlap,
     )
 
 
@@ -268,7 +175,8 @@ def _length_expectations(side: str, max_tokens: int, mostly: float) -> list[gxe.
 
 
 def pair_expectations(bounds: Bounds, langs: tuple[str, str]) -> list[gxe.Expectation]:
-    """Rules over the pair: row count, length ratio, duplicate share, which language is where."""
+    """Rules over the pair: row count, length ratio, duplicate share, which language is where,
+    and (held-out splits) the share of sources seen in train."""
     rules = [
         _named("min_rows", gxe.ExpectTableRowCountToBeBetween(min_value=bounds.min_rows)),
         _named(
@@ -278,6 +186,11 @@ def pair_expectations(bounds: Bounds, langs: tuple[str, str]) -> list[gxe.Expect
             ),
         ),
     ]
+    if bounds.max_train_overlap is not None:
+        overlap = gxe.ExpectColumnValuesToBeInSet(
+            column="source_in_train", value_set=[False], mostly=1.0 - bounds.max_train_overlap
+        )
+        rules.append(_named("train_overlap", overlap))
     if bounds.max_length_ratio is not None:
         ratio = gxe.ExpectColumnValuesToBeBetween(
             column="length_ratio", max_value=bounds.max_length_ratio, mostly=bounds.mostly
@@ -371,96 +284,6 @@ def _checkpoint(
     return context.checkpoints.add(checkpoint)
 
 
-# ----------------------------------------------------------------------------- summary
-
-
-def _example_rows(frame: pd.DataFrame, result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Line number and both texts of the first offending rows GX reported."""
-    lines = [int(row["line"]) for row in result.get("partial_unexpected_index_list") or []]
-    rows = frame.set_index("line").loc[lines[:MAX_EXAMPLES], ["source", "target"]]
-    return [
-        {"line": line, "source": source[:EXAMPLE_CHARS], "target": target[:EXAMPLE_CHARS]}
-        for line, source, target in rows.itertuples(name=None)
-    ]
-
-
-def rule_outcome(frame: pd.DataFrame, validation: Any) -> dict[str, Any]:
-    """One expectation's verdict in plain, deterministic JSON."""
-    config, result = validation.expectation_config, validation.result or {}
-    outcome: dict[str, Any] = {
-        "rule": config.meta["rule"],
-        "success": bool(validation.success),
-        "expectation": config.type,
-        "kwargs": {k: v for k, v in config.kwargs.items() if k != "batch_id"},
-    }
-    if "unexpected_count" in result:
-        outcome["unexpected_rows"] = int(result["unexpected_count"])
-        outcome["examples"] = [] if validation.success else _example_rows(frame, result)
-    if "observed_value" in result:
-        outcome["observed_value"] = result["observed_value"]
-    exception = validation.exception_info or {}
-    if exception.get("raised_exception"):
-        # GX could not evaluate the rule (a bug or a wrongly typed column): say so, not "0 rows".
-        outcome["error"] = str(exception.get("exception_message"))
-    return outcome
-
-
-def split_summary(
-    frame: pd.DataFrame, result: ExpectationSuiteValidationResult, files: list[str]
-) -> dict[str, Any]:
-    outcomes = [rule_outcome(frame, item) for item in result.results]
-    rules = {outcome.pop("rule"): outcome for outcome in outcomes}
-    return {
-        "files": files,
-        "rows": len(frame),
-        "success": bool(result.success),
-        "failed_rules": sorted(name for name, rule in rules.items() if not rule["success"]),
-        "rules": dict(sorted(rules.items())),
-    }
-
-
-def summarise(
-    suite: str,
-    frames: Mapping[str, pd.DataFrame],
-    results: Mapping[str, ExpectationSuiteValidationResult],
-    files: Mapping[str, list[str]],
-    bounds: Mapping[str, Bounds],
-) -> dict[str, Any]:
-    splits = {
-        split: {**split_summary(frames[split], results[split], files[split]), "bounds": asdict(b)}
-        for split, b in bounds.items()
-    }
-    return {
-        "suite": suite,
-        "success": all(split["success"] for split in splits.values()),
-        "splits": splits,
-    }
-
-
-def failure_message(summary: dict[str, Any]) -> str:
-    """Which rules failed on which split and files, how many rows, and the first rows."""
-    parts = [f"suite {summary['suite']} failed (full report: reports/validation/)"]
-    for split, details in summary["splits"].items():
-        for name in details["failed_rules"]:
-            rule = details["rules"][name]
-            where = " / ".join(details["files"])
-            parts.append(f"{split} ({where}): rule {name} ({_describe(rule, details['rows'])})")
-            parts += [
-                f"    line {row['line']}: {row['source'][:80]!r} ||| {row['target'][:80]!r}"
-                for row in rule.get("examples", [])
-            ]
-    return "\n".join(parts)
-
-
-def _describe(rule: dict[str, Any], rows: int) -> str:
-    bounds = ", ".join(f"{key}={value}" for key, value in sorted(rule["kwargs"].items()))
-    if "error" in rule:
-        return f"GX could not evaluate {rule['expectation']}({bounds}): {rule['error']}"
-    if "unexpected_rows" in rule:
-        return f"{rule['unexpected_rows']} of {rows} rows break {rule['expectation']}({bounds})"
-    return f"observed {rule.get('observed_value')}, expected {rule['expectation']}({bounds})"
-
-
 # ----------------------------------------------------------------------------- entry points
 
 
@@ -480,10 +303,14 @@ def validate_clean_pairs(
     expectations = {split: suite_expectations(b, langs) for split, b in bounds.items()}
     results = run_suites(frames, expectations, "clean_pairs")
     files = {split: [f"cleaned {split} pairs"] for split in frames}
-    summary = summarise("clean_pairs", frames, results, files, bounds)
+    summary = summarise("clean_pairs", frames, results, files, _as_dicts(bounds))
     if not summary["success"]:
         raise ValidationFailed(failure_message(summary))
     return summary
+
+
+def _as_dicts(bounds: Mapping[str, Bounds]) -> dict[str, dict[str, Any]]:
+    return {split: asdict(b) for split, b in bounds.items()}
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -515,7 +342,7 @@ def write_report(
 def run_validate_raw(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     """Validate data/raw and write reports/validation/; ValidationFailed after writing it."""
     data = config.data
-    frames = read_raw_frames(config, paths)
+    frames = with_train_overlap(read_raw_frames(config, paths), data.train_split)
     langs = (data.src_lang, data.tgt_lang)
     bounds = {split: raw_bounds(config, split) for split in frames}
     expectations = {split: suite_expectations(b, langs) for split, b in bounds.items()}
@@ -525,10 +352,15 @@ def run_validate_raw(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     }
     with atomic_directory(paths.validation_dir) as staging:
         results = run_suites(frames, expectations, "raw_pairs", staging / "data_docs")
-        summary = summarise("raw_pairs", frames, results, files, bounds)
+        summary = summarise("raw_pairs", frames, results, files, _as_dicts(bounds))
+        summary["train_overlap"] = train_overlap_report(frames, config.validate.max_train_overlap)
         write_report(staging, summary, results)
     for split, details in summary["splits"].items():
         log.info("%s: %d rows, failed rules: %s", split, details["rows"], details["failed_rules"])
+    for split, overlap in summary["train_overlap"].items():
+        log.info(
+            "%s: %d sources (%.2f%%) also in train", split, overlap["rows"], 100 * overlap["share"]
+        )
     if not summary["success"]:
         raise ValidationFailed(failure_message(summary))
     return summary

@@ -10,13 +10,17 @@ import argparse
 import dataclasses
 import json
 import logging
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.aligned_text import read_aligned_lines
 from pipeline.atomic import atomic_write_json
 from pipeline.config import Config, config_as_dict, load_config
+from pipeline.data.clean import remove_invisible
+from pipeline.eval_provenance import EvaluatedModel, check_model_matches, verified_evaluation
 from pipeline.paths import ProjectPaths, project_paths, raw_file
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.gate import GateEvidence, GateRules
@@ -28,6 +32,7 @@ from pipeline.registry.registration import (
     register_candidate,
     sha256_lines,
 )
+from pipeline.registry.registration_key import CREATED, STATE_TAG
 from pipeline.registry.store import CHAMPION, Registry, champion_stack, current_actor
 from pipeline.serving import (
     DECODING_ARTIFACT,
@@ -70,9 +75,11 @@ def _read_json(path: Path, fix: str) -> Any:
 
 
 def _read_lines(path: Path, fix: str) -> tuple[str, ...]:
+    """Hypotheses or references as evaluate scored them: cut into lines as every stage cuts
+    them (a U+2028 inside a sentence is no line end) and without invisible characters."""
     if not path.is_file():
         raise RegistryError(f"{path}: missing; {fix}")
-    return tuple(path.read_text(encoding="utf-8").splitlines())
+    return tuple(remove_invisible(line) for line in read_aligned_lines(path, fix))
 
 
 def gate_evidence(
@@ -115,6 +122,8 @@ def training_run_id(paths: ProjectPaths) -> str | None:
 
 
 def build_candidate(paths: ProjectPaths, config: Config) -> Candidate:
+    """The evaluated model's evidence, once evaluate's outputs are shown to belong together."""
+    record = verified_evaluation(paths, config.data.tgt_lang)
     metrics = _read_json(paths.metrics_file, "run `mt evaluate`")
     evidence, references = gate_evidence(paths, config, metrics)
     return Candidate(
@@ -124,25 +133,50 @@ def build_candidate(paths: ProjectPaths, config: Config) -> Candidate:
         metrics_file=paths.metrics_file,
         lineage=lineage_tags(paths.root, config_as_dict(config), metrics),
         training_run_id=training_run_id(paths),
+        evaluated_model=record.model,
     )
 
 
-def translation_spec(paths: ProjectPaths, config: Config, scratch: Path) -> PyfuncSpec:
-    """The real model: TranslationModel over the Keras model, tokenizer and decoding JSON."""
-    from pipeline.model.decoding import DecodingSettings
-
+def snapshot_model(paths: ProjectPaths, scratch: Path) -> tuple[Path, Path]:
+    """Copies of models/seq2seq.keras and models/tokenizer: what is checked is what is logged,
+    even if a training run replaces the originals meanwhile."""
     for required in (paths.model_file, paths.tokenizer_dir):
         if not required.exists():
             raise RegistryError(f"{required}: missing; run `dvc repro train` first")
-    settings_file = scratch / "decoding_settings.json"
+    model_file = scratch / "model" / paths.model_file.name
+    model_file.parent.mkdir()
+    shutil.copyfile(paths.model_file, model_file)
+    tokenizer_dir = shutil.copytree(paths.tokenizer_dir, scratch / "model" / "tokenizer")
+    return model_file, Path(tokenizer_dir)
+
+
+def translation_spec(
+    paths: ProjectPaths, config: Config, scratch: Path, candidate: Candidate
+) -> PyfuncSpec:
+    """The real model: TranslationModel over the Keras model, tokenizer and decoding JSON,
+    refused unless they are the ones metrics.json and reports/eval were computed from."""
+    from pipeline.model.decoding import DecodingSettings
+
+    model_file, tokenizer_dir = snapshot_model(paths, scratch)
     settings = DecodingSettings.from_config(config.evaluate)
+    if candidate.evaluated_model is None:
+        raise RegistryError(
+            "the candidate carries no evaluated model; build it with build_candidate"
+        )
+    check_model_matches(
+        candidate.evaluated_model, EvaluatedModel.of(model_file, tokenizer_dir, settings)
+    )
+    settings_file = scratch / "decoding_settings.json"
     settings_file.write_text(json.dumps(dataclasses.asdict(settings), indent=2), "utf-8")
-    limits = InputLimits(config.register.max_input_chars, config.register.max_batch_rows)
+    register = config.register
+    limits = InputLimits(
+        register.max_input_chars, register.max_batch_rows, register.max_request_work
+    )
     return PyfuncSpec(
         python_model=TranslationModel(),
         artifacts={
-            KERAS_MODEL_ARTIFACT: str(paths.model_file),
-            TOKENIZER_ARTIFACT: str(paths.tokenizer_dir),
+            KERAS_MODEL_ARTIFACT: str(model_file),
+            TOKENIZER_ARTIFACT: str(tokenizer_dir),
             DECODING_ARTIFACT: str(settings_file),
         },
         model_config=dataclasses.asdict(limits),
@@ -153,7 +187,15 @@ def translation_spec(paths: ProjectPaths, config: Config, scratch: Path) -> Pyfu
 
 def print_registration(result: RegistrationResult) -> None:
     decision = result.decision
-    print(f"registered {result.model_name} version {result.version} (@challenger)")
+    if result.action == "unchanged":
+        print(
+            f"{result.model_name} version {result.version} was registered from these outputs "
+            "already; nothing changed"
+        )
+    elif result.action == "resumed":
+        print(f"finished {result.model_name} version {result.version}, left by an interrupted run")
+    else:
+        print(f"registered {result.model_name} version {result.version} (@challenger)")
     print(f"gate: {decision.outcome}: {decision.reason}")
     if result.champion_after != result.champion_before:
         print(f"@champion: v{result.champion_before} -> v{result.champion_after}")
@@ -167,9 +209,9 @@ def main(argv: list[str]) -> int:
     config, paths = load_config(), project_paths()
     candidate = build_candidate(paths, config)
     rules = GateRules.from_config(config.register, config.seed)
-    registry = Registry.connect(paths, config.register.model_name)
     with tempfile.TemporaryDirectory() as scratch:
-        spec = translation_spec(paths, config, Path(scratch))
+        spec = translation_spec(paths, config, Path(scratch), candidate)
+        registry = Registry.connect(paths, config.register.model_name)
         result = register_candidate(registry, spec, candidate, rules, current_actor("mt register"))
     atomic_write_json(paths.registration_report, result.as_report())
     print_registration(result)
@@ -194,6 +236,8 @@ def list_versions(registry: Registry) -> None:
     for version in registry.versions():
         tags = version.tags
         aliases = ",".join(f"@{alias}" for alias in version.aliases) or "-"
+        if tags.get(STATE_TAG) == CREATED:  # a run died before its aliases were set
+            aliases = "(unfinished: rerun)"
         created = _iso(version.creation_timestamp)
         print(
             f"{version.version:>7}  {aliases:<22} {tags.get('gate.outcome', '-'):<18} "

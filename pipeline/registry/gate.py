@@ -85,6 +85,24 @@ class GateDecision:
             for key, value in self.as_dict().items()
         }
 
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> GateDecision:
+        """The decision a version's `gate.*` tags record (the inverse of `as_tags`)."""
+
+        def value(key: str) -> str | None:
+            text = tags.get(f"gate.{key}", "none")
+            return None if text == "none" else text
+
+        delta, p_value = value("delta"), value("p_value")
+        return cls(
+            outcome=typing.cast(Outcome, tags.get("gate.outcome", "rejected")),
+            reason=tags.get("gate.reason", ""),
+            champion_version=value("champion_version"),
+            delta=None if delta is None else float(delta),
+            p_value=None if p_value is None else float(p_value),
+            test_signature=value("test_signature"),
+        )
+
 
 def bleu_from_signature(signature: str) -> BLEU:
     """A BLEU metric configured as the sacreBLEU signature says (tok, case, eff, smooth)."""
@@ -119,13 +137,27 @@ def paired_bootstrap(
         )
         signatures, scores = test()
     baseline, system = (typing.cast(Result, row) for row in scores["BLEU"])
+    delta = float(system.score) - float(baseline.score)
     return PairedResult(
         champion_bleu=float(baseline.score),
         challenger_bleu=float(system.score),
-        delta=float(system.score) - float(baseline.score),
-        p_value=float(system.p_value if system.p_value is not None else 1.0),
+        delta=delta,
+        p_value=two_sided_p_value(delta, system.p_value),
         signature=signatures["BLEU"].format(),
     )
+
+
+def two_sided_p_value(delta: float, bootstrap_p: float | None) -> float:
+    """sacreBLEU's p-value, except 1.0 when the observed difference is exactly zero.
+
+    sacreBLEU counts resamples whose centred difference is strictly greater than the observed
+    one and adds one, so two identical systems (every resampled difference 0) get the
+    smallest p it can report, 1 / (resamples + 1), which reads as "significant". A two-sided
+    test of an observed difference of zero has p = 1: no evidence of any difference.
+    """
+    if delta == 0.0 or bootstrap_p is None:
+        return 1.0
+    return float(bootstrap_p)
 
 
 def comparability_problem(challenger: GateEvidence, champion: GateEvidence) -> str | None:

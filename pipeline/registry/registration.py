@@ -3,8 +3,11 @@
 The order makes a crash at any point leave the registry consistent:
 1. read the champion and decide the gate (nothing written yet);
 2. log the pyfunc (an unregistered logged model is not a version: harmless if we die here);
-3. create the version with lineage, evidence and gate tags in one call;
-4. point @challenger at it; 5. move @champion (recorded in the audit trail) if the gate says so.
+3. create the version with lineage, evidence, gate and registration tags in one call;
+4. point @challenger at it; 5. move @champion (recorded in the audit trail) if the gate says
+   so; 6. tag the version `registration.state=complete`.
+A run that dies after 3 leaves a version in state `created`; the rerun finds it by its
+`registration.key` and does 4-6 for it instead of creating another.
 """
 
 from __future__ import annotations
@@ -14,15 +17,26 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel
 
+from pipeline.aligned_text import text_lines
+from pipeline.data.clean import remove_invisible
+from pipeline.eval_provenance import EvaluatedModel
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.gate import GateDecision, GateEvidence, GateRules, decide
+from pipeline.registry.registration_key import (
+    COMPLETE,
+    CREATED,
+    KEY_TAG,
+    STATE_TAG,
+    registration_key,
+)
 from pipeline.registry.store import CHALLENGER, CHAMPION, Registry, tracking_call
 from pipeline.serving import SIGNATURE, TEXT_COLUMN
 
@@ -33,6 +47,7 @@ MODEL_ARTIFACT_PATH = "translator"
 HYPOTHESES_ARTIFACT = "eval_hypotheses"
 METRICS_ARTIFACT = "eval_metrics"
 EVIDENCE_PREFIX = "evidence."
+Action = Literal["created", "resumed", "unchanged"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,8 @@ class Candidate:
     metrics_file: Path
     lineage: dict[str, str]
     training_run_id: str | None = None
+    # The model, tokenizer and decoding settings evaluate measured (reports/eval/provenance.json).
+    evaluated_model: EvaluatedModel | None = None
 
 
 @dataclass(frozen=True)
@@ -71,11 +88,15 @@ class RegistrationResult:
     champion_before: str | None
     champion_after: str | None
     tracking_uri: str
+    # created: a new version; resumed: one an interrupted run left unfinished, now finished;
+    # unchanged: these inputs were registered already, nothing was written.
+    action: Action = "created"
 
     def as_report(self) -> dict[str, Any]:
         return {
             "model_name": self.model_name,
             "version": self.version,
+            "registration": self.action,
             "run_id": self.run_id,
             "model_uri": self.model_uri,
             "registry_uri": f"models:/{self.model_name}/{self.version}",
@@ -118,7 +139,7 @@ def stored_evidence(registry: Registry, version: str) -> GateEvidence | str:
         references_sha256=tags[f"{EVIDENCE_PREFIX}references_sha256"],
         bleu_signature=tags[f"{EVIDENCE_PREFIX}bleu_signature"],
         bleu=float(tags[f"{EVIDENCE_PREFIX}bleu"]),
-        hypotheses=tuple(text.splitlines()),
+        hypotheses=tuple(remove_invisible(line) for line in text_lines(text)),
     )
 
 
@@ -165,19 +186,51 @@ def register_candidate(
     candidate: Candidate,
     rules: GateRules,
     actor: str,
-    after_log: Callable[[ModelInfo], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> RegistrationResult:
-    """Log, version (tags at creation), alias @challenger, and promote if the gate says so.
+    """Register the candidate once: create its version, or finish the one an interrupted run
+    made from the same inputs, or report the one a finished run made (registration_key.py).
 
-    `after_log` runs between logging and version creation (fault-injection tests use it).
+    `on_step(name)` runs after the steps "logged" and "versioned" (fault-injection tests).
     """
+    step = on_step or (lambda _name: None)
     registry.ensure_model()
-    champion_before = registry.alias_version(CHAMPION)
-    decision = run_gate(registry, candidate, rules)
-    log.info("gate: %s (%s)", decision.outcome, decision.reason)
+    key = registration_key(spec, candidate, rules)
+    existing = registry.version_tagged(KEY_TAG, key)
+    champion_before = _number(registry.alias_version(CHAMPION))
+    if existing is not None and existing.tags.get(STATE_TAG) == COMPLETE:
+        log.info("version %s was registered from these inputs already", existing.version)
+        decision = GateDecision.from_tags(existing.tags)
+        return _result(
+            registry, existing, decision, (champion_before, champion_before), "unchanged"
+        )
+    action: Action = "created" if existing is None else "resumed"
+    if existing is None:
+        decision = run_gate(registry, candidate, rules)
+        log.info("gate: %s (%s)", decision.outcome, decision.reason)
+        version = _create_version(registry, spec, candidate, decision, actor, key, step)
+    else:
+        log.warning(
+            "finishing version %s, left unfinished by an interrupted run", existing.version
+        )
+        decision = _resumed_decision(registry, existing, candidate, rules, actor)
+        version = existing
+    champion_after = _finish(registry, str(version.version), decision, actor)
+    return _result(registry, version, decision, (champion_before, champion_after), action)
+
+
+def _create_version(
+    registry: Registry,
+    spec: PyfuncSpec,
+    candidate: Candidate,
+    decision: GateDecision,
+    actor: str,
+    key: str,
+    step: Callable[[str], None],
+) -> ModelVersion:
+    """Log the pyfunc, then create the version with every tag in one call."""
     info = log_pyfunc(registry, spec, candidate)
-    if after_log is not None:
-        after_log(info)
+    step("logged")
     if info.run_id is None:
         raise RegistryError(f"logged model {info.model_uri} has no run id")
     tags = {
@@ -185,20 +238,59 @@ def register_candidate(
         **evidence_tags(candidate.evidence),
         **decision.as_tags(),
         "registered_by": actor,
+        KEY_TAG: key,
+        STATE_TAG: CREATED,
     }
     version = registry.create_version(info.model_uri, info.run_id, info.model_id, tags)
-    registry.set_alias(CHALLENGER, str(version.version))
-    champion_after = None if champion_before is None else str(champion_before.version)
-    if decision.promote:
-        registry.move_champion(str(version.version), "gate", actor, decision.reason)
-        champion_after = str(version.version)
+    step("versioned")
+    return version
+
+
+def _resumed_decision(
+    registry: Registry, version: ModelVersion, candidate: Candidate, rules: GateRules, actor: str
+) -> GateDecision:
+    """The gate for a version an interrupted run created: decided again against today's
+    champion (the same champion gives the same, seeded decision), unless the interrupted run
+    had already made it champion."""
+    registry.settle_unfinished_moves(actor)
+    if _number(registry.alias_version(CHAMPION)) == str(version.version):
+        return GateDecision.from_tags(version.tags)
+    decision = run_gate(registry, candidate, rules)
+    if any(version.tags.get(key) != value for key, value in decision.as_tags().items()):
+        registry.set_version_tags(str(version.version), decision.as_tags())
+    return decision
+
+
+def _finish(registry: Registry, version: str, decision: GateDecision, actor: str) -> str | None:
+    """@challenger, @champion if the gate promotes, then mark the registration complete."""
+    registry.set_alias(CHALLENGER, version)
+    champion = _number(registry.alias_version(CHAMPION))
+    if decision.promote and champion != version:
+        registry.move_champion(version, "gate", actor, decision.reason)
+        champion = version
+    registry.set_version_tags(version, {STATE_TAG: COMPLETE})
+    return champion
+
+
+def _number(version: ModelVersion | None) -> str | None:
+    return None if version is None else str(version.version)
+
+
+def _result(
+    registry: Registry,
+    version: ModelVersion,
+    decision: GateDecision,
+    champions: tuple[str | None, str | None],
+    action: Action,
+) -> RegistrationResult:
     return RegistrationResult(
         model_name=registry.name,
         version=str(version.version),
-        run_id=info.run_id,
-        model_uri=info.model_uri,
+        run_id=str(version.run_id),
+        model_uri=str(version.source),
         decision=decision,
-        champion_before=None if champion_before is None else str(champion_before.version),
-        champion_after=champion_after,
+        champion_before=champions[0],
+        champion_after=champions[1],
         tracking_uri=registry.uri,
+        action=action,
     )

@@ -1,13 +1,17 @@
 """The MLflow calls of the registry, each turned into a RegistryError that names the store.
 
 Every move of `@champion` is recorded as one run in the "registry-audit" experiment (who, from,
-to, why, when). The run is opened before the alias moves and finished after, so a move that
-did not complete shows as FAILED or RUNNING in `mt registry history`, never as done.
+to, why, when). The run is opened (an intent) before the alias moves and finished after, so a
+process killed in between leaves a RUNNING run. The next command that moves or replays the
+champion settles it against the alias first (`settle_unfinished_moves`): FINISHED when
+`@champion` points where that move was going, FAILED when it does not. The trail and the
+alias then agree again, whichever side of the move the process died on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import logging
 import os
@@ -27,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from pipeline.paths import ProjectPaths
+from pipeline.pause_points import pause_point
 from pipeline.registry.errors import RegistryError
 from pipeline.tracking import configure_mlflow, tracking_uri
 
@@ -56,8 +61,9 @@ def tracking_call(uri: str, step: str) -> Iterator[None]:
         message = getattr(error, "message", None) or str(error)
         raise RegistryError(
             f"{step} failed against the tracking store {uri}: {message.splitlines()[0][:500]} "
-            "(fix: check that the MLflow server is up and MLFLOW_TRACKING_URI is right, then "
-            "re-run; nothing was changed after this step)"
+            "(fix: check that the MLflow server is up, and its database: HTTP 500s come from a "
+            "database it cannot reach, and that MLFLOW_TRACKING_URI is right, then re-run: "
+            "the rerun picks up where this one stopped)"
         ) from None
 
 
@@ -82,6 +88,7 @@ class ChampionMove:
     reason: str
     when: str
     status: str
+    run_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -130,6 +137,17 @@ class Registry:
                 if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}:
                     return None
                 raise
+
+    def version_tagged(self, key: str, value: str) -> ModelVersion | None:
+        """The newest version whose tag `key` is `value` (with its aliases), or None."""
+        with tracking_call(self.uri, f"looking up the version with {key}={value[:12]}"):
+            found = self.client.search_model_versions(
+                f"name = '{self.name}' AND tags.`{key}` = '{value}'"
+            )
+            if not found:
+                return None
+            newest = max(found, key=lambda v: int(v.version))
+            return self.client.get_model_version(self.name, newest.version)
 
     def versions(self) -> list[ModelVersion]:
         """Every version, newest first, each with its aliases."""
@@ -194,6 +212,7 @@ class Registry:
     def move_champion(self, to_version: str, action: str, actor: str, reason: str) -> ChampionMove:
         """Point @champion at `to_version`, recorded before and confirmed after the move."""
         to_version = str(to_version)
+        self.settle_unfinished_moves(actor)
         with tracking_call(self.uri, f"moving @{CHAMPION} to version {to_version}"):
             self.client.get_model_version(self.name, to_version)
             current = self.alias_version(CHAMPION)
@@ -210,7 +229,9 @@ class Registry:
                     "mt.reason": reason or "(none given)",
                 },
             )
+            pause_point("registry.champion_move_recorded")
             self.client.set_registered_model_alias(self.name, CHAMPION, to_version)
+            pause_point("registry.champion_alias_moved")
             self.client.set_terminated(run.info.run_id, "FINISHED")
         log.info(
             "@%s of %s: v%s -> v%s (%s)", CHAMPION, self.name, from_version, to_version, action
@@ -218,7 +239,47 @@ class Registry:
         return self._move_from_run(self.client.get_run(run.info.run_id))
 
     def champion_moves(self) -> list[ChampionMove]:
-        """Every recorded move of @champion for this model, oldest first."""
+        """Every recorded move of @champion for this model, oldest first, none left unsettled."""
+        self.settle_unfinished_moves(current_actor("mt registry"))
+        return self.recorded_moves()
+
+    def settle_unfinished_moves(self, actor: str) -> list[ChampionMove]:
+        """Finish or fail the moves a killed process left RUNNING; the moves it settled.
+
+        Only the newest recorded move can have moved the alias (this runs before every new
+        move): it is FINISHED if `@champion` points at its target, else FAILED. Any older
+        RUNNING move predates a settled one and is FAILED.
+        """
+        moves = self.recorded_moves()
+        unsettled = [move for move in moves if move.status == "RUNNING"]
+        if not unsettled:
+            return []
+        current = self.alias_version(CHAMPION)
+        champion = None if current is None else str(current.version)
+        settled = []
+        with tracking_call(self.uri, "settling unfinished moves of @champion"):
+            for move in unsettled:
+                moved = move is moves[-1] and move.to_version == champion
+                status = "FINISHED" if moved else "FAILED"
+                note = f"settled by {actor}: @{CHAMPION} was at v{champion or '-'}"
+                self.client.set_tag(move.run_id, "mt.settled", note)
+                self.client.set_terminated(move.run_id, status)
+                settled.append(dataclasses.replace(move, status=status))
+        for move in settled:
+            log.warning(
+                "an interrupted move of @%s (%s v%s -> v%s) was settled as %s (@%s is at v%s)",
+                CHAMPION,
+                move.action,
+                move.from_version or "-",
+                move.to_version,
+                move.status,
+                CHAMPION,
+                champion or "-",
+            )
+        return settled
+
+    def recorded_moves(self) -> list[ChampionMove]:
+        """The trail as stored, oldest first, unsettled moves included."""
         with tracking_call(self.uri, "reading the champion history"):
             experiment = self.client.get_experiment_by_name(AUDIT_EXPERIMENT)
             if experiment is None:
@@ -245,6 +306,7 @@ class Registry:
                 timespec="seconds"
             ),
             status=run.info.status,
+            run_id=run.info.run_id,
         )
 
 

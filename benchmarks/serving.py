@@ -1,0 +1,302 @@
+"""Latency and throughput of the served translator: `mlflow models serve` on loopback.
+
+    .venv/bin/python benchmarks/serving.py                    # trains a small model first
+    .venv/bin/python benchmarks/serving.py --project .        # this project's models/
+    .venv/bin/python benchmarks/serving.py --model DIR        # DIR/seq2seq.keras + tokenizer/
+
+The model is saved as the pyfunc `mt register` logs (pipeline.serving.TranslationModel, decoding
+and request limits from params.yaml) and served by `mlflow models serve --env-manager local`
+with one worker. For 1, 8 and 32 concurrent clients (threads, one keep-alive connection each)
+and each workload, clients send requests back to back for --seconds; p50/p95 latency and
+throughput are over the requests that finished in that window. Workloads:
+- ping: GET /ping, the baseline in the same run (HTTP and server overhead, no model);
+- 1 sentence: POST /invocations with one Multi30k test2016 source, a new one each request;
+- N sentences: one request of --batch-rows sources.
+Each cell is bounded in time: --seconds plus at most one request in flight per client.
+Prints a table and writes benchmarks/results/serving.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import gzip
+import http.client
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from pipeline.atomic import atomic_write_json  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "serving.json"
+DEFAULT_DATA = Path(os.environ.get("MT_DATA_DIR") or REPO_ROOT.parent / "shared/data/multi30k")
+TEST_SPLIT = "test_2016_flickr"
+CONCURRENCY = (1, 8, 32)
+REQUEST_TIMEOUT_S = 120
+
+
+def read_gz_lines(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return handle.read().removesuffix("\n").split("\n")
+
+
+def quick_model(data_dir: Path, directory: Path, pairs: int, epochs: int) -> Path:
+    """A small model on the first `pairs` Multi30k training pairs: it emits EOS like a trained
+    one, which is what serving timings need (trained as benchmarks/decode_speed.py does)."""
+    from pipeline.config import ModelConfig, TokenizeConfig
+    from pipeline.data.clean import normalize_text
+    from tests.tiny_translator import TrainingRecipe, session_seed, train_translator
+
+    sources = [normalize_text(s) for s in read_gz_lines(data_dir / "train.en.gz")[:pairs]]
+    targets = [normalize_text(t) for t in read_gz_lines(data_dir / "train.de.gz")[:pairs]]
+    recipe = TrainingRecipe(
+        learning_rate=0.005, clip_norm=1.0, batch_size=64, max_steps=epochs * -(-pairs // 64)
+    )
+    return train_translator(
+        directory,
+        list(zip(sources, targets, strict=True)),
+        ModelConfig(embedding_dim=128, hidden_units=128, dropout=0.1, tie_embeddings=True),
+        TokenizeConfig("unigram", 1000, True, 1.0, 16),
+        recipe,
+        seed=session_seed(),
+        verbose=2,
+    )
+
+
+def save_pyfunc(model_dir: Path, destination: Path) -> dict[str, Any]:
+    """The pyfunc as `mt register` logs it; returns the decoding settings and limits used."""
+    import mlflow.pyfunc
+
+    from pipeline.model.decoding import DecodingSettings
+    from pipeline.registry.commands import PACKAGE_DIR
+    from pipeline.serving import (
+        DECODING_ARTIFACT,
+        KERAS_MODEL_ARTIFACT,
+        SIGNATURE,
+        TOKENIZER_ARTIFACT,
+        InputLimits,
+        TranslationModel,
+    )
+
+    config = load_config(REPO_ROOT / "params.yaml")
+    settings = DecodingSettings.from_config(config.evaluate)
+    register = config.register
+    limits = InputLimits(
+        register.max_input_chars, register.max_batch_rows, register.max_request_work
+    )
+    settings_file = destination.parent / "decoding_settings.json"
+    settings_file.write_text(json.dumps(dataclasses.asdict(settings)), encoding="utf-8")
+    mlflow.pyfunc.save_model(
+        destination,
+        python_model=TranslationModel(),
+        artifacts={
+            KERAS_MODEL_ARTIFACT: str(model_dir / "seq2seq.keras"),
+            TOKENIZER_ARTIFACT: str(model_dir / "tokenizer"),
+            DECODING_ARTIFACT: str(settings_file),
+        },
+        model_config=dataclasses.asdict(limits),
+        code_paths=[str(PACKAGE_DIR)],
+        signature=SIGNATURE,
+        pip_requirements=[],
+    )
+    return {"decoding": dataclasses.asdict(settings), "limits": dataclasses.asdict(limits)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    name: str
+    method: str
+    path: str
+    rows: int  # sentences per request (0: no model work)
+
+
+def request_body(sources: list[str], start: int, rows: int) -> bytes:
+    texts = [sources[(start + i) % len(sources)] for i in range(rows)]
+    return json.dumps({"inputs": {"text": texts}}).encode("utf-8")
+
+
+def client_loop(
+    port: int, workload: Workload, sources: list[str], deadline: float, seed: int
+) -> tuple[list[float], int]:
+    """Requests back to back until `deadline`: latencies of the answered ones, and errors."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
+    headers = {"Content-Type": "application/json"}
+    latencies, errors, sent = [], 0, 0
+    while time.monotonic() < deadline:
+        body = request_body(sources, seed * 997 + sent * workload.rows, workload.rows)
+        started = time.perf_counter()
+        try:
+            connection.request(
+                workload.method,
+                workload.path,
+                body=body if workload.rows else None,
+                headers=headers,
+            )
+            response = connection.getresponse()
+            response.read()
+            ok = response.status == 200
+        except (OSError, http.client.HTTPException):
+            ok = False
+            connection.close()
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
+        if ok:
+            latencies.append(time.perf_counter() - started)
+        else:
+            errors += 1
+        sent += 1
+    connection.close()
+    return latencies, errors
+
+
+def measure(
+    port: int, workload: Workload, sources: list[str], clients: int, seconds: float
+) -> dict[str, Any]:
+    results: list[tuple[list[float], int]] = [([], 0)] * clients
+    deadline = time.monotonic() + seconds
+
+    def run(index: int) -> Callable[[], None]:
+        def target() -> None:
+            results[index] = client_loop(port, workload, sources, deadline, index)
+
+        return target
+
+    threads = [threading.Thread(target=run(i)) for i in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    latencies = sorted(latency for client, _ in results for latency in client)
+    errors = sum(count for _, count in results)
+    return summarise(workload, clients, latencies, errors, elapsed)
+
+
+def percentile(ordered: list[float], share: float) -> float:
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def summarise(
+    workload: Workload, clients: int, latencies: list[float], errors: int, elapsed: float
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "workload": workload.name,
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(elapsed, 2),
+        "requests_per_s": round(len(latencies) / elapsed, 2),
+        "sentences_per_s": round(len(latencies) * workload.rows / elapsed, 2),
+    }
+    if latencies:
+        row["p50_ms"] = round(1000 * statistics.median(latencies), 1)
+        row["p95_ms"] = round(1000 * percentile(latencies, 0.95), 1)
+    return row
+
+
+def warm_up(port: int, workloads: list[Workload], sources: list[str]) -> None:
+    """Trace the decoder's tf.functions for each request shape before timing anything."""
+    for workload in workloads:
+        client_loop(port, workload, sources, time.monotonic() + 0.1, seed=0)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'workload':<14} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>9} ", end="")
+    print(f"{'p95 ms':>9} {'req/s':>8} {'sent/s':>8}")
+    for row in rows:
+        print(
+            f"{row['workload']:<14} {row['clients']:>7} {row['requests']:>8} {row['errors']:>6} "
+            f"{row.get('p50_ms', float('nan')):>9.1f} {row.get('p95_ms', float('nan')):>9.1f} "
+            f"{row['requests_per_s']:>8.2f} {row['sentences_per_s']:>8.2f}"
+        )
+
+
+def serve_and_measure(
+    pyfunc: Path, scratch: Path, sources: list[str], args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    from tests.mlflow_server import ModelServer
+
+    workloads = [
+        Workload("ping", "GET", "/ping", 0),
+        Workload("1 sentence", "POST", "/invocations", 1),
+        Workload(f"{args.batch_rows} sentences", "POST", "/invocations", args.batch_rows),
+    ]
+    tracking = f"sqlite:///{scratch / 'mlruns.db'}"  # unused for a local model; kept off ./
+    server = ModelServer(str(pyfunc), tracking, scratch / "serve.log", scratch)
+    server.start()
+    try:
+        warm_up(server.port, workloads, sources)
+        return [
+            measure(server.port, workload, sources, clients, args.seconds)
+            for workload in workloads
+            for clients in CONCURRENCY
+        ]
+    finally:
+        server.stop()
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", type=Path, help="directory with seq2seq.keras + tokenizer/")
+    parser.add_argument("--project", type=Path, help="project root whose models/ to use")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per (workload, clients)")
+    parser.add_argument("--batch-rows", type=int, default=16)
+    parser.add_argument("--train-pairs", type=int, default=6000)
+    parser.add_argument("--train-epochs", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    sources = read_gz_lines(args.data_dir / f"{TEST_SPLIT}.en.gz")
+    with tempfile.TemporaryDirectory() as scratch_name:
+        scratch = Path(scratch_name)
+        if args.model or args.project:
+            model_dir = args.model or args.project / "models"
+            model = str(model_dir)
+        else:
+            model_dir = quick_model(
+                args.data_dir, scratch / "model", args.train_pairs, args.train_epochs
+            )
+            model = (
+                f"quick model: emb 128, hidden 128, {args.train_pairs} pairs, "
+                f"{args.train_epochs} epochs"
+            )
+        served = save_pyfunc(model_dir, scratch / "pyfunc")
+        rows = serve_and_measure(scratch / "pyfunc", scratch, sources, args)
+    print_table(rows)
+    atomic_write_json(
+        args.output,
+        {
+            "benchmark": "serving",
+            "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "server": "mlflow models serve --env-manager local -w 1 (uvicorn), 127.0.0.1",
+            "model": model,
+            **served,
+            "seconds_per_cell": args.seconds,
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "load_average": list(os.getloadavg()),
+            "results": rows,
+            "note": "Shared 2-core machine: compare rows with the ping baseline of the same run.",
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
