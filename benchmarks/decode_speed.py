@@ -16,7 +16,6 @@ beam 5 against the raw references. Target: batched greedy >= 10x the seed's sent
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -31,48 +30,15 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline.config import ModelConfig, TokenizeConfig  # noqa: E402
 from pipeline.data.clean import normalize_text  # noqa: E402
 from pipeline.model.decoding import DecodingSettings  # noqa: E402
 from pipeline.tokenize import BOS_ID, EOS_ID  # noqa: E402
 from pipeline.translator import Translator  # noqa: E402
+from tests.tiny_translator import read_gz_lines, train_quick_model  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "decode_speed.json"
 DEFAULT_DATA = Path(os.environ.get("MT_DATA_DIR") or REPO_ROOT.parent / "shared/data/multi30k")
 TEST_SPLIT = "test_2016_flickr"
-
-
-def read_gz_lines(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return handle.read().removesuffix("\n").split("\n")
-
-
-def train_quick_model(data_dir: Path, directory: Path, pairs: int, epochs: int) -> Path:
-    """A small model on the first `pairs` Multi30k training pairs: enough for timings.
-
-    Trained by the same helper as the tests' tiny models (tests/tiny_translator.py), for a
-    fixed number of steps: timings need a plausible model, not a memorised one.
-    """
-    from tests.tiny_translator import TrainingRecipe, session_seed, train_translator
-
-    sources = [normalize_text(s) for s in read_gz_lines(data_dir / "train.en.gz")[:pairs]]
-    targets = [normalize_text(t) for t in read_gz_lines(data_dir / "train.de.gz")[:pairs]]
-    batch_size = 64
-    recipe = TrainingRecipe(
-        learning_rate=0.005,
-        clip_norm=1.0,
-        batch_size=batch_size,
-        max_steps=epochs * -(-len(sources) // batch_size),
-    )
-    return train_translator(
-        directory,
-        list(zip(sources, targets, strict=True)),
-        ModelConfig(embedding_dim=128, hidden_units=128, dropout=0.1, tie_embeddings=True),
-        TokenizeConfig("unigram", 1000, True, 1.0, 16),
-        recipe,
-        seed=session_seed(),
-        verbose=2,
-    )
 
 
 def seed_style_translate(translator: Translator, text: str, settings: DecodingSettings) -> str:

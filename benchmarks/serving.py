@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import gzip
 import http.client
 import json
 import os
@@ -40,40 +39,13 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from pipeline.atomic import atomic_write_json  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
+from tests.tiny_translator import read_gz_lines, train_quick_model  # noqa: E402
 
 RESULTS = REPO_ROOT / "benchmarks" / "results" / "serving.json"
 DEFAULT_DATA = Path(os.environ.get("MT_DATA_DIR") or REPO_ROOT.parent / "shared/data/multi30k")
 TEST_SPLIT = "test_2016_flickr"
 CONCURRENCY = (1, 8, 32)
 REQUEST_TIMEOUT_S = 120
-
-
-def read_gz_lines(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        return handle.read().removesuffix("\n").split("\n")
-
-
-def quick_model(data_dir: Path, directory: Path, pairs: int, epochs: int) -> Path:
-    """A small model on the first `pairs` Multi30k training pairs: it emits EOS like a trained
-    one, which is what serving timings need (trained as benchmarks/decode_speed.py does)."""
-    from pipeline.config import ModelConfig, TokenizeConfig
-    from pipeline.data.clean import normalize_text
-    from tests.tiny_translator import TrainingRecipe, session_seed, train_translator
-
-    sources = [normalize_text(s) for s in read_gz_lines(data_dir / "train.en.gz")[:pairs]]
-    targets = [normalize_text(t) for t in read_gz_lines(data_dir / "train.de.gz")[:pairs]]
-    recipe = TrainingRecipe(
-        learning_rate=0.005, clip_norm=1.0, batch_size=64, max_steps=epochs * -(-pairs // 64)
-    )
-    return train_translator(
-        directory,
-        list(zip(sources, targets, strict=True)),
-        ModelConfig(embedding_dim=128, hidden_units=128, dropout=0.1, tie_embeddings=True),
-        TokenizeConfig("unigram", 1000, True, 1.0, 16),
-        recipe,
-        seed=session_seed(),
-        verbose=2,
-    )
 
 
 def save_pyfunc(model_dir: Path, destination: Path) -> dict[str, Any]:
@@ -270,7 +242,7 @@ def main(argv: list[str]) -> int:
             model_dir = args.model or args.project / "models"
             model = str(model_dir)
         else:
-            model_dir = quick_model(
+            model_dir = train_quick_model(
                 args.data_dir, scratch / "model", args.train_pairs, args.train_epochs
             )
             model = (

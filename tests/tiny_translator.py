@@ -13,6 +13,7 @@ with another seed is a stand-in for another CPU's rounding.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -189,6 +190,40 @@ def train_memorised_translator(directory: Path, seed: int) -> Path:
         TrainingRecipe(),
         seed,
         gaps_of=lambda translator: memorisation_gaps(translator, MEMORISED_PAIRS),
+    )
+
+
+def read_gz_lines(path: Path) -> list[str]:
+    """The lines of a gzipped corpus file (Multi30k's layout)."""
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return handle.read().removesuffix("\n").split("\n")
+
+
+def train_quick_model(data_dir: Path, directory: Path, pairs: int, epochs: int) -> Path:
+    """A small model on the first `pairs` Multi30k training pairs, for benchmark timings.
+
+    Fixed steps, no memorisation check: decoding and serving timings need a model that emits
+    EOS like a trained one, not one that reproduces its data.
+    """
+    from pipeline.data.clean import normalize_text
+
+    sources = [normalize_text(s) for s in read_gz_lines(data_dir / "train.en.gz")[:pairs]]
+    targets = [normalize_text(t) for t in read_gz_lines(data_dir / "train.de.gz")[:pairs]]
+    batch_size = 64
+    recipe = TrainingRecipe(
+        learning_rate=0.005,
+        clip_norm=1.0,
+        batch_size=batch_size,
+        max_steps=epochs * -(-len(sources) // batch_size),
+    )
+    return train_translator(
+        directory,
+        list(zip(sources, targets, strict=True)),
+        ModelConfig(embedding_dim=128, hidden_units=128, dropout=0.1, tie_embeddings=True),
+        TokenizeConfig("unigram", 1000, True, 1.0, 16),
+        recipe,
+        seed=session_seed(),
+        verbose=2,
     )
 
 
