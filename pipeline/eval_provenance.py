@@ -78,18 +78,15 @@ class EvaluationRecord:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def tree_sha256(directory: Path) -> str:
-    """sha256 over a directory's sorted (relative path, file sha256) list."""
+def tree_sha256(directory: Path, pattern: str = "*") -> str:
+    """sha256 over the sorted (relative path, file sha256) list of the files matching `pattern`."""
     listing = "".join(
         f"{path.relative_to(directory).as_posix()}\t{file_sha256(path)}\n"
-        for path in sorted(directory.rglob("*"))
+        for path in sorted(directory.rglob(pattern))
         if path.is_file()
     )
     return hashlib.sha256(listing.encode("utf-8")).hexdigest()

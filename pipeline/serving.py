@@ -59,7 +59,8 @@ SIGNATURE = ModelSignature(
 
 
 # Worst case of one text character in a JSON body: an astral character escaped as two
-# `\uXXXX` surrogates. Plus quotes, brackets and a comma per row, and the keys around them.
+# six-byte `\u` surrogate escapes. Plus quotes, brackets and a comma per row, and the keys
+# around them.
 JSON_BYTES_PER_CHAR = 12
 JSON_BYTES_PER_ROW = 16
 JSON_BYTES_OVERHEAD = 4096

@@ -84,11 +84,8 @@ def content_md5(path: Path) -> str:
 
 
 def _file_md5(path: Path) -> str:
-    digest = hashlib.md5()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "md5").hexdigest()
 
 
 def artifact_hash_tags(root: Path, paths: tuple[str, ...] = LINEAGE_PATHS) -> dict[str, str]:

@@ -36,11 +36,7 @@ def content_sha256(path: Path) -> str:
 
 def python_sources_sha256(directory: Path) -> str:
     """sha256 over the .py files of a package (its bytecode caches change on every import)."""
-    listing = "".join(
-        f"{path.relative_to(directory).as_posix()}\t{file_sha256(path)}\n"
-        for path in sorted(directory.rglob("*.py"))
-    )
-    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+    return tree_sha256(directory, "*.py")
 
 
 def registration_key(spec: PyfuncSpec, candidate: Candidate, rules: GateRules) -> str:
