@@ -57,14 +57,14 @@ def save_pyfunc(model_dir: Path, destination: Path) -> dict[str, Any]:
     from pipeline.serving import (
         DECODING_ARTIFACT,
         KERAS_MODEL_ARTIFACT,
-        SIGNATURE,
         TOKENIZER_ARTIFACT,
         InputLimits,
         TranslationModel,
+        translation_signature,
     )
 
     config = load_config(REPO_ROOT / "params.yaml")
-    settings = DecodingSettings.from_config(config.evaluate)
+    settings = DecodingSettings.from_config(config.decode)
     register = config.register
     limits = InputLimits(
         register.max_input_chars, register.max_batch_rows, register.max_request_work
@@ -81,7 +81,7 @@ def save_pyfunc(model_dir: Path, destination: Path) -> dict[str, Any]:
         },
         model_config=dataclasses.asdict(limits),
         code_paths=[str(PACKAGE_DIR)],
-        signature=SIGNATURE,
+        signature=translation_signature(settings.beam_size),
         pip_requirements=[],
     )
     return {"decoding": dataclasses.asdict(settings), "limits": dataclasses.asdict(limits)}

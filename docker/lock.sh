@@ -6,8 +6,9 @@
 #                             requirements.lock's versions, TensorFlow's CUDA build
 #                             (tensorflow[and-cuda], which brings the CUDA/cuDNN/NCCL wheels)
 #                             in place of tensorflow-cpu, and no dev tools.
-#   requirements-mlflow.lock  the MLflow tracking server: mlflow + the PostgreSQL driver at the
-#                             lock's versions (boto3 for an S3 artifact store: see README).
+#   requirements-mlflow.lock  the MLflow tracking server: mlflow[auth] (its basic-auth app) + the
+#                             PostgreSQL driver at the lock's versions (boto3 for an S3 artifact
+#                             store: see README).
 #
 # Needs uv (the Makefile's pinned one: .venv/bin/uv, else uv on PATH) and the package index.
 set -euo pipefail
@@ -25,7 +26,7 @@ trap 'rm -rf "$inputs"' EXIT
 echo "tensorflow[and-cuda]==${tf_version}" >"$inputs/gpu.in"
 # An override whose marker never holds removes tensorflow-cpu from the resolution.
 echo "tensorflow-cpu ; sys_platform == 'never'" >"$inputs/drop-tensorflow-cpu.txt"
-printf '%s\n' mlflow psycopg2-binary >"$inputs/mlflow.in"
+printf '%s\n' 'mlflow[auth]' psycopg2-binary >"$inputs/mlflow.in"
 
 compile() {
     "$uv_bin" pip compile --quiet --no-annotate \

@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.17
 # The MLflow tracking server and model registry, with the PostgreSQL driver the official
-# ghcr.io/mlflow/mlflow image lacks. Versions come from docker/requirements-mlflow.lock, derived
-# from requirements.lock by docker/lock.sh, so server and clients run the same MLflow.
+# ghcr.io/mlflow/mlflow image lacks and Flask-WTF, which its basic-auth app needs (mlflow[auth]).
+# Versions come from docker/requirements-mlflow.lock, derived from requirements.lock by
+# docker/lock.sh, so server and clients run the same MLflow.
 #
 #   docker build -f docker/mlflow.Dockerfile -t mt-mlflow:0.1.0 .    # from the repo root
 
@@ -16,9 +17,10 @@ RUN pip install --no-cache-dir --no-deps -r /tmp/requirements-mlflow.lock \
     && pip check \
     && rm /tmp/requirements-mlflow.lock
 
+# /mlflow/auth holds basic-auth's user database (compose mounts the mlflow-auth volume there).
 RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin mlflow \
-    && mkdir -p /mlflow/artifacts \
-    && chown mlflow:mlflow /mlflow/artifacts
+    && mkdir -p /mlflow/artifacts /mlflow/auth \
+    && chown mlflow:mlflow /mlflow/artifacts /mlflow/auth
 
 ENV PYTHONUNBUFFERED=1
 USER 1000

@@ -25,8 +25,18 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("pipeline.train", "main", "train the Seq2Seq LSTM"),
     "evaluate": ("pipeline.evaluate", "main", "BLEU/chrF/TER on the test splits"),
     "register": ("pipeline.registry", "main", "log the model to MLflow and run the gate"),
-    "registry": ("pipeline.registry", "registry_main", "list | history | promote | rollback"),
+    "registry": (
+        "pipeline.registry",
+        "registry_main",
+        "list | history | promote | rollback | webhook",
+    ),
+    "mlflow-users": (
+        "pipeline.registry.auth_setup",
+        "main",
+        "pipeline and promoter accounts on an MLflow server with basic-auth",
+    ),
     "translate": ("pipeline.translator", "main", "translate stdin or a file"),
+    "serve": ("pipeline.serve_command", "main", "serve a registered model over REST (MLflow)"),
     "params-lock": (
         "pipeline.params_lock",
         "main",
@@ -36,7 +46,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 # Commands that write stage outputs from params.yaml. While a DAG run holds params.yaml (its
 # run params are in it) only that run's own tasks may run them; they are refused before their
 # module is imported, so a refused `dvc repro` never holds DVC's lock on a stage's outputs.
-# Reading tools (registry, translate, params-lock) are not refused.
+# Reading tools (registry, translate, serve, params-lock) are not refused.
 STAGE_COMMANDS = frozenset(
     {"fetch", "validate", "clean", "tokenize", "train", "evaluate", "register"}
 )

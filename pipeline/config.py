@@ -49,6 +49,8 @@ LANGUAGE_CODE = matching(r"[a-z]{2,3}", "an ISO 639 language code, 2-3 lowercase
 SPLIT_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", "a split name: letters, digits, _ and -")
 # MLflow refuses / and :, and models:/<name>@<alias> URIs break on @ and spaces.
 MODEL_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", "a model name: letters, digits, . _ -")
+# The widest beam decode.beam_size and a request's `beam_size` (pipeline/serving.py) may ask for.
+MAX_BEAM_SIZE = 64
 
 
 @dataclass(frozen=True)
@@ -134,12 +136,19 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    beam_size: int = field(metadata=ranged(ge=1, le=64))
+class DecodeConfig:
+    """How every translation is searched: evaluate, `mt translate` and the served model."""
+
+    beam_size: int = field(metadata=ranged(ge=1, le=MAX_BEAM_SIZE))
     length_penalty: float = field(metadata=ranged(ge=0, le=5))
     max_length_ratio: float = field(metadata=ranged(gt=0, le=10))
     max_length_offset: int = field(metadata=ranged(ge=0, le=1000))
+    max_source_length: int = field(metadata=ranged(ge=1, le=10_000))  # in pieces
     batch_size: int = field(metadata=ranged(ge=1, le=65_536))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
     bootstrap_resamples: int = field(metadata=ranged(ge=10, le=100_000))
     samples: int = field(metadata=ranged(ge=0, le=10_000))
     attention_maps: int = field(metadata=ranged(ge=0, le=1000))
@@ -198,6 +207,7 @@ class Config:
     tokenize: TokenizeConfig
     model: ModelConfig
     train: TrainConfig
+    decode: DecodeConfig
     evaluate: EvaluateConfig
     register: RegisterConfig
     orchestration: OrchestrationConfig

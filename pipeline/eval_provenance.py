@@ -7,7 +7,7 @@ evaluate leaves both describing another model. So evaluate records, inside repor
 sha256 of everything the numbers depend on and of the metrics.json it writes next:
 
 - `model_sha256`, `tokenizer_sha256`: models/seq2seq.keras and models/tokenizer/ as loaded
-- `decoding`: the decoding settings (params.yaml `evaluate:`) the hypotheses were made with
+- `decoding`: the decoding settings (params.yaml `decode:`) the hypotheses were made with
 - `references_sha256`: data/raw/<split>.<tgt_lang> per test split, as scored against
 - `hypotheses_sha256`: reports/eval/hypotheses/<split>.txt per test split, as written
 - `metrics_sha256`: metrics.json, as written after reports/eval/
@@ -171,5 +171,5 @@ def check_model_matches(evaluated: EvaluatedModel, model: EvaluatedModel) -> Non
             f"{key} {evaluated.decoding.get(key)} -> {model.decoding[key]}" for key in changed
         )
         raise StaleEvaluationError(
-            f"params.yaml `evaluate:` changed since evaluate ran ({detail}); {RERUN}"
+            f"params.yaml `decode:` changed since evaluate ran ({detail}); {RERUN}"
         )

@@ -357,7 +357,7 @@ def run_evaluate(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     from pipeline.translator import Translator
 
     splits = [read_split(paths, config, split) for split in config.data.test_splits]
-    settings = DecodingSettings.from_config(config.evaluate)
+    settings = DecodingSettings.from_config(config.decode)
     if not paths.model_file.is_file():
         raise DataError(f"{paths.model_file}: model file not found; run `dvc repro train` first")
     evaluated = EvaluatedModel.of(paths.model_file, paths.tokenizer_dir, settings)

@@ -289,12 +289,17 @@ def challenger_awaiting_approval(root: Path, dag_run_id: str) -> dict[str, Any] 
 
 
 def promote_version(root: Path, model_name: str, version: str, reason: str) -> None:
-    """What `mt registry promote VERSION` does, for the model this run registered.
+    """What `mt registry promote VERSION` does, for the model this run registered, applied
+    only while @champion is still the version the gate compared it with (the approver saw
+    that comparison); otherwise nothing moves and the task fails naming both versions.
 
     The model name comes from registration.json: a run that changed the language pair
     registered under a name that the restored params.yaml no longer holds.
     """
     from pipeline.registry.commands import promote
+    from pipeline.registry.gate import GateDecision
     from pipeline.registry.store import Registry
 
-    promote(Registry.connect(project_paths(root), model_name), version, reason)
+    registry = Registry.connect(project_paths(root), model_name)
+    compared = GateDecision.from_tags(registry.version(version).tags).champion_version
+    promote(registry, version, reason, expected_from=compared)

@@ -12,6 +12,8 @@ Points (name: where the process stops):
 - `evaluate.between_outputs`: reports/eval/ is replaced, metrics.json not yet
 - `atomic.old_moved_aside.<name>`: a directory output `<name>` has been moved aside and the
   new one is not in place yet
+- `registry.gate_decided`: the gate decided to promote, before it takes the champion lock and
+  moves the alias (the race test holds one registration here)
 - `registry.champion_move_recorded`: the audit run of a `@champion` move exists, the alias
   has not moved
 - `registry.champion_alias_moved`: the alias has moved, the audit run is not yet FINISHED

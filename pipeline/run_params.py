@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.config import Config, param_specs
 from pipeline.errors import ConfigError
+from pipeline.model_naming import model_name_for_pair
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +137,3 @@ def _register_overrides(
         name = current.register.model_name
         register["model_name"] = model_name_for_pair(name, old_pair, new_pair)
     return register
-
-
-def model_name_for_pair(name: str, old: tuple[str, str], new: tuple[str, str]) -> str:
-    """A registered model serves one language pair: swap the pair inside its name.
-
-    An en-fr model must not become a challenger of the en-de champion.
-    """
-    old_token, new_token = "-".join(old), "-".join(new)
-    if old_token not in name:
-        raise ConfigError(
-            f"run params: the language pair changes to {new_token} but register.model_name "
-            f"{name!r} does not contain {old_token!r}; set the `model_name` run param"
-        )
-    return name.replace(old_token, new_token, 1)

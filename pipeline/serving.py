@@ -4,11 +4,13 @@
 SentencePiece tokenizer directory and a JSON of decoding settings; `load_context` builds one
 `Translator` from them, so a fresh process (`mlflow models serve`) needs nothing else.
 
-`TextToTextModel` holds what every text-in/text-out model we serve shares: the input checks.
-A bad request (non-string values, an empty batch, a text over `max_input_chars`, more than
-`max_batch_rows` rows, more work than `max_request_work`) raises an MlflowException with
-INVALID_PARAMETER_VALUE, which the scoring server answers with HTTP 400 and the message, never a
-stack trace. Inside `mlflow models serve` the body is capped before it is parsed (HTTP 413, see
+`TextToTextModel` holds what every text-in/text-out model we serve shares: the input checks
+and the `beam_size` request parameter (the signature's params schema, its default the logged
+decode.beam_size). A bad request (non-string values, an empty batch, a text over
+`max_input_chars`, more than `max_batch_rows` rows, more work than `max_request_work`, a beam
+size outside 1..MAX_BEAM_SIZE) raises an MlflowException with INVALID_PARAMETER_VALUE, which
+the scoring server answers with HTTP 400 and the message, never a stack trace. Inside
+`mlflow models serve` the body is capped before it is parsed (HTTP 413, see
 pipeline/serving_body_cap.py).
 """
 
@@ -28,7 +30,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from pipeline.config import MAX_BEAM_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +56,22 @@ SERVING_PACKAGES = (
     "cloudpickle",
 )
 
-SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
-    outputs=Schema([ColSpec("string", TRANSLATION_COLUMN)]),
-)
+# The request parameter that picks the search: 1 = greedy, more = beam search.
+BEAM_SIZE_PARAM = "beam_size"
+
+
+def translation_signature(beam_size: int) -> ModelSignature:
+    """Text in, text out, and `beam_size` as a request parameter defaulting to `beam_size`
+    (for TranslationModel: the decode.beam_size it was evaluated and registered with)."""
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", TEXT_COLUMN)]),
+        outputs=Schema([ColSpec("string", TRANSLATION_COLUMN)]),
+        params=ParamSchema([ParamSpec(BEAM_SIZE_PARAM, "long", default=beam_size)]),
+    )
+
+
+# For a model that keeps one hypothesis per text (the stand-ins of the tests and benchmarks).
+SIGNATURE = translation_signature(beam_size=1)
 
 
 # Worst case of one text character in a JSON body: an astral character escaped as two
@@ -121,6 +137,18 @@ def _column_values(model_input: Any) -> list[Any]:
     )
 
 
+def requested_beam_size(params: dict[str, Any] | None, default: int) -> int:
+    """The request's `beam_size` (MLflow has checked that it is an integer), within range."""
+    value = (params or {}).get(BEAM_SIZE_PARAM, default)
+    integer = isinstance(value, int | np.integer) and not isinstance(value, bool)
+    if not integer or not 1 <= value <= MAX_BEAM_SIZE:
+        raise _bad_request(
+            f"params {BEAM_SIZE_PARAM}={value!r}: allowed an integer from 1 (greedy) to "
+            f"{MAX_BEAM_SIZE}; leave it out for the model's default ({default})"
+        )
+    return int(value)
+
+
 def texts_from_input(model_input: Any, limits: InputLimits, beam_size: int = 1) -> list[str]:
     """Check a request and return its texts, or raise a 400-worthy MlflowException."""
     texts = _checked_texts(_column_values(model_input), limits)
@@ -161,7 +189,7 @@ class TextToTextModel(PythonModel, abc.ABC):
     """A pyfunc with checked text in (column `text`) and text out (column `translation`)."""
 
     limits: InputLimits
-    # How many hypotheses the model keeps per text; the request-work bound multiplies by it.
+    # The beam of a request that names none; the request-work bound multiplies by the beam.
     beam_size: int = 1
 
     def load_context(self, context: Any) -> None:
@@ -176,15 +204,16 @@ class TextToTextModel(PythonModel, abc.ABC):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        texts = texts_from_input(model_input, self.limits, self.beam_size)
-        return pd.DataFrame({TRANSLATION_COLUMN: self.translate_texts(texts)})
+        beam_size = requested_beam_size(params, self.beam_size)
+        texts = texts_from_input(model_input, self.limits, beam_size)
+        return pd.DataFrame({TRANSLATION_COLUMN: self.translate_texts(texts, beam_size)})
 
     @abc.abstractmethod
     def load_translator(self, artifacts: dict[str, str]) -> None:
         """Build whatever `translate_texts` needs from the logged artifacts (once)."""
 
     @abc.abstractmethod
-    def translate_texts(self, texts: list[str]) -> list[str]:
+    def translate_texts(self, texts: list[str], beam_size: int) -> list[str]:
         """One output per input text, same order; an empty text gives an empty string."""
 
 
@@ -204,5 +233,10 @@ class TranslationModel(TextToTextModel):
         self.beam_size = settings.beam_size
         log.info("translator loaded with %s", settings)
 
-    def translate_texts(self, texts: list[str]) -> list[str]:
-        return list(self._translator.translate(texts))
+    def translate_texts(self, texts: list[str], beam_size: int) -> list[str]:
+        translator = self._translator
+        if beam_size != translator.settings.beam_size:
+            # Same model and tokenizers; decoding keeps one compiled search per beam size.
+            settings = dataclasses.replace(translator.settings, beam_size=beam_size)
+            translator = translator.with_settings(settings)
+        return list(translator.translate(texts))

@@ -2,16 +2,22 @@
 
 The default needs no server: `mlruns.db` for runs and the registry, `mlartifacts/` for files.
 Point `MLFLOW_TRACKING_URI` at an MLflow server (PostgreSQL-backed in production) and nothing
-else changes.
+else changes. A server run with `--app-name basic-auth` wants a login: MLflow's client sends
+`MLFLOW_TRACKING_USERNAME` / `MLFLOW_TRACKING_PASSWORD` with every request, and
+`access_refusal` turns its 401/403 answers into one line that says who was refused and the fix.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 from pipeline.paths import ProjectPaths, project_paths
 
 EXPERIMENT_NAME = "translation"
+WHO_MAY_PROMOTE = "'Who may promote' in docs/registry.md"
+# MLflow's client puts a refused request's body into its message: "... Response body: 'text'".
+RESPONSE_BODY = re.compile(r"Response body: '([^']*)'")
 
 
 def tracking_uri(paths: ProjectPaths | None = None) -> str:
@@ -44,3 +50,34 @@ def configure_mlflow(paths: ProjectPaths | None = None) -> str:
     experiment_id = mlflow.create_experiment(EXPERIMENT_NAME, artifact_location=artifact_location)
     mlflow.set_experiment(experiment_id=experiment_id)
     return str(experiment_id)
+
+
+def access_refusal(uri: str, doing: str, error_code: str | None, message: str) -> str | None:
+    """One line for a server that refused the caller (HTTP 401 or 403), else None.
+
+    `error_code` and `message` are an MlflowException's; the user is the one MLflow's client
+    sent (the standard `MLFLOW_TRACKING_USERNAME`; none means an anonymous request).
+    """
+    from mlflow.environment_variables import MLFLOW_TRACKING_USERNAME
+
+    user = MLFLOW_TRACKING_USERNAME.get()
+    if error_code == "PERMISSION_DENIED":
+        found = RESPONSE_BODY.search(message)
+        said = f": {found.group(1)[:120]!r}" if found else ""
+        return (
+            f"the tracking server {uri} refused user {user!r} (HTTP 403 PERMISSION_DENIED{said}) "
+            f"while {doing}; fix: run it as an account that holds this right, or have an MLflow "
+            f"admin grant it (`mt mlflow-users`; see {WHO_MAY_PROMOTE})"
+        )
+    if error_code != "UNAUTHENTICATED":
+        return None
+    if not user:
+        return (
+            f"the tracking server {uri} wants a login (HTTP 401 UNAUTHENTICATED) while {doing}; "
+            "fix: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on it"
+        )
+    return (
+        f"the tracking server {uri} rejected the login of user {user!r} (HTTP 401 "
+        f"UNAUTHENTICATED: wrong password, or no such user) while {doing}; fix: set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account on that server"
+    )

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from pipeline.aligned_text import decode_utf8, text_lines
 from pipeline.atomic import atomic_write_text
-from pipeline.config import EvaluateConfig, load_config
+from pipeline.config import DecodeConfig, load_config
 from pipeline.data.clean import normalize_text
 from pipeline.errors import PipelineError
 from pipeline.model.decoding import DecodeResult, DecodingSettings, decode
@@ -185,7 +185,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--input", type=Path, help="text file to translate (default: stdin)")
     parser.add_argument("--output", type=Path, help="where to write (default: stdout)")
-    parser.add_argument("--beam", type=int, help="beam size (default: evaluate.beam_size)")
+    parser.add_argument(
+        "--beam-size",
+        "--beam",
+        dest="beam",
+        type=int,
+        help="beam size, 1 = greedy (default: decode.beam_size; for an MLflow model, the "
+        "decode.beam_size it was registered with)",
+    )
     parser.add_argument("--batch-size", type=int, help="sentences decoded together")
     parser.add_argument(
         "--model",
@@ -196,28 +203,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-# Flags that override a param: (flag, argparse attribute, params.yaml `evaluate:` key).
-PARAM_FLAGS = (("--beam", "beam", "beam_size"), ("--batch-size", "batch_size", "batch_size"))
+# Flags that override a param: (flag, argparse attribute, params.yaml `decode:` key).
+PARAM_FLAGS = (
+    ("--beam-size", "beam", "beam_size"),
+    ("--batch-size", "batch_size", "batch_size"),
+)
 
 
 def check_param_flags(args: argparse.Namespace) -> None:
-    """Each flag within the allowed range of the `evaluate:` param it overrides."""
-    rules = {field.name: rule_of(field) for field in dataclasses.fields(EvaluateConfig)}
+    """Each flag within the allowed range of the `decode:` param it overrides."""
+    rules = {field.name: rule_of(field) for field in dataclasses.fields(DecodeConfig)}
     for flag, attribute, key in PARAM_FLAGS:
         value, rule = getattr(args, attribute), rules[key]
         if value is not None and rule is not None and not rule.allows(value):
             raise PipelineError(
                 f"{flag} {value}: outside the allowed range {rule.describe()} of params.yaml "
-                f"`evaluate.{key}`"
+                f"`decode.{key}`"
             )
 
 
 def settings_from_args(args: argparse.Namespace) -> DecodingSettings:
-    """params.yaml's evaluate section when the project has one, with the flags on top."""
+    """params.yaml's decode section when the project has one, with the flags on top."""
     check_param_flags(args)
     paths = project_paths()
     base = (
-        DecodingSettings.from_config(load_config().evaluate)
+        DecodingSettings.from_config(load_config().decode)
         if paths.params.is_file()
         else DecodingSettings()
     )
@@ -287,17 +297,37 @@ def load_mlflow_model(uri: str) -> Any:
         ) from None
 
 
-def translate_with_mlflow(uri: str, texts: list[str], batch_size: int) -> list[str]:
+def beam_params(uri: str, model: Any, beam_size: int | None) -> dict[str, int] | None:
+    """The request parameters that ask `model` for `beam_size` (None: its own default).
+
+    A version logged before the beam size became a signature parameter would ignore it with a
+    mere warning from MLflow, so it is refused here instead.
+    """
+    if beam_size is None:
+        return None
+    schema = model.metadata.get_params_schema()
+    if schema is None or "beam_size" not in {param.name for param in schema.params}:
+        raise PipelineError(
+            f"--model {uri}: this model takes no beam_size parameter (logged before serving "
+            "took decoding options); drop --beam-size, or register the model again"
+        )
+    return {"beam_size": beam_size}
+
+
+def translate_with_mlflow(
+    uri: str, texts: list[str], batch_size: int, beam_size: int | None = None
+) -> list[str]:
     """Translate through a registered pyfunc (the served model) in request-sized chunks."""
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
     model = load_mlflow_model(uri)
+    params = beam_params(uri, model, beam_size)
     outputs: list[str] = []
     for start in range(0, len(texts), batch_size):
         chunk = texts[start : start + batch_size]
         try:
-            predicted = model.predict(pd.DataFrame({"text": chunk}))
+            predicted = model.predict(pd.DataFrame({"text": chunk}), params=params)
         except MlflowException as error:  # the model's request checks (pipeline/serving.py)
             raise PipelineError(
                 f"input lines {start + 1}-{start + len(chunk)} (one request of --batch-size "
@@ -323,9 +353,7 @@ def main(argv: list[str]) -> int | None:
     settings = settings_from_args(args)
     texts = read_input_lines(args.input) if args.input else read_stdin_lines()
     if args.model and is_mlflow_model(args.model):
-        if args.beam is not None:
-            log.warning("--beam is ignored for an MLflow model: it decodes with its own settings")
-        outputs = translate_with_mlflow(args.model, texts, settings.batch_size)
+        outputs = translate_with_mlflow(args.model, texts, settings.batch_size, args.beam)
     else:
         directory = local_model_dir(args.model)
         translator = Translator.load(directory / MODEL_FILE, directory / TOKENIZER_DIR, settings)

@@ -22,7 +22,8 @@ TINY_OVERRIDES: dict[str, Any] = {
     "tokenize": {"vocab_size": 120, "model_type": "unigram"},
     "model": {"embedding_dim": 32, "hidden_units": 32, "dropout": 0.0},
     "train": {"epochs": 2, "batch_size": 8, "warmup_steps": 5, "patience": 2},
-    "evaluate": {"beam_size": 2, "bootstrap_resamples": 50, "samples": 3, "attention_maps": 1},
+    "decode": {"beam_size": 2},
+    "evaluate": {"bootstrap_resamples": 50, "samples": 3, "attention_maps": 1},
     "register": {"min_bleu": 0.0, "bootstrap_resamples": 50},
 }
 

@@ -2,12 +2,14 @@
 
 `MlflowServer` runs `mlflow server` with a given backend store and artifact directory on a free
 127.0.0.1 port; `kill()` sends SIGKILL (a crash, not a shutdown) and `start()` brings it back on
-the same port and stores. `ModelServer` runs `mlflow models serve --env-manager local`.
+the same port and stores. With `auth=BasicAuth.write(...)` it runs `--app-name basic-auth`.
+`ModelServer` runs `mlflow models serve --env-manager local`.
 Throw-away PostgreSQL databases come from `tests.postgres.postgres_database()`.
 """
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import os
 import signal
@@ -73,6 +75,41 @@ def _stop(process: subprocess.Popen[bytes] | None, sig: int) -> None:
         process.wait(timeout=30)
 
 
+@dataclass(frozen=True)
+class BasicAuth:
+    """MLflow's basic-auth app: its config file (`MLFLOW_AUTH_CONFIG_PATH`), the password the
+    server gives the admin user on its first start, and the Flask secret it insists on."""
+
+    config_file: Path
+    admin_username: str
+    admin_password: str
+    secret_key: str = "flask-secret-for-this-test-server"
+
+    @classmethod
+    def write(
+        cls, directory: Path, admin_password: str, template: Path | None = None
+    ) -> BasicAuth:
+        """A config like `template` (MLflow's own basic_auth.ini when None) whose user
+        database is a SQLite file in `directory`."""
+        from mlflow.server.auth import config as auth_config
+
+        config = configparser.ConfigParser()
+        config.read(template or Path(auth_config.__file__).with_name("basic_auth.ini"))
+        config["mlflow"]["database_uri"] = f"sqlite:///{directory / 'basic_auth.db'}"
+        directory.mkdir(parents=True, exist_ok=True)
+        config_file = directory / "basic_auth.ini"
+        with config_file.open("w", encoding="utf-8") as handle:
+            config.write(handle)
+        return cls(config_file, config["mlflow"]["admin_username"], admin_password)
+
+    def environ(self) -> dict[str, str]:
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(self.config_file),
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": self.secret_key,
+        }
+
+
 @dataclass
 class MlflowServer:
     """`mlflow server` over `backend_uri`, proxying artifacts into `artifacts_dir`."""
@@ -82,6 +119,7 @@ class MlflowServer:
     log_file: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    auth: BasicAuth | None = None
 
     @property
     def url(self) -> str:
@@ -94,9 +132,13 @@ class MlflowServer:
             "--artifacts-destination", self.artifacts_dir.as_uri(),
             "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
+        env = venv_environ()
+        if self.auth is not None:
+            command += ["--app-name", "basic-auth"]
+            env |= self.auth.environ()
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=venv_environ(),
+                command, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True,
             )  # fmt: skip
         wait_until_healthy(f"{self.url}/health", self.process, self.log_file, timeout_s)
@@ -170,7 +212,7 @@ class UppercaseModel(TextToTextModel):
         with open(artifacts["prefix"], encoding="utf-8") as handle:
             self.prefix = handle.read()
 
-    def translate_texts(self, texts):
+    def translate_texts(self, texts, beam_size):
         return [self.prefix + text.upper() if text else "" for text in texts]
 
 

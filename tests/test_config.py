@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import Config, load_config, parse_config
+from pipeline.config import Config, DecodeConfig, load_config, parse_config
 from pipeline.errors import ConfigError
 from tests.conftest import REPO_ROOT, deep_merge
 
@@ -29,6 +29,40 @@ def test_unknown_key_is_named_with_the_allowed_keys() -> None:
     message = str(error.value)
     assert "unknown key `train.epochz`" in message
     assert "epochs" in message and "batch_size" in message
+
+
+def test_decode_is_its_own_section_read_by_every_translation() -> None:
+    config = load_config(REPO_ROOT / "params.yaml")
+    assert config.decode == DecodeConfig(
+        beam_size=5,
+        length_penalty=0.6,
+        max_length_ratio=1.5,
+        max_length_offset=10,
+        max_source_length=200,
+        batch_size=128,
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            {"decode": {"beam": 4}},
+            "params.yaml: unknown key `decode.beam`; allowed keys: beam_size, length_penalty, "
+            "max_length_ratio, max_length_offset, max_source_length, batch_size",
+        ),
+        (
+            {"evaluate": {"beam_size": 4}},  # the layout before `decode:` had its own section
+            "params.yaml: unknown key `evaluate.beam_size`; allowed keys: bootstrap_resamples, "
+            "samples, attention_maps",
+        ),
+    ],
+    ids=["decode_unknown", "evaluate_no_longer_decodes"],
+)
+def test_decoding_keys_live_only_in_decode(section: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config(deep_merge(repo_params(), section))
+    assert str(error.value) == message
 
 
 def test_wrong_type_names_key_and_type() -> None:

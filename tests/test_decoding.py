@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.config import EvaluateConfig, ModelConfig
+from pipeline.config import DecodeConfig, ModelConfig
 from pipeline.model.decoding import (
     DecodeResult,
     DecodingSettings,
@@ -44,10 +44,22 @@ def random_sources(rows: int, seed: int = 0) -> np.ndarray:
     return pad_batch([rng.integers(4, 40, size=n).tolist() for n in lengths])
 
 
-def test_settings_from_config_copy_the_evaluate_section() -> None:
-    config = EvaluateConfig(3, 0.8, 2.0, 7, 16, 100, 5, 2)
+def test_settings_from_config_copy_the_decode_section() -> None:
+    config = DecodeConfig(
+        beam_size=3,
+        length_penalty=0.8,
+        max_length_ratio=2.0,
+        max_length_offset=7,
+        max_source_length=40,
+        batch_size=16,
+    )
     assert DecodingSettings.from_config(config) == DecodingSettings(
-        beam_size=3, length_penalty=0.8, max_length_ratio=2.0, max_length_offset=7, batch_size=16
+        beam_size=3,
+        length_penalty=0.8,
+        max_length_ratio=2.0,
+        max_length_offset=7,
+        batch_size=16,
+        max_source_length=40,
     )
 
 

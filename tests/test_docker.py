@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import configparser
 import fnmatch
 import importlib.resources
 import json
@@ -45,8 +46,17 @@ REQUIRED_SERVICES = {
     "airflow-dag-processor",
     "airflow-triggerer",
     "airflow-worker",
+    "mlflow-users",
 }
-ONE_SHOT_SERVICES = {"airflow-init", "mt"}
+# The pipeline image's services that talk to MLflow, and whom they log in as (basic-auth).
+PIPELINE_LOGINS = {
+    "airflow-worker": ("mt-pipeline", "MT_PIPELINE_PASSWORD"),
+    "mt": ("mt-pipeline", "MT_PIPELINE_PASSWORD"),
+    "translator": ("mt-pipeline", "MT_PIPELINE_PASSWORD"),
+    "registry-webhooks": ("mt-pipeline", "MT_PIPELINE_PASSWORD"),
+    "mlflow-users": ("admin", "MLFLOW_ADMIN_PASSWORD"),
+}
+ONE_SHOT_SERVICES = {"airflow-init", "mlflow-users", "mt"}
 ENV_PREFIXES = ("MT_", "MLFLOW_", "AIRFLOW")
 # Airflow's task runner exports these into every task's environment; no deployment sets them.
 SET_BY_AIRFLOW_AT_RUNTIME = "AIRFLOW_CTX_"
@@ -338,12 +348,20 @@ def test_state_lives_on_named_volumes(compose: dict[str, Any]) -> None:
             else:
                 used.add(source)
     assert used == declared
-    assert binds == ["./postgres-init.sh:/docker-entrypoint-initdb.d/10-create-databases.sh:ro"]
+    assert sorted(binds) == [
+        "./mlflow-basic-auth.ini:/etc/mlflow/basic_auth.ini:ro",
+        "./postgres-init.sh:/docker-entrypoint-initdb.d/10-create-databases.sh:ro",
+    ]
     data_paths = {"postgres": "/var/lib/postgresql/data", "redis": "/data"}
     data_paths |= {"mlflow": "/mlflow/artifacts", "airflow-worker": "/opt/mt/dvc-cache"}
     for name, path in data_paths.items():
         targets = [mount.split(":")[1] for mount in compose["services"][name]["volumes"]]
         assert path in targets, f"{name} keeps {path} in the container"
+    # basic-auth's user database lives where the config says, on its own volume.
+    auth = configparser.ConfigParser()
+    auth.read(DOCKER / "mlflow-basic-auth.ini")
+    assert auth["mlflow"]["database_uri"] == "sqlite:////mlflow/auth/basic_auth.db"
+    assert "mlflow-auth:/mlflow/auth" in compose["services"]["mlflow"]["volumes"]
 
 
 def test_no_latest_tags_and_every_image_versioned(compose: dict[str, Any]) -> None:
@@ -374,6 +392,67 @@ def test_airflow_runs_celery_with_postgres_and_redis(compose: dict[str, Any]) ->
     assert "@postgres:5432/mlflow" in mlflow_env["MLFLOW_BACKEND_STORE_URI"]
 
 
+def test_mlflow_runs_basic_auth_with_the_config_from_docker(compose: dict[str, Any]) -> None:
+    mlflow = compose["services"]["mlflow"]
+    assert "--app-name=basic-auth" in mlflow["command"]
+    env = mlflow["environment"]
+    assert env["MLFLOW_AUTH_CONFIG_PATH"] == "/etc/mlflow/basic_auth.ini"
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"].startswith("${MLFLOW_FLASK_SECRET_KEY:?")
+    auth = configparser.ConfigParser()
+    auth.read(DOCKER / "mlflow-basic-auth.ini")
+    settings = dict(auth["mlflow"])
+    assert "admin_password" not in settings, "the admin's password comes from docker/.env"
+    assert settings["default_permission"] == "READ"
+    assert settings["admin_username"] == "admin"
+    assert settings["authorization_function"] == (
+        "mlflow.server.auth:authenticate_request_basic_auth"
+    )
+    assert pins(DOCKER / "requirements-mlflow.lock")["flask-wtf"], "basic-auth needs Flask-WTF"
+
+
+def test_pipeline_services_log_in_and_wait_for_their_accounts(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name, (user, password_var) in PIPELINE_LOGINS.items():
+        env = services[name]["environment"]
+        assert env["MLFLOW_TRACKING_USERNAME"] == user, name
+        assert re.fullmatch(
+            rf"\$\{{{password_var}(:\?[^}}]*)?\}}", env["MLFLOW_TRACKING_PASSWORD"]
+        )
+        if name != "mlflow-users":
+            rule = services[name]["depends_on"]["mlflow-users"]
+            assert rule == {"condition": "service_completed_successfully"}, name
+    users = services["mlflow-users"]
+    assert users["image"].startswith("mt-pipeline:")
+    assert (users["entrypoint"], users["command"]) == (
+        ["bash", "-c"],
+        ["mt mlflow-users && mt registry webhook install --url http://registry-webhooks:8765/"],
+    )
+    webhooks = services["registry-webhooks"]
+    assert webhooks["command"] == ["registry", "webhook", "serve", "--host", "0.0.0.0",
+                                   "--port", "8765"]  # fmt: skip
+    assert services["mlflow"]["environment"]["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] == "http,https"
+    secret_holders = {
+        name
+        for name, service in services.items()
+        if "MT_REGISTRY_WEBHOOK_SECRET" in service.get("environment", {})
+    }
+    assert secret_holders == {"mlflow-users", "registry-webhooks"}
+    # `mt mlflow-users` reads the accounts' passwords; only this service holds them.
+    for var in ("MT_PIPELINE_PASSWORD", "MT_PROMOTER_PASSWORD"):
+        assert users["environment"][var].startswith(f"${{{var}"), var
+    holders = {
+        name for name, s in services.items() if "MT_PROMOTER_PASSWORD" in s.get("environment", {})
+    }
+    assert holders == {"mlflow-users"}
+    talks_to_mlflow = {
+        name
+        for name, service in services.items()
+        if service["image"].startswith("mt-pipeline:") and name != "mlflow-users"
+    }
+    assert talks_to_mlflow == set(PIPELINE_LOGINS) - {"mlflow-users"}
+
+
 # --- env vars: code, compose, .env.example --------------------------------------------------
 
 
@@ -391,8 +470,13 @@ def test_env_scan_finds_reads_by_literal_and_by_constant() -> None:
     assert env_reads(source) == {"MT_MIRROR", "MLFLOW_URI", "AIRFLOW__CORE__X", "MT_FLAG"}
 
 
+# Secrets only the commands that use them get: the webhook's HMAC secret is read by
+# `mt registry webhook install|serve` (the mlflow-users and registry-webhooks services).
+NEEDED_ONLY_WHERE_USED = {"MT_REGISTRY_WEBHOOK_SECRET"}
+
+
 def test_every_env_var_the_code_reads_is_set_where_code_runs(compose: dict[str, Any]) -> None:
-    needed = code_env_reads()
+    needed = code_env_reads() - NEEDED_ONLY_WHERE_USED
     assert {"MT_PROJECT_DIR", "MT_DATA_DIR", "MT_LOG_LEVEL", "MLFLOW_TRACKING_URI"} <= needed
     for name, service in compose["services"].items():
         image = service["image"].split(":")[0]
@@ -411,7 +495,7 @@ def test_env_example_covers_every_compose_variable() -> None:
     assert sorted(set(example) - set(used)) == [], "docker/.env.example lists unused variables"
     required = sorted(name for name, operator in used.items() if operator == ":?")
     assert [name for name in required if example[name]] == [], "never ship a secret"
-    assert len(required) == 8
+    assert len(required) == 13  # 12 + MT_REGISTRY_WEBHOOK_SECRET
 
 
 def test_env_example_values_equal_the_compose_defaults() -> None:

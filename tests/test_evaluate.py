@@ -189,7 +189,7 @@ def test_mt_evaluate_scores_a_memorised_split_and_writes_every_report(
     provenance = json.loads((reports / "provenance.json").read_text(encoding="utf-8"))
     models = tiny_project / "models"
     assert provenance["model"]["model_sha256"] == sha256_of(models / "seq2seq.keras")
-    assert provenance["model"]["decoding"]["beam_size"] == 2  # evaluate.beam_size in TINY
+    assert provenance["model"]["decoding"]["beam_size"] == 2  # decode.beam_size in TINY
     assert provenance["metrics_sha256"] == sha256_of(tiny_project / "metrics.json")
     assert provenance["hypotheses_sha256"] == {
         "test_2016_flickr": sha256_of(reports / "hypotheses" / "test_2016_flickr.txt")

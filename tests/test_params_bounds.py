@@ -71,7 +71,10 @@ BAD_VALUES = [
     ("register.max_batch_rows", 0, "is 0; allowed: [1, 100_000]"),
     ("register.min_bleu", -1, "is -1.0; allowed: [0, 100]"),
     ("train.learning_rate", -0.001, "is -0.001; allowed: (0, 1]"),
-    ("evaluate.beam_size", 100_000, "is 100000; allowed: [1, 64]"),
+    ("decode.beam_size", 100_000, "is 100000; allowed: [1, 64]"),
+    ("decode.max_source_length", 0, "is 0; allowed: [1, 10_000]"),
+    ("decode.length_penalty", 5.5, "is 5.5; allowed: [0, 5]"),
+    ("decode.max_length_ratio", 0, "is 0.0; allowed: (0, 10]"),
     ("train.epochs", 10_000, "is 10000; allowed: [1, 500]"),
     ("register.significance", 1, "is 1.0; allowed: (0, 1)"),
     ("tokenize.character_coverage", 0.5, "is 0.5; allowed: [0.98, 1]"),
@@ -135,7 +138,9 @@ def test_each_item_of_a_list_is_checked(key: str, value: Any, message: str) -> N
     ("key", "value"),
     [
         ("train.epochs", 500),
-        ("evaluate.beam_size", 64),
+        ("decode.beam_size", 64),
+        ("decode.beam_size", 1),
+        ("decode.max_source_length", 10_000),
         ("register.min_bleu", 0),
         ("train.clip_norm", 0),
         ("data.tgt_lang", "no"),  # Norwegian: a code that YAML 1.1 would read as false unquoted

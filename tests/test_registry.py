@@ -18,6 +18,7 @@ from pipeline.paths import project_paths
 from pipeline.registry.commands import pinned_requirements, registry_main
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.gate import (
+    GateDecision,
     GateEvidence,
     GateRules,
     bleu_from_signature,
@@ -45,9 +46,10 @@ RULES = GateRules("auto", min_bleu=20.0, min_delta=0.0, significance=0.05,
 
 
 def evidence(hypotheses: list[str], references_sha: str = "abc", signature: str = SIGNATURE,
-             split: str = "test_2016_flickr") -> GateEvidence:  # fmt: skip
+             split: str = "test_2016_flickr", pair: tuple[str, str] = ("en", "de"),
+             ) -> GateEvidence:  # fmt: skip
     bleu = BLEU().corpus_score(hypotheses, [REFERENCES]).score
-    return GateEvidence(split, references_sha, signature, bleu, tuple(hypotheses))
+    return GateEvidence(*pair, split, references_sha, signature, bleu, tuple(hypotheses))
 
 
 # --- the pure gate --------------------------------------------------------------------
@@ -111,6 +113,28 @@ def test_different_test_sets_or_signatures_are_not_compared() -> None:
     assert comparability_problem(evidence(STRONG), evidence(WEAK, signature=resampled)) is None
     other_split = comparability_problem(evidence(STRONG), evidence(WEAK, split="val"))
     assert other_split == "different test splits: champion 'val', challenger 'test_2016_flickr'"
+
+
+@pytest.mark.parametrize(
+    ("champion_pair", "challenger_pair", "shown"),
+    [
+        (("en", "de"), ("en", "cs"), "champion translates en->de, challenger en->cs"),
+        (("en", "de"), ("de", "en"), "champion translates en->de, challenger de->en"),
+    ],
+    ids=["other_target", "reversed"],
+)
+def test_a_champion_of_another_language_pair_is_never_compared(
+    champion_pair: tuple[str, str], challenger_pair: tuple[str, str], shown: str
+) -> None:
+    # STRONG would beat WEAK by 44 BLEU: the pair alone must stop the comparison.
+    challenger = evidence(STRONG, pair=challenger_pair)
+    decision = decide(challenger, ("4", evidence(WEAK, pair=champion_pair)), REFERENCES, RULES)
+    assert decision == GateDecision(
+        "rejected",
+        f"not compared: different language pairs: {shown}; register the challenger under a "
+        "model name of its own pair (register.model_name)",
+        champion_version="4",
+    )
 
 
 def test_manual_policy_never_promotes() -> None:
@@ -212,6 +236,7 @@ def test_first_registration_carries_lineage_tags_and_becomes_champion(
     assert tags["airflow.dag_run_id"] == "manual__2026-01-01"
     assert tags["gate.outcome"] == "promoted"
     assert tags["evidence.split"] == "test_2016_flickr"
+    assert (tags["data.src_lang"], tags["data.tgt_lang"]) == ("en", "de")
     assert tags["registered_by"] == "pytest"
 
 
@@ -260,6 +285,17 @@ def test_champion_on_another_test_set_is_not_compared(registry_project: Path) ->
     assert result.decision.reason.startswith("not compared: different test sets")
     champion = open_registry().alias_version(CHAMPION)
     assert champion is not None and str(champion.version) == "1"
+    # A champion registered before versions carried their language pair: never compared.
+    registry = open_registry()
+    for tag in ("data.src_lang", "data.tgt_lang"):
+        registry.client.delete_model_version_tag(registry.name, "1", tag)
+    untagged = register(registry_project, STRONG)
+    assert (untagged.decision.outcome, untagged.champion_after) == ("rejected", "1")
+    assert untagged.decision.reason == (
+        "not compared: version 1 carries no data.src_lang tag (registered before versions "
+        "recorded it); if this challenger is better, promote it by hand with `mt registry "
+        "promote VERSION`"
+    )
 
 
 @pytest.mark.slow

@@ -174,7 +174,7 @@ def test_changed_decoding_params_are_refused_naming_each_change() -> None:
     with pytest.raises(StaleEvaluationError) as refused:
         check_model_matches(evaluated, now)
     assert str(refused.value) == (
-        f"params.yaml `evaluate:` changed since evaluate ran (beam_size 5 -> 2); {RERUN}"
+        f"params.yaml `decode:` changed since evaluate ran (beam_size 5 -> 2); {RERUN}"
     )
 
 
@@ -247,7 +247,7 @@ def test_register_refuses_a_model_trained_or_params_changed_after_evaluate(
     ) in caplog.text
     model.write_bytes(evaluated_bytes)
     caplog.clear()
-    beam_one = {"evaluate": {**TINY_OVERRIDES["evaluate"], "beam_size": 1}}
+    beam_one = {"decode": {**TINY_OVERRIDES["decode"], "beam_size": 1}}
     write_params(evaluated_project, {**TINY_OVERRIDES, **beam_one})
     _load_cached.cache_clear()
     assert cli.main(["register"]) == 2

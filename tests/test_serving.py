@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import signal
+import subprocess
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +24,22 @@ from mlflow.exceptions import MlflowException
 from pipeline import cli
 from pipeline.config import _load_cached, load_config
 from pipeline.paths import project_paths
-from pipeline.serving import InputLimits, texts_from_input
+from pipeline.serving import InputLimits, requested_beam_size, texts_from_input
 from pipeline.serving_body_cap import SCORING_SERVER_ENV, cap_scoring_server_body
 from pipeline.tracking import tracking_uri
 from tests.conftest import TINY_OVERRIDES, write_params
 from tests.mlflow_server import (
+    BIN_DIR,
     ModelServer,
+    free_port,
     post_json,
     prepare_registry_project,
     reference_lines,
     register_standin,
     uppercase_spec,
+    wait_until_healthy,
 )
+from tests.mlflow_server import _stop as stop_process_group
 from tests.test_evaluate import write_test_split
 from tests.tiny_translator import MEMORISED_PAIRS as TRAIN_PAIRS
 from tests.tiny_translator import memorised_model_dir
@@ -92,6 +102,26 @@ def test_work_per_request_is_bounded_by_characters_times_beam() -> None:
     assert caught.value.message == (
         "request of 2 rows and 20 characters at beam 2 is 40 units of work (characters x "
         "beam), over register.max_request_work=20; send fewer or shorter rows"
+    )
+    assert caught.value.get_http_status_code() == 400
+
+
+@pytest.mark.parametrize(
+    ("params", "beam"), [(None, 5), ({}, 5), ({"beam_size": 1}, 1), ({"beam_size": 64}, 64)]
+)
+def test_a_request_picks_its_beam_or_gets_the_model_default(
+    params: dict[str, int] | None, beam: int
+) -> None:
+    assert requested_beam_size(params, default=5) == beam
+
+
+@pytest.mark.parametrize("value", [0, 65, -1, True])
+def test_a_beam_outside_1_to_64_is_a_bad_request_naming_the_parameter(value: object) -> None:
+    with pytest.raises(MlflowException) as caught:
+        requested_beam_size({"beam_size": value}, default=5)
+    assert caught.value.message == (
+        f"params beam_size={value!r}: allowed an integer from 1 (greedy) to 64; leave it out "
+        "for the model's default (5)"
     )
     assert caught.value.get_http_status_code() == 400
 
@@ -176,7 +206,7 @@ def test_saved_pyfunc_loads_and_checks_input(tmp_path: Path) -> None:
         model.predict(pd.DataFrame({"text": ["a", "b", "c"]}))
 
 
-def invocations(server: ModelServer, payload: object) -> tuple[int, dict[str, object]]:
+def invocations(server: ModelServer | MtServe, payload: object) -> tuple[int, dict[str, Any]]:
     status, body = post_json(f"{server.url}/invocations", json.dumps(payload).encode())
     return status, json.loads(body)
 
@@ -206,7 +236,34 @@ def assert_serves_champion(server: ModelServer) -> None:
     too_much_work = {"inputs": {"text": ["x" * 50, "y" * 50, "z" * 50]}}  # 150 > 120
     status, body = invocations(server, too_much_work)
     assert status == 400 and "over register.max_request_work=120" in str(body["message"])
+    assert_beam_is_a_request_parameter(server)
     assert_body_is_capped(server, max_bytes=4 * (12 * 50 + 16) + 4096)
+
+
+def assert_beam_is_a_request_parameter(server: ModelServer) -> None:
+    """`params.beam_size` reaches the model: the work bound counts the requested beam."""
+    rows = {"inputs": {"text": ["x" * 40] * 3}}  # 120 characters: work 120 at beam 1
+    status, body = invocations(server, {**rows, "params": {"beam_size": 1}})
+    assert (status, body) == (200, {"predictions": [{"translation": "X" * 40}] * 3})
+    assert_bad_request(
+        invocations(server, {**rows, "params": {"beam_size": 2}}),
+        "request of 3 rows and 120 characters at beam 2 is 240 units of work (characters x "
+        "beam), over register.max_request_work=120; send fewer or shorter rows",
+    )
+    assert_bad_request(
+        invocations(server, {**rows, "params": {"beam_size": 0}}),
+        "params beam_size=0: allowed an integer from 1 (greedy) to 64; leave it out for the "
+        "model's default (1)",
+    )
+    status, body = invocations(server, {**rows, "params": {"beam_size": "wide"}})
+    assert status == 400 and "Invalid parameters found: {('beam_size'" in str(body["message"])
+
+
+def assert_bad_request(answer: tuple[int, dict[str, Any]], message: str) -> None:
+    """HTTP 400 whose message ends with ours (the server puts the request in front of it)."""
+    status, body = answer
+    assert (status, body["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    assert str(body["message"]).endswith(message)
 
 
 def assert_body_is_capped(server: ModelServer, max_bytes: int) -> None:
@@ -252,20 +309,106 @@ def test_mlflow_models_serve_answers_from_the_sqlite_registry(
         server.stop()
 
 
+@dataclass
+class MtServe:
+    """`mt serve` as a user runs it without activating the venv: `.venv/bin/mt` by its path,
+    PATH of /usr/bin:/bin only, the project's own tracking store and default model."""
+
+    project: Path
+    log_file: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 240) -> MtServe:
+        command = [str(BIN_DIR / "mt"), "serve", "--port", str(self.port)]
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.project), "CI": "true",
+               "MT_PROJECT_DIR": str(self.project)}  # fmt: skip
+        with self.log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.project,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_until_healthy(f"{self.url}/ping", self.process, self.log_file, timeout_s)
+        return self
+
+    def command_line(self) -> list[str]:
+        """What runs under the pid `mt serve` started with (it execs the server)."""
+        assert self.process is not None
+        return Path(f"/proc/{self.process.pid}/cmdline").read_bytes().decode().split("\0")
+
+    def terminate_like_a_supervisor(self) -> None:
+        """SIGTERM to the one pid we started, as systemd or `kill PID` would send it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        stop_process_group(self.process, signal.SIGTERM)
+
+
+def refuses_connections(url: str, timeout_s: float = 30) -> bool:
+    """True once nothing listens at `url` any more (the server's workers are gone too)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+        except urllib.error.URLError as error:
+            if isinstance(error.reason, ConnectionRefusedError):
+                return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "0"], "--port 0: not a TCP port; pick one from 1 to 65535"),
+        (
+            ["--model", "models:/absent@champion"],
+            "--model models:/absent@champion: not found in sqlite:///{root}/mlruns.db: "
+            "Registered Model with name=absent not found; run `mt register` (or `dvc repro`), "
+            "or pass --model with a version that exists (`mt registry list`)",
+        ),
+    ],
+    ids=["port", "model"],
+)
+def test_mt_serve_refuses_a_bad_port_or_an_absent_model_in_one_line(
+    project_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    args: list[str],
+    message: str,
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with caplog.at_level(logging.ERROR, logger="pipeline.cli"):
+        assert cli.main(["serve", *args]) == 2
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line == "serve failed: " + message.format(root=project_dir)
+
+
 @pytest.mark.slow
-def test_mt_register_logs_the_trained_translator_and_serves_it(
+def test_mt_register_logs_the_trained_translator_and_mt_serve_serves_it(
     project_dir: Path,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    """evaluate → `mt register` on a tiny overfit model → `mlflow models serve` translates."""
+    """evaluate → `mt register` on a tiny overfit model → `mt serve` without the venv on PATH
+    translates, with the logged beam (decode.beam_size 2) or the one a request asks for."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
-    write_params(project_dir, TINY_OVERRIDES)
+    pairs = TRAIN_PAIRS[:10]
+    sources = [source for source, _ in pairs]
+    # Work bound = these rows' characters: a request for them passes at beam 1 only (and the
+    # smoke check's canary sentences, fewer characters, still pass at the logged beam 2).
+    register = {**TINY_OVERRIDES["register"], "max_request_work": sum(map(len, sources))}
+    write_params(project_dir, {**TINY_OVERRIDES, "register": register})
     _load_cached.cache_clear()
     shutil.copytree(memorised_model_dir(tmp_path_factory), project_dir / "models")
-    pairs = TRAIN_PAIRS[:10]
     write_test_split(project_dir, pairs)
     assert cli.main(["evaluate"]) == 0
     assert cli.main(["register"]) == 0
@@ -278,18 +421,39 @@ def test_mt_register_logs_the_trained_translator_and_serves_it(
     )
     name = load_config().register.model_name
     assert report["registry_uri"] == f"models:/{name}/1"
-    server = ModelServer(
-        f"models:/{name}@champion", tracking_uri(project_paths()), tmp_path / "serve.log", tmp_path
-    )
+    signature = mlflow.models.get_model_info(f"models:/{name}/1").signature
+    assert signature.params.to_dict() == [
+        {"name": "beam_size", "type": "long", "default": 2, "shape": None}
+    ]
+    server = MtServe(project_dir, tmp_path / "serve.log")
     try:
         server.start()
-        rows = {"inputs": {"text": [source for source, _ in pairs[:3]] + [""]}}
-        status, body = invocations(server, rows)
-        too_long = {"inputs": {"text": ["x" * 1001]}}  # register.max_input_chars is 1000
-        bad_status, bad_body = invocations(server, too_long)
+        assert server.command_line()[1:4] == [str(BIN_DIR / "mlflow"), "models", "serve"]
+        greedy = invocations(
+            server, {"inputs": {"text": [*sources, ""]}, "params": {"beam_size": 1}}
+        )
+        logged_beam = invocations(server, {"inputs": {"text": sources}})
+        too_wide = invocations(server, {"inputs": {"text": sources}, "params": {"beam_size": 65}})
+        too_long = invocations(server, {"inputs": {"text": ["x" * 1001]}})  # max_input_chars 1000
+        server.terminate_like_a_supervisor()
+        assert refuses_connections(f"{server.url}/ping")
     finally:
         server.stop()
-    assert status == 200
-    expected = [target for _, target in pairs[:3]] + [""]
-    assert [row["translation"] for row in body["predictions"]] == expected  # type: ignore[attr-defined]
-    assert bad_status == 400 and "exceeds register.max_input_chars=1000" in str(bad_body)
+    expected = [target for _, target in pairs] + [""]
+    assert greedy == (200, {"predictions": [{"translation": text} for text in expected]})
+    work = register["max_request_work"]
+    assert_bad_request(
+        logged_beam,
+        f"request of 10 rows and {work} characters at beam 2 is {2 * work} units of work "
+        f"(characters x beam), over register.max_request_work={work}; send fewer or shorter rows",
+    )
+    assert_bad_request(
+        too_wide,
+        "params beam_size=65: allowed an integer from 1 (greedy) to 64; leave it out for the "
+        "model's default (2)",
+    )
+    assert_bad_request(
+        too_long,
+        "row 0: text of 1001 characters exceeds register.max_input_chars=1000; split it into "
+        "sentences",
+    )

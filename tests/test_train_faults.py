@@ -153,7 +153,7 @@ def test_a_run_killed_after_its_last_epoch_is_finished_by_the_rerun(
     # Meanwhile someone edits another stage's params: MLflow refuses to change a logged param,
     # and that must not block the rerun.
     params = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8"))
-    params["evaluate"]["beam_size"] += 1
+    params["decode"]["beam_size"] += 1
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
     second = start_training(root)
@@ -167,7 +167,7 @@ def test_a_run_killed_after_its_last_epoch_is_finished_by_the_rerun(
     uri = f"sqlite:///{root / 'mlruns.db'}"
     assert metric_steps(uri, run_id, "val_loss") == list(range(1, done + 1))
     logged_params = MlflowClient(uri).get_run(run_id).data.params
-    assert logged_params["evaluate.beam_size"] == str(params["evaluate"]["beam_size"] - 1)
+    assert logged_params["decode.beam_size"] == str(params["decode"]["beam_size"] - 1)
 
     # the saved weights are the best epoch's, whichever epoch that was on this CPU
     metrics = json.loads((root / "reports/train/metrics.json").read_text())

@@ -204,6 +204,15 @@ def test_mt_translate_through_a_saved_mlflow_pyfunc(
         "characters exceeds register.max_input_chars=1000; split it into sentences"
     ) in caplog.text
 
+    # Saved without the beam_size parameter (as versions logged before it): refused, not
+    # silently decoded with the model's own beam.
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{TRAIN_PAIRS[6][0]}\n"))
+    assert cli.main(["translate", "--model", str(saved), "--beam-size", "1"]) == 2
+    assert (
+        f"translate failed: --model {saved}: this model takes no beam_size parameter (logged "
+        "before serving took decoding options); drop --beam-size, or register the model again"
+    ) in caplog.text
+
 
 # ------------------------------------------------------------- mt translate: bad input, exit 2
 
@@ -218,12 +227,12 @@ def translate_error(caplog: pytest.LogCaptureFixture) -> str:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--beam", "0"], "--beam 0: outside the allowed range [1, 64] of params.yaml "
-         "`evaluate.beam_size`"),
-        (["--beam", "100000"], "--beam 100000: outside the allowed range [1, 64] of "
-         "params.yaml `evaluate.beam_size`"),
+        (["--beam-size", "0"], "--beam-size 0: outside the allowed range [1, 64] of "
+         "params.yaml `decode.beam_size`"),
+        (["--beam", "100000"], "--beam-size 100000: outside the allowed range [1, 64] of "
+         "params.yaml `decode.beam_size`"),
         (["--batch-size", "0"], "--batch-size 0: outside the allowed range [1, 65_536] of "
-         "params.yaml `evaluate.batch_size`"),
+         "params.yaml `decode.batch_size`"),
     ],
     ids=["beam-0", "beam-100000", "batch-size-0"],
 )  # fmt: skip

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-from pipeline.config import EvaluateConfig
+from pipeline.config import DecodeConfig
 from pipeline.model.seq2seq import decode_step, encode
 from pipeline.tokenize import BOS_ID, EOS_ID, PAD_ID
 
@@ -34,7 +34,8 @@ NEG_INF = -1e9
 
 @dataclass(frozen=True)
 class DecodingSettings:
-    """How to search; `from_config` reads them from params.yaml's `evaluate` section."""
+    """How to search; `from_config` reads them from params.yaml's `decode:` section (the
+    defaults here serve models without a project, e.g. a bare model directory)."""
 
     beam_size: int = 5
     length_penalty: float = 0.6
@@ -49,13 +50,14 @@ class DecodingSettings:
             raise ValueError(f"beam_size, batch_size and max_source_length must be >= 1: {self}")
 
     @classmethod
-    def from_config(cls, config: EvaluateConfig) -> DecodingSettings:
+    def from_config(cls, config: DecodeConfig) -> DecodingSettings:
         return cls(
             beam_size=config.beam_size,
             length_penalty=config.length_penalty,
             max_length_ratio=config.max_length_ratio,
             max_length_offset=config.max_length_offset,
             batch_size=config.batch_size,
+            max_source_length=config.max_source_length,
         )
 
 

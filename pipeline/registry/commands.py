@@ -21,8 +21,11 @@ from pipeline.atomic import atomic_write_json
 from pipeline.config import Config, config_as_dict, load_config
 from pipeline.data.clean import remove_invisible
 from pipeline.eval_provenance import EvaluatedModel, check_model_matches, verified_evaluation
+from pipeline.model_naming import check_name_names_pair
 from pipeline.paths import ProjectPaths, project_paths, raw_file
+from pipeline.registry.audit import OUTSIDE
 from pipeline.registry.errors import RegistryError
+from pipeline.registry.evidence_files import evaluation_evidence
 from pipeline.registry.gate import GateEvidence, GateRules
 from pipeline.registry.lineage import lineage_tags
 from pipeline.registry.registration import (
@@ -33,7 +36,14 @@ from pipeline.registry.registration import (
     sha256_lines,
 )
 from pipeline.registry.registration_key import CREATED, STATE_TAG
-from pipeline.registry.store import CHAMPION, Registry, champion_stack, current_actor
+from pipeline.registry.store import (
+    ANY_CHAMPION,
+    CHAMPION,
+    ExpectedChampion,
+    Registry,
+    champion_stack,
+    current_actor,
+)
 from pipeline.serving import (
     DECODING_ARTIFACT,
     KERAS_MODEL_ARTIFACT,
@@ -41,6 +51,7 @@ from pipeline.serving import (
     TOKENIZER_ARTIFACT,
     InputLimits,
     TranslationModel,
+    translation_signature,
 )
 
 log = logging.getLogger(__name__)
@@ -104,6 +115,8 @@ def gate_evidence(
             "`mt evaluate`)"
         )
     evidence = GateEvidence(
+        src_lang=config.data.src_lang,
+        tgt_lang=config.data.tgt_lang,
         split=split,
         references_sha256=sha256_lines(references),
         bleu_signature=str(scores["signatures"]["bleu"]),
@@ -134,6 +147,7 @@ def build_candidate(paths: ProjectPaths, config: Config) -> Candidate:
         lineage=lineage_tags(paths.root, config_as_dict(config), metrics),
         training_run_id=training_run_id(paths),
         evaluated_model=record.model,
+        evaluation=evaluation_evidence(paths, config, metrics, record.hypotheses_sha256),
     )
 
 
@@ -158,7 +172,7 @@ def translation_spec(
     from pipeline.model.decoding import DecodingSettings
 
     model_file, tokenizer_dir = snapshot_model(paths, scratch)
-    settings = DecodingSettings.from_config(config.evaluate)
+    settings = DecodingSettings.from_config(config.decode)
     if candidate.evaluated_model is None:
         raise RegistryError(
             "the candidate carries no evaluated model; build it with build_candidate"
@@ -182,6 +196,7 @@ def translation_spec(
         model_config=dataclasses.asdict(limits),
         pip_requirements=pinned_requirements(),
         code_paths=[str(PACKAGE_DIR)],
+        signature=translation_signature(settings.beam_size),
     )
 
 
@@ -207,6 +222,7 @@ def main(argv: list[str]) -> int:
     """`mt register`: log the model, create a tagged version, alias it, run the gate."""
     argparse.ArgumentParser(prog="mt register", description=main.__doc__).parse_args(argv)
     config, paths = load_config(), project_paths()
+    check_name_names_pair(config.register.model_name, (config.data.src_lang, config.data.tgt_lang))
     candidate = build_candidate(paths, config)
     rules = GateRules.from_config(config.register, config.seed)
     with tempfile.TemporaryDirectory() as scratch:
@@ -222,12 +238,21 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mt registry", description="the model registry")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="versions, aliases, gate outcome, BLEU")
-    commands.add_parser("history", help="every move of @champion")
+    commands.add_parser("history", help="every move of @champion, outside mt included")
     promote = commands.add_parser("promote", help="point @champion at VERSION")
     promote.add_argument("version")
     promote.add_argument("--reason", default="", help="why (kept in the audit trail)")
     rollback = commands.add_parser("rollback", help="put the previous champion back")
     rollback.add_argument("--reason", default="", help="why (kept in the audit trail)")
+    webhook = commands.add_parser(
+        "webhook", help="record @champion moves made outside mt (MLflow registry webhooks)"
+    )
+    hooks = webhook.add_subparsers(dest="webhook_command", required=True)
+    serve = hooks.add_parser("serve", help="run the receiver that records MLflow's deliveries")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8765)
+    install = hooks.add_parser("install", help="create or update the webhook in MLflow")
+    install.add_argument("--url", required=True, help="where the receiver listens")
     return parser
 
 
@@ -257,45 +282,74 @@ def print_history(registry: Registry) -> None:
     if not moves:
         print(f"@{CHAMPION} of {registry.name} has never moved")
     for move in moves:
+        where = "outside mt, " if move.action == OUTSIDE else ""
         print(
-            f"{move.when}  {move.action:<8} v{move.from_version or '-'} -> v{move.to_version}  "
-            f"[{move.status}]  by {move.actor}: {move.reason}"
+            f"{move.when}  {move.action:<8} v{move.from_version or '-'} -> "
+            f"v{move.to_version or '-'}  [{move.status}]  {where}by {move.actor}: {move.reason}"
         )
 
 
-def promote(registry: Registry, version: str, reason: str) -> None:
-    move = registry.move_champion(version, "promote", current_actor("mt registry promote"), reason)
+def promote(
+    registry: Registry,
+    version: str,
+    reason: str,
+    expected_from: ExpectedChampion = ANY_CHAMPION,
+) -> None:
+    """Point @champion at VERSION; with `expected_from`, only while it is still there."""
+    actor = current_actor("mt registry promote")
+    move = registry.move_champion(version, "promote", actor, reason, expected_from)
     print(f"@{CHAMPION} of {registry.name}: v{move.from_version or '-'} -> v{move.to_version}")
 
 
 def rollback(registry: Registry, reason: str) -> None:
-    """Put back the champion that was in force before the current one."""
+    """Put back the champion that was in force before the current one, moves made outside mt
+    included (the trail is reconciled with the alias first)."""
     stack = champion_stack(registry.champion_moves())
-    current = registry.alias_version(CHAMPION)
-    if current is None or not stack or stack[-1] != str(current.version):
-        where = "unset" if current is None else f"v{current.version}"
-        raise RegistryError(
-            f"@{CHAMPION} is {where} but the audit trail ends at "
-            f"v{stack[-1] if stack else '-'}; it was moved outside `mt registry`. Pick the "
-            "version by hand: `mt registry promote VERSION --reason ...`"
-        )
     if len(stack) < 2:
+        first = f"v{stack[-1]} is the first" if stack else "@champion has never moved"
         raise RegistryError(
-            f"no previous champion to roll back to (v{stack[-1]} is the first); "
+            f"no previous champion to roll back to ({first}); "
             "`mt registry promote VERSION` picks one by hand"
         )
+    current, previous = stack[-1], stack[-2]
+    if previous is None:
+        raise RegistryError(
+            f"before v{current}, @{CHAMPION} was unset (deleted outside mt): nothing to roll "
+            "back to; `mt registry promote VERSION` picks one by hand"
+        )
     move = registry.move_champion(
-        stack[-2], "rollback", current_actor("mt registry rollback"), reason
+        previous,
+        "rollback",
+        current_actor("mt registry rollback"),
+        reason,
+        expected_from=current,
     )
     print(
-        f"@{CHAMPION} of {registry.name} rolled back: v{move.from_version} -> v{move.to_version}"
+        f"@{CHAMPION} of {registry.name} rolled back: v{move.from_version or '-'} -> "
+        f"v{move.to_version}"
     )
+
+
+def webhook_command(args: argparse.Namespace, paths: ProjectPaths, model_name: str) -> None:
+    """`mt registry webhook serve|install`: MLflow's alias events into the audit trail."""
+    from pipeline.registry import webhooks
+
+    if args.webhook_command == "serve":
+        webhooks.serve(paths, args.host, args.port)
+        return
+    secret = webhooks.webhook_secret()  # refused before the store is opened
+    done = webhooks.install(Registry.connect(paths, model_name), args.url, secret)
+    print(f"webhook {webhooks.WEBHOOK_NAME} {done}: @champion alias events -> {args.url}")
 
 
 def registry_main(argv: list[str]) -> int:
-    """`mt registry list | history | promote VERSION [--reason] | rollback [--reason]`."""
+    """`mt registry list | history | promote VERSION [--reason] | rollback [--reason] |
+    webhook serve [--host] [--port] | webhook install --url URL`."""
     args = _parser().parse_args(argv)
     config, paths = load_config(), project_paths()
+    if args.command == "webhook":
+        webhook_command(args, paths, config.register.model_name)
+        return 0
     registry = Registry.connect(paths, config.register.model_name)
     if args.command == "list":
         list_versions(registry)

@@ -23,13 +23,22 @@ Outcome = Literal["promoted", "rejected", "awaiting_approval"]
 
 @dataclass(frozen=True)
 class GateEvidence:
-    """How one model did on the gate's test split; `hypotheses` one per reference line."""
+    """How one model did on the gate's test split; `hypotheses` one per reference line.
 
+    `src_lang` and `tgt_lang` are the pair it translates: only models of one pair compete.
+    """
+
+    src_lang: str
+    tgt_lang: str
     split: str
     references_sha256: str
     bleu_signature: str
     bleu: float
     hypotheses: tuple[str, ...]
+
+    @property
+    def language_pair(self) -> str:
+        return f"{self.src_lang}->{self.tgt_lang}"
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,12 @@ def two_sided_p_value(delta: float, bootstrap_p: float | None) -> float:
 
 def comparability_problem(challenger: GateEvidence, champion: GateEvidence) -> str | None:
     """Why the two cannot be compared fairly, or None when they can."""
+    if challenger.language_pair != champion.language_pair:
+        return (
+            f"different language pairs: champion translates {champion.language_pair}, "
+            f"challenger {challenger.language_pair}; register the challenger under a model "
+            "name of its own pair (register.model_name)"
+        )
     if challenger.split != champion.split:
         return (
             f"different test splits: champion {champion.split!r}, challenger {challenger.split!r}"

@@ -12,24 +12,29 @@ A run that dies after 3 leaves a version in state `created`; the rerun finds it 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import mlflow
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.pyfunc import PythonModel
 
 from pipeline.aligned_text import text_lines
 from pipeline.data.clean import remove_invisible
 from pipeline.eval_provenance import EvaluatedModel
+from pipeline.pause_points import pause_point
 from pipeline.registry.errors import RegistryError
+from pipeline.registry.evidence_logging import EvaluationEvidence, log_evidence
 from pipeline.registry.gate import GateDecision, GateEvidence, GateRules, decide
+from pipeline.registry.model_card import ModelCardFacts, facts_from, model_card, with_verdict
 from pipeline.registry.registration_key import (
     COMPLETE,
     CREATED,
@@ -37,7 +42,13 @@ from pipeline.registry.registration_key import (
     STATE_TAG,
     registration_key,
 )
-from pipeline.registry.store import CHALLENGER, CHAMPION, Registry, tracking_call
+from pipeline.registry.store import (
+    CHALLENGER,
+    CHAMPION,
+    ChampionMoved,
+    Registry,
+    tracking_call,
+)
 from pipeline.serving import SIGNATURE, TEXT_COLUMN
 
 log = logging.getLogger(__name__)
@@ -47,6 +58,8 @@ MODEL_ARTIFACT_PATH = "translator"
 HYPOTHESES_ARTIFACT = "eval_hypotheses"
 METRICS_ARTIFACT = "eval_metrics"
 EVIDENCE_PREFIX = "evidence."
+# The language pair a version translates (params.yaml data.src_lang / data.tgt_lang).
+SRC_LANG_TAG, TGT_LANG_TAG = "data.src_lang", "data.tgt_lang"
 Action = Literal["created", "resumed", "unchanged"]
 
 
@@ -62,6 +75,8 @@ class PyfuncSpec:
     input_example: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame({TEXT_COLUMN: ["A dog runs on the beach."]})
     )
+    # Text in, text out, `beam_size` as a request parameter; its default is the logged beam.
+    signature: ModelSignature = field(default_factory=lambda: SIGNATURE)
 
 
 @dataclass(frozen=True)
@@ -76,6 +91,8 @@ class Candidate:
     training_run_id: str | None = None
     # The model, tokenizer and decoding settings evaluate measured (reports/eval/provenance.json).
     evaluated_model: EvaluatedModel | None = None
+    # What the MLflow pages show beside the version: scores, test sets, reports (evidence_logging).
+    evaluation: EvaluationEvidence | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,8 @@ def sha256_lines(lines: Sequence[str]) -> str:
 
 def evidence_tags(evidence: GateEvidence) -> dict[str, str]:
     return {
+        SRC_LANG_TAG: evidence.src_lang,
+        TGT_LANG_TAG: evidence.tgt_lang,
         f"{EVIDENCE_PREFIX}split": evidence.split,
         f"{EVIDENCE_PREFIX}references_sha256": evidence.references_sha256,
         f"{EVIDENCE_PREFIX}bleu_signature": evidence.bleu_signature,
@@ -126,15 +145,26 @@ def evidence_tags(evidence: GateEvidence) -> dict[str, str]:
 
 
 def stored_evidence(registry: Registry, version: str) -> GateEvidence | str:
-    """A version's test evidence from its tags and logged hypotheses, or why there is none."""
+    """A version's test evidence from its tags and logged hypotheses, or why there is none.
+
+    A version without language tags (registered before they were recorded) has no evidence:
+    nothing says which language it translates into.
+    """
     tags = registry.version(version).tags
-    keys = ("split", "references_sha256", "bleu_signature", "bleu")
-    missing = [key for key in keys if f"{EVIDENCE_PREFIX}{key}" not in tags]
+    evidence_keys = ("split", "references_sha256", "bleu_signature", "bleu")
+    required = (SRC_LANG_TAG, TGT_LANG_TAG, *(EVIDENCE_PREFIX + key for key in evidence_keys))
+    missing = [tag for tag in required if tag not in tags]
     if missing:
-        return f"version {version} carries no {EVIDENCE_PREFIX}{missing[0]} tag"
+        return (
+            f"version {version} carries no {missing[0]} tag (registered before versions "
+            "recorded it); if this challenger is better, promote it by hand with `mt registry "
+            "promote VERSION`"
+        )
     split = tags[f"{EVIDENCE_PREFIX}split"]
     text = registry.pyfunc_artifact_text(version, HYPOTHESES_ARTIFACT, f"{split}.txt")
     return GateEvidence(
+        src_lang=tags[SRC_LANG_TAG],
+        tgt_lang=tags[TGT_LANG_TAG],
         split=split,
         references_sha256=tags[f"{EVIDENCE_PREFIX}references_sha256"],
         bleu_signature=tags[f"{EVIDENCE_PREFIX}bleu_signature"],
@@ -143,8 +173,13 @@ def stored_evidence(registry: Registry, version: str) -> GateEvidence | str:
     )
 
 
+# How often a registration re-gates when @champion moves under it before it gives up.
+GATE_ATTEMPTS = 3
+
+
 def run_gate(registry: Registry, candidate: Candidate, rules: GateRules) -> GateDecision:
-    """Decide against the current champion (read-only)."""
+    """Decide against the current champion (read-only); the decision names the champion it
+    compared with (`champion_version`), the one a promotion then expects to replace."""
     champion = registry.alias_version(CHAMPION)
     if champion is None:
         return decide(candidate.evidence, None, candidate.references, rules)
@@ -156,7 +191,12 @@ def run_gate(registry: Registry, candidate: Candidate, rules: GateRules) -> Gate
 
 
 def log_pyfunc(registry: Registry, spec: PyfuncSpec, candidate: Candidate) -> ModelInfo:
-    """Log the pyfunc with the evaluation outputs, in the training run when there is one."""
+    """Log the pyfunc with the evaluation outputs, in the training run when there is one, then
+    the evidence the MLflow pages show (evidence_logging.py) in the same run, linked to it.
+
+    Before the version exists: a resumed registration starts after this, so nothing is
+    logged twice; a run that dies here leaves an unregistered logged model, as before.
+    """
     artifacts = {
         **spec.artifacts,
         HYPOTHESES_ARTIFACT: str(candidate.hypotheses_dir),
@@ -168,16 +208,19 @@ def log_pyfunc(registry: Registry, spec: PyfuncSpec, candidate: Candidate) -> Mo
         mlflow.start_run(run_id=candidate.training_run_id, run_name=run_name),
     ):
         python_model: Any = spec.python_model
-        return mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT_PATH,
             python_model=str(python_model) if isinstance(python_model, Path) else python_model,
             artifacts=artifacts,
             model_config=spec.model_config,
             code_paths=spec.code_paths,
             pip_requirements=spec.pip_requirements,
-            signature=SIGNATURE,
+            signature=spec.signature,
             input_example=spec.input_example,
         )
+        if candidate.evaluation is not None and info.run_id is not None:
+            log_evidence(candidate.evaluation, info.run_id, info.model_id)
+        return info
 
 
 def register_candidate(
@@ -195,6 +238,7 @@ def register_candidate(
     """
     step = on_step or (lambda _name: None)
     registry.ensure_model()
+    registry.reconcile_champion(actor)  # the trail knows any move made outside mt
     key = registration_key(spec, candidate, rules)
     existing = registry.version_tagged(KEY_TAG, key)
     champion_before = _number(registry.alias_version(CHAMPION))
@@ -215,7 +259,8 @@ def register_candidate(
         )
         decision = _resumed_decision(registry, existing, candidate, rules, actor)
         version = existing
-    champion_after = _finish(registry, str(version.version), decision, actor)
+    regate = functools.partial(run_gate, registry, candidate, rules)
+    champion_after, decision = _finish(registry, str(version.version), decision, regate, actor)
     return _result(registry, version, decision, (champion_before, champion_after), action)
 
 
@@ -228,7 +273,8 @@ def _create_version(
     key: str,
     step: Callable[[str], None],
 ) -> ModelVersion:
-    """Log the pyfunc, then create the version with every tag in one call."""
+    """Log the pyfunc, then create the version with every tag and the model card in one call;
+    the card then gains the `models:/<name>/<version>` that only creation assigns."""
     info = log_pyfunc(registry, spec, candidate)
     step("logged")
     if info.run_id is None:
@@ -241,9 +287,30 @@ def _create_version(
         KEY_TAG: key,
         STATE_TAG: CREATED,
     }
-    version = registry.create_version(info.model_uri, info.run_id, info.model_id, tags)
+    facts = _card_facts(registry.name, spec, candidate, info.model_uri)
+    card = model_card(facts, decision)
+    version = registry.create_version(info.model_uri, info.run_id, info.model_id, tags, card)
+    number = str(version.version)
+    registry.set_description(number, model_card(replace(facts, version=number), decision))
     step("versioned")
     return version
+
+
+def _card_facts(
+    name: str, spec: PyfuncSpec, candidate: Candidate, model_uri: str
+) -> ModelCardFacts:
+    """The model card's facts: what the candidate and the pyfunc's request limits know."""
+    evaluation = candidate.evaluation or EvaluationEvidence(metrics={})
+    decoding = candidate.evaluated_model.decoding if candidate.evaluated_model else {}
+    facts = facts_from(
+        name,
+        candidate.lineage,
+        evaluation.metrics,
+        evaluation.split_sizes,
+        decoding,
+        spec.model_config,
+    )
+    return replace(facts, model_uri=model_uri)
 
 
 def _resumed_decision(
@@ -252,24 +319,78 @@ def _resumed_decision(
     """The gate for a version an interrupted run created: decided again against today's
     champion (the same champion gives the same, seeded decision), unless the interrupted run
     had already made it champion."""
-    registry.settle_unfinished_moves(actor)
-    if _number(registry.alias_version(CHAMPION)) == str(version.version):
+    if registry.reconcile_champion(actor) == str(version.version):  # settles a killed move
         return GateDecision.from_tags(version.tags)
     decision = run_gate(registry, candidate, rules)
-    if any(version.tags.get(key) != value for key, value in decision.as_tags().items()):
-        registry.set_version_tags(str(version.version), decision.as_tags())
+    _record_decision(registry, version.tags, str(version.version), decision)
     return decision
 
 
-def _finish(registry: Registry, version: str, decision: GateDecision, actor: str) -> str | None:
-    """@challenger, @champion if the gate promotes, then mark the registration complete."""
+def _finish(
+    registry: Registry,
+    version: str,
+    decision: GateDecision,
+    regate: Callable[[], GateDecision],
+    actor: str,
+) -> tuple[str | None, GateDecision]:
+    """@challenger, @champion if the gate promotes, then mark the registration complete;
+    the champion after, and the decision that was applied."""
     registry.set_alias(CHALLENGER, version)
-    champion = _number(registry.alias_version(CHAMPION))
-    if decision.promote and champion != version:
-        registry.move_champion(version, "gate", actor, decision.reason)
-        champion = version
+    decision = _apply_gate(registry, version, decision, regate, actor)
     registry.set_version_tags(version, {STATE_TAG: COMPLETE})
-    return champion
+    return _number(registry.alias_version(CHAMPION)), decision
+
+
+def _apply_gate(
+    registry: Registry,
+    version: str,
+    decision: GateDecision,
+    regate: Callable[[], GateDecision],
+    actor: str,
+) -> GateDecision:
+    """Apply the decision only while @champion is the version it was made against: the move
+    is a compare-and-set (Registry.move_champion with expected_from); when the champion has
+    changed, gate again against the new one, at most GATE_ATTEMPTS times."""
+    for _attempt in range(GATE_ATTEMPTS):
+        champion = _number(registry.alias_version(CHAMPION))
+        if champion == version:
+            return decision
+        if champion != decision.champion_version:
+            log.warning(
+                "@champion is v%s, not v%s the gate compared with: gating again",
+                champion or "-",
+                decision.champion_version or "-",
+            )
+            decision = regate()
+            log.info("gate: %s (%s)", decision.outcome, decision.reason)
+            _record_decision(registry, registry.version(version).tags, version, decision)
+        if not decision.promote:
+            return decision
+        pause_point("registry.gate_decided")
+        try:
+            registry.move_champion(
+                version, "gate", actor, decision.reason, expected_from=decision.champion_version
+            )
+            return decision
+        except ChampionMoved as moved:
+            log.warning("%s", moved)
+    raise RegistryError(
+        f"@champion of {registry.name} moved {GATE_ATTEMPTS} times while version {version} was "
+        "being gated; @champion unchanged by this run (fix: re-run `mt register` once the "
+        "other promotions are done: it gates again)"
+    )
+
+
+def _record_decision(
+    registry: Registry, tags: dict[str, str], version: str, decision: GateDecision
+) -> None:
+    """Rewrite the version's gate.* tags, and the verdict in its model card, when a new
+    decision differs from them."""
+    if any(tags.get(key) != value for key, value in decision.as_tags().items()):
+        registry.set_version_tags(version, decision.as_tags())
+        card = registry.version(version).description or ""
+        if card:
+            registry.set_description(version, with_verdict(card, decision))
 
 
 def _number(version: ModelVersion | None) -> str | None:

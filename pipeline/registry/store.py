@@ -1,27 +1,26 @@
-"""The MLflow calls of the registry, each turned into a RegistryError that names the store.
+"""The MLflow calls of the registry, each turned into a RegistryError that names the store,
+and the one way `mt` moves `@champion` (`Registry.move_champion`).
 
-Every move of `@champion` is recorded as one run in the "registry-audit" experiment (who, from,
-to, why, when). The run is opened (an intent) before the alias moves and finished after, so a
-process killed in between leaves a RUNNING run. The next command that moves or replays the
-champion settles it against the alias first (`settle_unfinished_moves`): FINISHED when
-`@champion` points where that move was going, FAILED when it does not. The trail and the
-alias then agree again, whichever side of the move the process died on.
+A move is: the smoke check of the target version (smoke.py), then, holding the champion lock
+(lock.py), settle what a killed mover left (audit.py), record any move made outside mt
+(reconcile), compare-and-set against the champion the caller expected, record the intent, move
+the alias, finish the record. The trail and the alias agree again after every such step,
+whichever side of the move a process died on.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import enum
 import getpass
 import logging
 import os
 import socket
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import mlflow
 import requests
@@ -32,14 +31,51 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.paths import ProjectPaths
 from pipeline.pause_points import pause_point
+from pipeline.registry import audit
+from pipeline.registry.audit import AUDIT_EXPERIMENT, AliasDelivery, ChampionMove, champion_stack
 from pipeline.registry.errors import RegistryError
-from pipeline.tracking import configure_mlflow, tracking_uri
+from pipeline.registry.lock import champion_lock
+from pipeline.registry.smoke import smoke_check
+from pipeline.tracking import access_refusal, configure_mlflow, tracking_uri
 
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-AUDIT_EXPERIMENT = "registry-audit"
+__all__ = [
+    "ANY_CHAMPION",
+    "AUDIT_EXPERIMENT",
+    "CHALLENGER",
+    "CHAMPION",
+    "ChampionMove",
+    "ChampionMoved",
+    "ExpectedChampion",
+    "Registry",
+    "champion_stack",
+]
+
+
+class AnyChampion(enum.Enum):
+    """`expected_from` of a move that applies whoever is champion (a person's promote)."""
+
+    ANY = "any"
+
+
+ANY_CHAMPION = AnyChampion.ANY
+ExpectedChampion = str | None | Literal[AnyChampion.ANY]
+
+
+class ChampionMoved(RegistryError):
+    """`@champion` is no longer the version a decision was made against; nothing moved."""
+
+    def __init__(self, model_name: str, expected: str | None, current: str | None) -> None:
+        self.current = current
+        super().__init__(
+            f"@champion of {model_name} is v{current or '-'} now, not v{expected or '-'} as "
+            "this decision assumed (it was moved meanwhile); nothing moved (fix: see "
+            "`mt registry history`, then re-run)"
+        )
+
 
 # Bounded retries against an HTTP tracking server (MLflow's defaults wait minutes); the
 # environment still wins, so an operator can widen them.
@@ -59,6 +95,9 @@ def tracking_call(uri: str, step: str) -> Iterator[None]:
         raise
     except (MlflowException, requests.exceptions.RequestException, OSError) as error:
         message = getattr(error, "message", None) or str(error)
+        refusal = access_refusal(uri, step, getattr(error, "error_code", None), message)
+        if refusal is not None:  # a login or a right is missing: retrying cannot help
+            raise RegistryError(refusal) from None
         raise RegistryError(
             f"{step} failed against the tracking store {uri}: {message.splitlines()[0][:500]} "
             "(fix: check that the MLflow server is up, and its database: HTTP 500s come from a "
@@ -77,23 +116,6 @@ def current_actor(command: str) -> str:
     return f"{getpass.getuser()}@{socket.gethostname()} via {command}"
 
 
-@dataclass(frozen=True)
-class ChampionMove:
-    """One recorded move of `@champion`; `status` FINISHED means the alias did move."""
-
-    action: str
-    from_version: str | None
-    to_version: str
-    actor: str
-    reason: str
-    when: str
-    status: str
-    run_id: str = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
 @dataclass
 class Registry:
     """One registered model in one tracking store."""
@@ -102,6 +124,8 @@ class Registry:
     uri: str
     name: str
     paths: ProjectPaths
+    # Versions that passed the smoke check in this process (a re-gate moves to one again).
+    smoke_passed: set[str] = field(default_factory=set)
 
     @classmethod
     def connect(cls, paths: ProjectPaths, name: str) -> Registry:
@@ -157,13 +181,27 @@ class Registry:
         return sorted(full, key=lambda v: int(v.version), reverse=True)
 
     def create_version(
-        self, model_uri: str, run_id: str, model_id: str | None, tags: dict[str, str]
+        self,
+        model_uri: str,
+        run_id: str,
+        model_id: str | None,
+        tags: dict[str, str],
+        description: str | None = None,
     ) -> ModelVersion:
-        """One call: the version exists with all its tags, or not at all."""
+        """One call: the version exists with all its tags and its description, or not at all."""
         with tracking_call(self.uri, f"creating a version of {self.name}"):
             return self.client.create_model_version(
-                self.name, source=model_uri, run_id=run_id, tags=tags, model_id=model_id
+                self.name,
+                source=model_uri,
+                run_id=run_id,
+                tags=tags,
+                model_id=model_id,
+                description=description,
             )
+
+    def set_description(self, version: str, description: str) -> None:
+        with tracking_call(self.uri, f"describing version {version}"):
+            self.client.update_model_version(self.name, str(version), description=description)
 
     def set_alias(self, alias: str, version: str) -> None:
         with tracking_call(self.uri, f"pointing @{alias} at version {version}"):
@@ -198,126 +236,80 @@ class Registry:
             relative = f"{entry['path']}/{file_name}"
             return self.download_model_file(version, relative, Path(scratch)).read_text("utf-8")
 
-    # --- the audit trail of @champion ---------------------------------------------------
+    def champion_number(self) -> str | None:
+        champion = self.alias_version(CHAMPION)
+        return None if champion is None else str(champion.version)
 
-    def _audit_experiment_id(self) -> str:
-        found = self.client.get_experiment_by_name(AUDIT_EXPERIMENT)
-        if found is not None:
-            return str(found.experiment_id)
-        location = None
-        if self.uri.startswith("sqlite:"):
-            location = (self.paths.mlartifacts_dir / AUDIT_EXPERIMENT).as_uri()
-        return str(self.client.create_experiment(AUDIT_EXPERIMENT, artifact_location=location))
+    # --- moving @champion, and its audit trail (audit.py) ------------------------------------
 
-    def move_champion(self, to_version: str, action: str, actor: str, reason: str) -> ChampionMove:
-        """Point @champion at `to_version`, recorded before and confirmed after the move."""
+    def move_champion(
+        self,
+        to_version: str,
+        action: str,
+        actor: str,
+        reason: str,
+        expected_from: ExpectedChampion = ANY_CHAMPION,
+    ) -> ChampionMove:
+        """Point @champion at `to_version`, recorded before and confirmed after the move.
+
+        With `expected_from` (a version, or None for "no champion"), the move happens only if
+        @champion is still there, checked under the champion lock; else ChampionMoved.
+        """
         to_version = str(to_version)
-        self.settle_unfinished_moves(actor)
         with tracking_call(self.uri, f"moving @{CHAMPION} to version {to_version}"):
             self.client.get_model_version(self.name, to_version)
-            current = self.alias_version(CHAMPION)
-            from_version = None if current is None else str(current.version)
-            run = self.client.create_run(
-                self._audit_experiment_id(),
-                run_name=f"{self.name} {action}: v{from_version} -> v{to_version}",
-                tags={
-                    "mt.model_name": self.name,
-                    "mt.action": action,
-                    "mt.from_version": from_version or "none",
-                    "mt.to_version": to_version,
-                    "mt.actor": actor,
-                    "mt.reason": reason or "(none given)",
-                },
-            )
+        self.smoke_check(to_version)
+        step = f"moving @{CHAMPION} to version {to_version}"
+        with tracking_call(self.uri, step), champion_lock(self, actor) as lease:
+            current = self._up_to_date_champion(actor)
+            if expected_from is not ANY_CHAMPION and current != expected_from:
+                raise ChampionMoved(self.name, expected_from, current)
+            run_id = audit.record_intent(self, action, (current, to_version), actor, reason)
             pause_point("registry.champion_move_recorded")
+            lease.confirm()
             self.client.set_registered_model_alias(self.name, CHAMPION, to_version)
             pause_point("registry.champion_alias_moved")
-            self.client.set_terminated(run.info.run_id, "FINISHED")
-        log.info(
-            "@%s of %s: v%s -> v%s (%s)", CHAMPION, self.name, from_version, to_version, action
-        )
-        return self._move_from_run(self.client.get_run(run.info.run_id))
+            move = audit.finish_move(self, run_id)
+        log.info("@%s of %s: v%s -> v%s (%s)", CHAMPION, self.name, current, to_version, action)
+        return move
+
+    def smoke_check(self, version: str) -> None:
+        if version not in self.smoke_passed:
+            smoke_check(self.uri, self.name, version)
+            self.smoke_passed.add(version)
+
+    def _up_to_date_champion(self, actor: str) -> str | None:
+        """Under the lock: settle killed moves, record outside moves; the champion now."""
+        audit.settle_unfinished_moves(self, actor)
+        audit.reconcile(self, actor)
+        return self.champion_number()
 
     def champion_moves(self) -> list[ChampionMove]:
-        """Every recorded move of @champion for this model, oldest first, none left unsettled."""
-        self.settle_unfinished_moves(current_actor("mt registry"))
+        """Every recorded move of @champion, oldest first, with none left unsettled and any
+        move made outside mt recorded."""
+        self.reconcile_champion(current_actor("mt registry"))
         return self.recorded_moves()
 
-    def settle_unfinished_moves(self, actor: str) -> list[ChampionMove]:
-        """Finish or fail the moves a killed process left RUNNING; the moves it settled.
+    def reconcile_champion(self, actor: str) -> str | None:
+        """Bring the trail up to date with the alias (under the lock); the champion now."""
+        step = "reconciling the champion history"
+        with tracking_call(self.uri, step), champion_lock(self, actor):
+            return self._up_to_date_champion(actor)
 
-        Only the newest recorded move can have moved the alias (this runs before every new
-        move): it is FINISHED if `@champion` points at its target, else FAILED. Any older
-        RUNNING move predates a settled one and is FAILED.
-        """
-        moves = self.recorded_moves()
-        unsettled = [move for move in moves if move.status == "RUNNING"]
-        if not unsettled:
-            return []
-        current = self.alias_version(CHAMPION)
-        champion = None if current is None else str(current.version)
-        settled = []
-        with tracking_call(self.uri, "settling unfinished moves of @champion"):
-            for move in unsettled:
-                moved = move is moves[-1] and move.to_version == champion
-                status = "FINISHED" if moved else "FAILED"
-                note = f"settled by {actor}: @{CHAMPION} was at v{champion or '-'}"
-                self.client.set_tag(move.run_id, "mt.settled", note)
-                self.client.set_terminated(move.run_id, status)
-                settled.append(dataclasses.replace(move, status=status))
-        for move in settled:
-            log.warning(
-                "an interrupted move of @%s (%s v%s -> v%s) was settled as %s (@%s is at v%s)",
-                CHAMPION,
-                move.action,
-                move.from_version or "-",
-                move.to_version,
-                move.status,
-                CHAMPION,
-                champion or "-",
-            )
-        return settled
+    def settle_unfinished_moves(self, actor: str) -> list[ChampionMove]:
+        """Finish or fail the moves a killed process left RUNNING (audit.py), under the lock."""
+        step = "settling unfinished moves of @champion"
+        with tracking_call(self.uri, step), champion_lock(self, actor):
+            return audit.settle_unfinished_moves(self, actor)
 
     def recorded_moves(self) -> list[ChampionMove]:
         """The trail as stored, oldest first, unsettled moves included."""
         with tracking_call(self.uri, "reading the champion history"):
-            experiment = self.client.get_experiment_by_name(AUDIT_EXPERIMENT)
-            if experiment is None:
-                return []
-            runs = self.client.search_runs(
-                [experiment.experiment_id],
-                filter_string=f"tags.`mt.model_name` = '{self.name}'",
-                order_by=["attributes.start_time ASC"],
-                max_results=50000,
-            )
-        return [self._move_from_run(run) for run in runs]
+            return audit.recorded_moves(self)
 
-    @staticmethod
-    def _move_from_run(run: Any) -> ChampionMove:
-        tags = run.data.tags
-        from_version = tags.get("mt.from_version", "none")
-        return ChampionMove(
-            action=tags.get("mt.action", "?"),
-            from_version=None if from_version == "none" else from_version,
-            to_version=tags.get("mt.to_version", "?"),
-            actor=tags.get("mt.actor", "?"),
-            reason=tags.get("mt.reason", ""),
-            when=datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(
-                timespec="seconds"
-            ),
-            status=run.info.status,
-            run_id=run.info.run_id,
-        )
-
-
-def champion_stack(moves: list[ChampionMove]) -> list[str]:
-    """The champions in force over time, replaying completed moves: a rollback pops one."""
-    stack: list[str] = []
-    for move in moves:
-        if move.status != "FINISHED":
-            continue
-        if move.action == "rollback" and stack:
-            stack.pop()
-        if not stack or stack[-1] != move.to_version:
-            stack.append(move.to_version)
-    return stack
+    def record_webhook_delivery(self, delivery: AliasDelivery) -> str:
+        """Record an alias move MLflow's webhook reported, unless the trail has it; what was
+        done (audit.record_delivery)."""
+        step = f"recording webhook delivery {delivery.delivery_id}"
+        with tracking_call(self.uri, step), champion_lock(self, "mt registry webhook serve"):
+            return audit.record_delivery(self, delivery)

@@ -1,0 +1,82 @@
+"""The smoke check a version passes before it may become `@champion`.
+
+The version's pyfunc is loaded the way serving loads it (`models:/<name>/<version>`) and
+translates a fixed set of canary sentences; it must give one non-empty string per sentence
+and raise nothing. A version that cannot do that would answer every request of the serving
+endpoint with an error, whatever its BLEU. The sentences are short Multi30k-style captions,
+well inside every version's request limits (the stand-in test model's are the tightest: 4 rows,
+120 characters of work).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, NoReturn
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pipeline.registry.errors import RegistryError
+from pipeline.serving import TEXT_COLUMN, TRANSLATION_COLUMN
+
+log = logging.getLogger(__name__)
+
+CANARY_SENTENCES = (
+    "A dog runs on the grass.",
+    "Two men are talking.",
+    "A girl is smiling.",
+)
+
+
+def smoke_check(registry_uri: str, model_name: str, version: str) -> None:
+    """Raise RegistryError unless the version loads and translates every canary sentence."""
+    uri = f"models:/{model_name}/{version}"
+    mlflow.set_registry_uri(registry_uri)  # `models:/` resolves against this store
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+        output = model.predict(pd.DataFrame({TEXT_COLUMN: list(CANARY_SENTENCES)}))
+    except Exception as error:  # a broken model can raise anything: each is a failed check
+        _fail(model_name, version, f"{type(error).__name__}: {_first_line(error)}")
+    problem = output_problem(output, len(CANARY_SENTENCES))
+    if problem is not None:
+        _fail(model_name, version, problem)
+    log.info("%s version %s passed the smoke check (%s)", model_name, version, uri)
+
+
+def output_problem(output: Any, expected_rows: int) -> str | None:
+    """Why `output` is not one non-empty string per input row, or None when it is."""
+    translations = _as_list(output)
+    if translations is None:
+        return f"predict returned {type(output).__name__}, not a list of translations"
+    if len(translations) != expected_rows:
+        return f"predict returned {len(translations)} translations for {expected_rows} inputs"
+    for row, text in enumerate(translations):
+        if not isinstance(text, str) or not text.strip():
+            return f"translation {row} of {CANARY_SENTENCES[row]!r} is {text!r}, not text"
+    return None
+
+
+def _as_list(output: Any) -> list[Any] | None:
+    if isinstance(output, pd.DataFrame):
+        if TRANSLATION_COLUMN in output.columns:
+            return list(output[TRANSLATION_COLUMN])
+        return list(output.iloc[:, 0]) if output.shape[1] == 1 else None
+    if isinstance(output, np.ndarray) and output.ndim == 1:
+        return output.tolist()
+    if isinstance(output, pd.Series | list | tuple):
+        return list(output)
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "message", None) or error).strip()
+    return (text.splitlines() or ["(no message)"])[0][:300]
+
+
+def _fail(model_name: str, version: str, problem: str) -> NoReturn:
+    raise RegistryError(
+        f"{model_name} version {version} failed the smoke check, so it does not become "
+        f"@champion: {problem} (fix: register a version whose pyfunc loads and translates; "
+        "`mlflow.pyfunc.load_model` on models:/NAME/VERSION shows the error)"
+    )

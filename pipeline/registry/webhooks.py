@@ -1,0 +1,204 @@
+"""Moves of `@champion` made outside mt, as MLflow reports them: its registry webhooks.
+
+`mt registry webhook install --url URL` subscribes URL to MLflow's `model_version_alias.created`
+and `.deleted` events (one webhook, created or updated by name, signed with the secret in
+MT_REGISTRY_WEBHOOK_SECRET). `mt registry webhook serve` is the receiver: it checks each
+delivery's HMAC signature exactly as `mlflow/webhooks/delivery.py` makes it (HMAC-SHA256 of
+`<delivery id>.<unix timestamp>.<body>`, base64, header `X-MLflow-Signature: v1,<signature>`),
+refuses a missing or wrong signature (401) and a timestamp more than five minutes off (400,
+replays), and records a `@champion` move in the audit trail as action `outside` unless the
+trail has it already (audit.record_delivery). It answers one delivery at a time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+from mlflow.entities.webhook import WebhookEvent
+from mlflow.webhooks.constants import (
+    WEBHOOK_DELIVERY_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_SIGNATURE_VERSION,
+    WEBHOOK_TIMESTAMP_HEADER,
+)
+
+from pipeline.paths import ProjectPaths
+from pipeline.registry.audit import AliasDelivery
+from pipeline.registry.errors import RegistryError
+from pipeline.registry.store import CHAMPION, Registry, tracking_call
+
+log = logging.getLogger(__name__)
+
+SECRET_ENV = "MT_REGISTRY_WEBHOOK_SECRET"
+WEBHOOK_NAME = "mt-champion-audit"
+ALIAS_ENTITY = "model_version_alias"
+EVENTS = (WebhookEvent(ALIAS_ENTITY, "created"), WebhookEvent(ALIAS_ENTITY, "deleted"))
+# Standard Webhooks' tolerance: an older (or future) timestamp is a replay or a broken clock.
+TOLERANCE_S = 300
+MAX_BODY_BYTES = 1 << 20
+
+
+class DeliveryRejected(Exception):
+    """A delivery the receiver refuses: `status` is the HTTP answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def webhook_secret() -> str:
+    secret = os.environ.get(SECRET_ENV, "")
+    if not secret:
+        raise RegistryError(
+            f"{SECRET_ENV} is not set; the webhook is signed with it and the receiver checks "
+            f"every delivery against it (fix: export {SECRET_ENV}=<a long random string> for "
+            "both `mt registry webhook install` and `mt registry webhook serve`)"
+        )
+    return secret
+
+
+def signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str:
+    """`v1,<base64 HMAC-SHA256>` of `<delivery id>.<timestamp>.<body>`, as MLflow signs."""
+    signed = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).digest()
+    return f"{WEBHOOK_SIGNATURE_VERSION},{base64.b64encode(digest).decode('ascii')}"
+
+
+def verify(
+    secret: str, headers: Mapping[str, str], body: bytes, now_s: float
+) -> AliasDelivery | None:
+    """The `@champion` alias event a genuine delivery reports, None for any other event;
+    DeliveryRejected for a forged, replayed or malformed one."""
+    lowered = {key.lower(): value for key, value in headers.items()}  # names: any case
+    delivery_id = lowered.get(WEBHOOK_DELIVERY_ID_HEADER.lower(), "")
+    timestamp = lowered.get(WEBHOOK_TIMESTAMP_HEADER.lower(), "")
+    offered = lowered.get(WEBHOOK_SIGNATURE_HEADER.lower(), "").split()
+    if not offered:
+        raise DeliveryRejected(401, f"missing {WEBHOOK_SIGNATURE_HEADER} header")
+    expected = signature(secret, delivery_id, timestamp, body)
+    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        raise DeliveryRejected(401, "signature does not match (wrong secret, or altered body)")
+    if not timestamp.isdigit() or abs(now_s - int(timestamp)) > TOLERANCE_S:
+        raise DeliveryRejected(400, f"timestamp {timestamp!r} is not within {TOLERANCE_S}s")
+    return _alias_event(delivery_id, body)
+
+
+def _alias_event(delivery_id: str, body: bytes) -> AliasDelivery | None:
+    try:
+        payload = json.loads(body)
+        data = payload["data"]
+        is_alias = payload["entity"] == ALIAS_ENTITY and data.get("alias") == CHAMPION
+        if not is_alias or payload["action"] not in {"created", "deleted"}:
+            return None
+        when = datetime.fromisoformat(payload["timestamp"])
+        version = str(data["version"]) if payload["action"] == "created" else None
+        return AliasDelivery(delivery_id, int(when.timestamp() * 1000), str(data["name"]), version)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DeliveryRejected(400, f"not an MLflow alias event: {error}") from None
+
+
+@dataclass
+class Receiver:
+    """Verifies deliveries and records them, one registry connection per model name."""
+
+    paths: ProjectPaths
+    secret: str
+    registries: dict[str, Registry] = field(default_factory=dict)
+
+    def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
+        try:
+            delivery = verify(self.secret, headers, body, time.time())
+        except DeliveryRejected as rejected:
+            log.warning("refused a webhook delivery: %s", rejected.message)
+            return rejected.status, {"error": rejected.message}
+        if delivery is None:
+            return 200, {"recorded": False, "outcome": "not a @champion alias event"}
+        try:
+            outcome = self._registry(delivery.model_name).record_webhook_delivery(delivery)
+        except RegistryError as error:  # MLflow retries a 5xx delivery
+            log.error("delivery %s not recorded: %s", delivery.delivery_id, error)
+            return 503, {"error": str(error)}
+        print(f"delivery {delivery.delivery_id} ({delivery.model_name}): {outcome}", flush=True)
+        return 200, {"recorded": outcome.startswith("recorded"), "outcome": outcome}
+
+    def _registry(self, model_name: str) -> Registry:
+        if model_name not in self.registries:
+            self.registries[model_name] = Registry.connect(self.paths, model_name)
+        return self.registries[model_name]
+
+
+def serve(paths: ProjectPaths, host: str, port: int) -> None:
+    """Run the receiver until interrupted."""
+    receiver = Receiver(paths, webhook_secret())
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                self._answer(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+                return
+            status, answer = receiver.handle(dict(self.headers.items()), self.rfile.read(length))
+            self._answer(status, answer)
+
+        def _answer(self, status: int, answer: dict[str, Any]) -> None:
+            body = json.dumps(answer).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.info("%s %s", self.address_string(), format % args)
+
+    server = HTTPServer((host, port), Handler)
+    print(f"mt registry webhook receiver listening on http://{host}:{port}/", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+def install(registry: Registry, url: str, secret: str) -> str:
+    """Create the webhook, or update the one of that name: 'created' or 'updated'."""
+    client = registry.client
+    with tracking_call(registry.uri, f"installing the webhook {WEBHOOK_NAME}"):
+        existing = [hook for hook in _all_webhooks(registry) if hook.name == WEBHOOK_NAME]
+        description = "records @champion moves in mt's audit trail; see docs/registry.md"
+        if existing:
+            client.update_webhook(
+                existing[0].webhook_id,
+                url=url,
+                events=list(EVENTS),
+                description=description,
+                secret=secret,
+                status="ACTIVE",
+            )
+            return "updated"
+        client.create_webhook(WEBHOOK_NAME, url, list(EVENTS), description, secret)
+        return "created"
+
+
+def _all_webhooks(registry: Registry) -> list[Any]:
+    hooks: list[Any] = []
+    token = None
+    while True:
+        page = registry.client.list_webhooks(max_results=100, page_token=token)
+        hooks.extend(page)
+        token = page.token
+        if not token:
+            return hooks

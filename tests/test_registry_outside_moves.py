@@ -1,0 +1,447 @@
+"""Moves of @champion made outside mt, the champion lock, and the smoke check, against one real
+`mlflow server` on SQLite (webhooks need a SQL backend) and the webhook receiver as a process.
+
+The alias is moved the way an MLflow user moves it: the server's REST API
+(`POST /api/2.0/mlflow/registered-models/alias`). `mt registry history` and `rollback` run as
+`mt` processes. Each test has a registered model of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
+
+from pipeline import cli
+from pipeline.config import load_config
+from pipeline.paths import project_paths
+from pipeline.registry.commands import registry_main
+from pipeline.registry.errors import RegistryError
+from pipeline.registry.lock import champion_lock, lock_name
+from pipeline.registry.store import CHAMPION, Registry
+from pipeline.registry.webhooks import SECRET_ENV, WEBHOOK_NAME
+from tests.mlflow_server import (
+    BIN_DIR,
+    UPPERCASE_MODEL_CODE,
+    MlflowServer,
+    free_port,
+    prepare_registry_project,
+    venv_environ,
+)
+
+pytestmark = pytest.mark.slow
+
+SECRET = "webhook-secret-of-this-test"
+WAIT_S = 60
+SERVER_ENV = {
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "0",  # a webhook installed by a test is used at once
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    directory = tmp_path_factory.mktemp("mlflow-webhooks")
+    backend = f"sqlite:///{directory / 'mlflow.db'}"
+    server = MlflowServer(backend, directory / "artifacts", directory / "server.log")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in SERVER_ENV.items():
+            patch.setenv(key, value)
+        server.start()
+    try:
+        yield server
+    finally:
+        server.kill()  # a throw-away store: no graceful shutdown to wait for
+
+
+@pytest.fixture(scope="module")
+def standin(server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
+    """The upper-casing stand-in pyfunc (tests/mlflow_server.py), logged once.
+
+    Packaged lightly (no code_paths, no input example, no requirement inference): every
+    version made from it is loaded by the smoke check, in this process, where `pipeline`
+    is importable anyway.
+    """
+    directory = tmp_path_factory.mktemp("standin")
+    code, prefix = directory / "uppercase_model.py", directory / "prefix.txt"
+    code.write_text(UPPERCASE_MODEL_CODE, encoding="utf-8")
+    prefix.write_text("", encoding="utf-8")
+    earlier = mlflow.get_tracking_uri()  # an earlier test may have set another store
+    mlflow.set_tracking_uri(server.url)
+    experiment_id = MlflowClient(server.url).create_experiment("stand-in")
+    try:
+        with mlflow.start_run(experiment_id=experiment_id, run_name="stand-in"):
+            info = mlflow.pyfunc.log_model(
+                name="translator",
+                python_model=str(code),
+                artifacts={"prefix": str(prefix)},
+                model_config={"max_input_chars": 50, "max_batch_rows": 4, "max_request_work": 120},
+                pip_requirements=["mlflow"],
+            )
+    finally:
+        mlflow.set_tracking_uri(earlier)
+    return info
+
+
+@pytest.fixture
+def project(
+    request: pytest.FixtureRequest,
+    project_dir: Path,
+    server: MlflowServer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """A project whose MLflow store is the server, with a model name of its own."""
+    prepare_registry_project(project_dir, monkeypatch, model_name=request.node.name[:60])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    monkeypatch.setenv(SECRET_ENV, SECRET)
+    return project_dir
+
+
+def standin_versions(standin: ModelInfo, count: int) -> Registry:
+    """The project's model with `count` versions of the stand-in and v1 promoted by mt."""
+    registry = open_registry()
+    registry.ensure_model()
+    for _ in range(count):
+        registry.client.create_model_version(
+            registry.name, standin.model_uri, standin.run_id, model_id=standin.model_id
+        )
+    assert registry_main(["promote", "1", "--reason", "first"]) == 0
+    return registry
+
+
+def open_registry() -> Registry:
+    return Registry.connect(project_paths(), load_config().register.model_name)
+
+
+def champion(registry: Registry) -> str | None:
+    return registry.champion_number()
+
+
+def set_alias_through_rest(server: MlflowServer, name: str, version: str) -> None:
+    """What the MLflow UI does when a person moves @champion."""
+    body = {"name": name, "alias": CHAMPION, "version": version}
+    answer = requests.post(f"{server.url}/api/2.0/mlflow/registered-models/alias", json=body)
+    assert answer.status_code == 200, answer.text
+
+
+def delete_alias_through_rest(server: MlflowServer, name: str) -> None:
+    body = {"name": name, "alias": CHAMPION}
+    answer = requests.delete(f"{server.url}/api/2.0/mlflow/registered-models/alias", json=body)
+    assert answer.status_code == 200, answer.text
+
+
+def run_mt(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**venv_environ(), "MT_PROJECT_DIR": str(project), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run(
+        [str(BIN_DIR / "mt"), *args], cwd=project, env=env, capture_output=True, text=True,
+        timeout=180, check=False,
+    )  # fmt: skip
+
+
+def history_lines(stdout: str) -> list[str]:
+    """The moves `mt registry history` printed (MLflow adds "View run" lines of its own)."""
+    return [line for line in stdout.splitlines() if line[:4].isdigit()]
+
+
+def moves_of(registry: Registry) -> list[tuple[str, str | None, str | None, str]]:
+    return [(m.action, m.from_version, m.to_version, m.status) for m in registry.recorded_moves()]
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@dataclass
+class WebhookReceiver:
+    """`mt registry webhook serve` as a process, its stdout in a file."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_file: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def output(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+
+@contextlib.contextmanager
+def webhook_receiver(project: Path, directory: Path) -> Iterator[WebhookReceiver]:
+    port = free_port()
+    log_file = directory / "receiver.log"
+    env = {**venv_environ(), "MT_PROJECT_DIR": str(project), "PYTHONUNBUFFERED": "1"}
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BIN_DIR / "mt"), "registry", "webhook", "serve", "--port", str(port)],
+            cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    receiver = WebhookReceiver(process, port, log_file)
+    try:
+        wait_for(lambda: _listening(port) or process.poll() is not None, "the receiver")
+        assert process.poll() is None, receiver.output()
+        yield receiver
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def signed_post(url: str, secret: str, payload: dict[str, object], age_s: int = 0) -> int:
+    """A delivery signed as MLflow signs one (mlflow/webhooks/delivery.py); its HTTP status."""
+    body = json.dumps(payload)
+    delivery_id, timestamp = str(uuid.uuid4()), str(int(time.time()) - age_s)
+    signed = f"{delivery_id}.{timestamp}.{body}".encode()
+    digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
+    headers = {
+        "Content-Type": "application/json",
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": timestamp,
+        "X-MLflow-Signature": f"v1,{base64.b64encode(digest).decode()}",
+    }
+    return requests.post(url, data=body, headers=headers, timeout=30).status_code
+
+
+def alias_event(name: str, version: str) -> dict[str, object]:
+    return {
+        "entity": "model_version_alias",
+        "action": "created",
+        "timestamp": "2026-01-01T00:00:00+00:00",
+        "data": {"name": name, "alias": CHAMPION, "version": version},
+    }
+
+
+# --- a move through the REST API, recorded by the webhook receiver -------------------------
+
+
+def test_webhook_records_a_move_made_through_the_rest_api_and_rollback_undoes_it(
+    project: Path,
+    server: MlflowServer,
+    standin: ModelInfo,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    with webhook_receiver(project, tmp_path) as receiver:
+        try:
+            assert registry_main(["webhook", "install", "--url", receiver.url]) == 0
+            assert registry_main(["webhook", "install", "--url", receiver.url]) == 0
+            out = capsys.readouterr().out.splitlines()
+            assert out == [
+                f"webhook {WEBHOOK_NAME} created: @champion alias events -> {receiver.url}",
+                f"webhook {WEBHOOK_NAME} updated: @champion alias events -> {receiver.url}",
+            ]
+            assert [h.name for h in client.list_webhooks()] == [WEBHOOK_NAME]
+            capsys.readouterr()
+            _webhook_scenario(project, server, standin, receiver, capsys)
+        finally:
+            for hook in client.list_webhooks():
+                client.delete_webhook(hook.webhook_id)
+
+
+def _webhook_scenario(
+    project: Path,
+    server: MlflowServer,
+    standin: ModelInfo,
+    receiver: WebhookReceiver,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    registry = standin_versions(standin, 2)  # v1 promoted by mt, v2 not
+    # The receiver recognises mt's own move when its alias event comes in.
+    wait_for(lambda: "already in the trail: promote v- -> v1" in receiver.output(), "echo")
+
+    set_alias_through_rest(server, registry.name, "2")
+    wait_for(lambda: ": recorded: outside v1 -> v2" in receiver.output(), "the receiver")
+    outside = registry.recorded_moves()[1]
+    assert (outside.action, outside.from_version, outside.to_version) == ("outside", "1", "2")
+    delivery_id = registry.client.get_run(outside.run_id).data.tags["mt.webhook.delivery_id"]
+    assert outside.actor == f"outside mt (MLflow webhook delivery {delivery_id})"
+    recorded = f"delivery {delivery_id} ({registry.name}): recorded: outside v1 -> v2"
+    assert recorded in receiver.output()
+
+    forged = signed_post(receiver.url, "not-the-secret", alias_event(registry.name, "1"))
+    replayed = signed_post(receiver.url, SECRET, alias_event(registry.name, "1"), age_s=900)
+    assert (forged, replayed) == (401, 400)
+    assert len(registry.recorded_moves()) == 2
+
+    history = run_mt(project, "registry", "history")
+    assert history.returncode == 0, history.stderr
+    assert history_lines(history.stdout)[1].endswith(
+        f"outside  v1 -> v2  [FINISHED]  outside mt, by {outside.actor}: @champion set outside "
+        f"mt, reported by MLflow's webhook at {outside.when} (MLflow does not say who)"
+    )
+    capsys.readouterr()
+    assert registry_main(["rollback", "--reason", "undo the UI move"]) == 0
+    rolled_back = f"@champion of {registry.name} rolled back: v2 -> v1\n"
+    assert capsys.readouterr().out.endswith(rolled_back)
+    # The receiver sees the rollback's own alias event and does not record it twice.
+    wait_for(lambda: "already in the trail: rollback v2 -> v1" in receiver.output(), "echo")
+    assert moves_of(registry) == [
+        ("promote", None, "1", "FINISHED"),
+        ("outside", "1", "2", "FINISHED"),
+        ("rollback", "2", "1", "FINISHED"),
+    ]
+    assert champion(registry) == "1"
+
+
+# --- the same without a receiver: reconcile finds the move -----------------------------------
+
+
+def test_reconcile_records_a_move_made_through_the_rest_api_and_rollback_undoes_it(
+    project: Path, server: MlflowServer, standin: ModelInfo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = standin_versions(standin, 2)  # v1 promoted by mt, v2 not
+    set_alias_through_rest(server, registry.name, "2")
+
+    history = run_mt(project, "registry", "history")
+    assert history.returncode == 0, history.stderr
+    line = history_lines(history.stdout)[1]
+    assert " outside  v1 -> v2  [FINISHED]  outside mt, by outside mt (found by reconcile): " in (
+        line
+    )
+    assert "@champion was at v2, the trail at v1; MLflow records neither who" in line
+    capsys.readouterr()
+    assert registry_main(["rollback"]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"@champion of {registry.name} rolled back: v2 -> v1\n"
+    )
+
+    # @champion deleted outside mt: rollback puts back the champion it had.
+    delete_alias_through_rest(server, registry.name)
+    assert registry_main(["rollback", "--reason", "restore"]) == 0
+    assert capsys.readouterr().out.endswith(
+        f"@champion of {registry.name} rolled back: v- -> v1\n"
+    )
+    assert moves_of(registry) == [
+        ("promote", None, "1", "FINISHED"),
+        ("outside", "1", "2", "FINISHED"),
+        ("rollback", "2", "1", "FINISHED"),
+        ("outside", "1", None, "FINISHED"),
+        ("rollback", None, "1", "FINISHED"),
+    ]
+    assert champion(registry) == "1"
+
+
+# --- the smoke check: a broken version never becomes champion --------------------------------
+
+BROKEN_MODEL_CODE = '''\
+import pandas as pd
+from mlflow.models import set_model
+from mlflow.pyfunc import PythonModel
+
+
+class BrokenModel(PythonModel):
+    """Loads fine; then raises, or gives too few or empty translations (model_config mode)."""
+
+    def load_context(self, context):
+        self.mode = context.model_config["mode"]
+
+    def predict(self, context, model_input, params=None):
+        if self.mode == "raise":
+            raise RuntimeError("decoder weights missing")
+        if self.mode == "short":
+            return pd.DataFrame({"translation": ["EIN HUND."]})
+        return pd.DataFrame({"translation": ["" for _ in model_input["text"]]})
+
+
+set_model(BrokenModel())
+'''
+
+
+def log_broken_version(registry: Registry, code: Path, mode: str) -> str:
+    """A real pyfunc that misbehaves, logged and registered as a version of the model."""
+    experiment = registry.client.get_experiment_by_name("stand-in")
+    assert experiment is not None
+    mlflow.set_tracking_uri(registry.uri)  # Registry.connect set it too; the store is this one
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"broken-{mode}"):
+        info = mlflow.pyfunc.log_model(
+            name="translator",
+            python_model=str(code),
+            model_config={"mode": mode},
+            pip_requirements=["mlflow"],  # no inference: it would load the model in a process
+        )
+    version = registry.client.create_model_version(
+        registry.name, source=info.model_uri, run_id=info.run_id, model_id=info.model_id
+    )
+    return str(version.version)
+
+
+def test_a_version_failing_the_smoke_check_never_becomes_champion(
+    project: Path, standin: ModelInfo, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = standin_versions(standin, 1)  # v1 champion: it passed the smoke check
+    code = tmp_path / "broken_model.py"
+    code.write_text(BROKEN_MODEL_CODE, encoding="utf-8")
+    problems = {
+        "raise": "RuntimeError: decoder weights missing",
+        "short": "predict returned 1 translations for 3 inputs",
+        "empty": "translation 0 of 'A dog runs on the grass.' is '', not text",
+    }
+    for mode, problem in problems.items():
+        version = log_broken_version(registry, code, mode)
+        caplog.clear()
+        assert cli.main(["registry", "promote", version, "--reason", "try it"]) == 2
+        assert (
+            f"{registry.name} version {version} failed the smoke check, so it does not become "
+            f"@champion: {problem} (fix: register a version"
+        ) in caplog.text
+    assert champion(registry) == "1"
+    assert moves_of(registry) == [("promote", None, "1", "FINISHED")]
+
+
+# --- the champion lock ----------------------------------------------------------------------
+
+
+def test_champion_lock_excludes_a_second_holder_and_is_taken_over_from_a_dead_one(
+    project: Path,
+) -> None:
+    registry = open_registry()
+    client = registry.client
+    name = lock_name(registry.name)
+    with (
+        champion_lock(registry, "first holder"),
+        pytest.raises(RegistryError, match=r"^@champion is locked by first holder "),
+        champion_lock(registry, "second holder", wait_s=0.5),
+    ):
+        pass
+    assert not client.search_registered_models(f"name = '{name}'")
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # a pid of this host that no longer runs: a killed mover's
+    now_ms = int(time.time() * 1000)
+    left = {  # token: (pid, host, lease end)
+        "dead": (str(finished.pid), socket.gethostname(), now_ms + 60_000),
+        "expired": ("1", "another-host", now_ms - 1_000),
+    }
+    for token, (pid, host, expires) in left.items():
+        tags = {"holder": token, "token": token, "pid": pid, "host": host}
+        client.create_registered_model(name, tags={**tags, "expires_ms": str(expires)})
+        with champion_lock(registry, "taker", wait_s=5):
+            assert client.get_registered_model(name).tags["holder"] == "taker"
+        assert client.get_registered_model(f"{name}.stale.{token}").tags["holder"] == token
+    assert not client.search_registered_models(f"name = '{name}'")
