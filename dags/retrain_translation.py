@@ -27,12 +27,17 @@ from airflow.sdk import (
 )
 
 from pipeline import orchestration
+from pipeline.monitor import alerts
 from pipeline.orchestration import STAGES
 from pipeline.params_lock import RunRef, RunState
 from pipeline.run_params import KEEP, RUN_PARAM_SCHEMA
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives schedule and retries.
 SETTINGS = orchestration.dag_settings(
+    os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1]
+)
+# Where failures and pending approvals are sent (params.yaml monitor:, pipeline/monitor/alerts.py).
+MONITOR = alerts.monitor_settings(
     os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1]
 )
 RAW_CORPUS = Asset(name="mt_raw_corpus", uri=SETTINGS.raw_data_asset, group="translation")
@@ -45,8 +50,8 @@ RESUMABLE_STAGES = {"train"}
 DOC_MD = """
 ### Retrain the English→German translator
 
-One task per DVC stage: **fetch → validate_raw → clean → tokenize → train → evaluate →
-register**. Each runs `dvc repro --single-item <stage>` in the project folder (env
+One task per DVC stage: **fetch → validate_raw → clean → tokenize → profile → train →
+evaluate → register**. Each runs `dvc repro --single-item <stage>` in the project folder (env
 `MT_PROJECT_DIR` or the Variable `mt_project_dir`); a stage whose inputs did not change does
 nothing, and the stage's own log streams into the task log.
 
@@ -219,6 +224,7 @@ def _schedule() -> Any:
         "retry_exponential_backoff": True,
         "max_retry_delay": timedelta(seconds=SETTINGS.max_retry_delay_s),
         "execution_timeout": timedelta(minutes=SETTINGS.stage_timeout_min),
+        "on_failure_callback": alerts.failure_notifiers(MONITOR),
     },
 )
 def retrain_translation() -> None:
@@ -233,6 +239,8 @@ def retrain_translation() -> None:
         body="{{ ti.xcom_pull(task_ids='choose_promotion', key='approval').body }}",
         defaults="Reject",
         response_timeout=timedelta(hours=SETTINGS.approval_timeout_h),
+        # Called once the request is in the UI (HITLOperator.execute), so the link works.
+        notifiers=alerts.approval_notifiers(MONITOR),
     )
     chain(stages[-1], choose_promotion(run_settings), approval, promote_challenger())
 

@@ -22,6 +22,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "validate": ("pipeline.data.validate", "main", "Great Expectations suite over data/raw"),
     "clean": ("pipeline.data.clean", "main", "normalise and filter pairs into data/clean"),
     "tokenize": ("pipeline.tokenize", "main", "train SentencePiece and encode the splits"),
+    "profile": (
+        "pipeline.monitor.profile",
+        "main",
+        "profile the clean train sources: the reference for drift",
+    ),
     "train": ("pipeline.train", "main", "train the Seq2Seq LSTM"),
     "evaluate": ("pipeline.evaluate", "main", "BLEU/chrF/TER on the test splits"),
     "register": ("pipeline.registry", "main", "log the model to MLflow and run the gate"),
@@ -37,6 +42,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "translate": ("pipeline.translator", "main", "translate stdin or a file"),
     "serve": ("pipeline.serve_command", "main", "serve a registered model over REST (MLflow)"),
+    "translate-batch": (
+        "pipeline.monitor.batch",
+        "main",
+        "translate a file or folder with @champion: output + manifest, idempotent",
+    ),
+    "monitor": (
+        "pipeline.monitor.watch",
+        "main",
+        "watch: check @champion (load, canary BLEU) and the drift of incoming text",
+    ),
     "params-lock": (
         "pipeline.params_lock",
         "main",
@@ -48,7 +63,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 # module is imported, so a refused `dvc repro` never holds DVC's lock on a stage's outputs.
 # Reading tools (registry, translate, serve, params-lock) are not refused.
 STAGE_COMMANDS = frozenset(
-    {"fetch", "validate", "clean", "tokenize", "train", "evaluate", "register"}
+    {"fetch", "validate", "clean", "tokenize", "profile", "train", "evaluate", "register"}
 )
 
 

@@ -49,6 +49,14 @@ LANGUAGE_CODE = matching(r"[a-z]{2,3}", "an ISO 639 language code, 2-3 lowercase
 SPLIT_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", "a split name: letters, digits, _ and -")
 # MLflow refuses / and :, and models:/<name>@<alias> URIs break on @ and spaces.
 MODEL_NAME = matching(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", "a model name: letters, digits, . _ -")
+# An empty string switches the webhook notifier off.
+WEBHOOK_URL = matching(r"(https?://\S+)?", "an http(s) URL, or empty for no webhook")
+EMAIL_ADDRESS = matching(r"[^@\s]+@[^@\s]+\.[^@\s]+", "an e-mail address (name@host.domain)")
+# Airflow connection ids are free text, but a space or a slash breaks `airflow connections get`.
+CONNECTION_ID = matching(
+    r"[A-Za-z0-9_.-]{1,250}", "an Airflow connection id: letters, digits, _ . -"
+)
+ASSET_URI = matching(r"[a-z][a-z0-9+.-]*://\S+", "a URI (scheme://...)")
 # The widest beam decode.beam_size and a request's `beam_size` (pipeline/serving.py) may ask for.
 MAX_BEAM_SIZE = 64
 
@@ -180,9 +188,7 @@ class OrchestrationConfig:
     timezone: str = field(
         metadata=satisfying(is_time_zone, "an IANA time zone name, e.g. UTC or Europe/Berlin")
     )
-    raw_data_asset: str = field(
-        metadata=matching(r"[a-z][a-z0-9+.-]*://\S+", "a URI (scheme://...)")
-    )
+    raw_data_asset: str = field(metadata=ASSET_URI)
     retries: int = field(metadata=ranged(ge=0, le=20))
     retry_delay_s: int = field(metadata=ranged(ge=1, le=86_400))
     max_retry_delay_s: int = field(metadata=ranged(ge=1, le=604_800))
@@ -199,6 +205,40 @@ class OrchestrationConfig:
 
 
 @dataclass(frozen=True)
+class MonitorConfig:
+    """Read by translate_batch, watch_champion and `mt monitor ...`; no training stage uses it."""
+
+    incoming_asset: str = field(metadata=ASSET_URI)
+    translated_asset: str = field(metadata=ASSET_URI)
+    batch_size: int = field(metadata=ranged(ge=1, le=65_536))
+    canary_size: int = field(metadata=ranged(ge=1, le=100_000))
+    max_canary_drop: float = field(metadata=ranged(ge=0, le=100))
+    min_canary_bleu: float = field(metadata=ranged(ge=0, le=100))
+    length_psi: float = field(metadata=ranged(gt=0, le=100))
+    length_ks: float = field(metadata=ranged(gt=0, le=1))
+    char_class_psi: float = field(metadata=ranged(gt=0, le=100))
+    max_unknown_rate: float = field(metadata=ranged(ge=0, le=1))
+    min_language_share: float = field(metadata=ranged(ge=0, le=1))
+    retrain_on_alert: bool
+    watch_schedule: str = field(
+        metadata=satisfying(
+            is_schedule,
+            f"none, a preset ({', '.join(SCHEDULE_PRESETS)}) or a 5-field cron expression",
+        )
+    )
+    alert_emails: tuple[str, ...] = field(metadata=EMAIL_ADDRESS)
+    smtp_conn_id: str = field(metadata=CONNECTION_ID)
+    alert_webhook_url: str = field(metadata=WEBHOOK_URL)
+
+    def __post_init__(self) -> None:
+        _require(
+            self.incoming_asset != self.translated_asset,
+            "monitor.translated_asset",
+            "must differ from incoming_asset (the batch DAG would trigger itself)",
+        )
+
+
+@dataclass(frozen=True)
 class Config:
     seed: int = field(metadata=ranged(ge=0, le=2**32 - 1))  # NumPy's seed range
     data: DataConfig
@@ -211,6 +251,7 @@ class Config:
     evaluate: EvaluateConfig
     register: RegisterConfig
     orchestration: OrchestrationConfig
+    monitor: MonitorConfig
 
 
 def _require(condition: bool, key: str, rule: str) -> None:

@@ -40,6 +40,7 @@ STAGES: tuple[str, ...] = (
     "validate_raw",
     "clean",
     "tokenize",
+    "profile",
     "train",
     "evaluate",
     "register",

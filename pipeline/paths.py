@@ -76,6 +76,30 @@ class ProjectPaths:
         return self.reports_dir / "registration.json"
 
     @property
+    def monitoring_dir(self) -> Path:
+        return self.reports_dir / "monitoring"
+
+    @property
+    def corpus_profile(self) -> Path:
+        """The training corpus's profile, written by the `profile` stage; drift compares to it."""
+        return self.monitoring_dir / "corpus_profile.json"
+
+    @property
+    def drift_dir(self) -> Path:
+        """One `<batch_id>.json` per incoming batch checked for drift."""
+        return self.monitoring_dir / "drift"
+
+    @property
+    def watch_dir(self) -> Path:
+        """The champion watch's history.jsonl, report.md and canary_bleu.png."""
+        return self.monitoring_dir / "watch"
+
+    @property
+    def batch_manifests_dir(self) -> Path:
+        """Batch translation's idempotency records."""
+        return self.monitoring_dir / "batches"
+
+    @property
     def mlruns_db(self) -> Path:
         return self.root / "mlruns.db"
 

@@ -17,6 +17,8 @@ Points (name: where the process stops):
 - `registry.champion_move_recorded`: the audit run of a `@champion` move exists, the alias
   has not moved
 - `registry.champion_alias_moved`: the alias has moved, the audit run is not yet FINISHED
+- `batch.request_translated`: a batch translation has sent a request (each one), nothing of
+  its output written yet
 """
 
 from __future__ import annotations

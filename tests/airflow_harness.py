@@ -242,8 +242,11 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def airflow_standalone(home: Path, project: Path, db_url: str) -> Iterator[AirflowServer]:
-    """`airflow standalone` on a free port of 127.0.0.1, its own process group."""
+def airflow_standalone(
+    home: Path, project: Path, db_url: str, extra_env: dict[str, str] | None = None
+) -> Iterator[AirflowServer]:
+    """`airflow standalone` on a free port of 127.0.0.1, its own process group; `extra_env`
+    adds to (or overrides) its environment, e.g. an Airflow connection as AIRFLOW_CONN_*."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
@@ -257,6 +260,7 @@ def airflow_standalone(home: Path, project: Path, db_url: str) -> Iterator[Airfl
             "AIRFLOW__API__WORKERS": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            **(extra_env or {}),
         }
     )
     log = home / "standalone.log"

@@ -1,19 +1,36 @@
 """The production topology for real, without Docker: Airflow 3 with CeleryExecutor.
 
-A fresh PostgreSQL metadata DB (also Celery's result backend), Redis as the broker, api-server,
-scheduler and dag-processor as separate processes, and `airflow celery worker` processes that
-run the tasks; the register stage talks to an MLflow server backed by PostgreSQL. Every process
-is real and listens on 127.0.0.1 only (tests/celery_harness.py, tests/mlflow_server.py).
+A fresh PostgreSQL metadata DB (also Celery's result backend), a private redis-server as the
+broker (tests/redis_server.py, so a test may SIGKILL it), api-server, scheduler and dag-processor
+as separate processes, and `airflow celery worker` processes that run the tasks; the register
+stage talks to an MLflow server backed by PostgreSQL. Every process is real and listens on
+127.0.0.1 only (tests/celery_harness.py, tests/mlflow_server.py).
 
 1. A run of retrain_translation on a tiny corpus goes end to end through the worker and
-   registers a version in MLflow.
+   registers a version in MLflow, through a broker outage: Redis is SIGKILLed after `train`'s
+   first epoch and started again (empty, as a broker that lost its host) one epoch later.
 2. The worker dies (SIGKILL of its whole process tree) in the middle of the train task; a new
    worker is started, the scheduler notices the missing heartbeats and the task is retried on
    the new worker, resuming from the last epoch's checkpoint; the run completes with exactly one
    new registered version and consistent outputs.
+3. Redis stays down from the middle of `train` until after it ends: what comes next cannot be
+   queued and the run fails; once Redis is back, clearing the failed tasks completes it.
 
-The two tests share one stack (starting it costs minutes on a loaded 2-core machine); the second
-does not depend on the first having run.
+What Airflow 3.3 with Celery 5.6 does about the broker, and so what tests 1 and 3 assert:
+- A running task does not need the broker: its runner reports to the api-server (execution
+  API) and Celery stores the result in PostgreSQL. `train` finishes through the outage and
+  succeeds on its first try.
+- The worker's consumer loses its connection, retries with a growing pause (2 s, 4 s, 6 s ...,
+  `broker_connection_max_retries` = 100 tries) and reconnects once Redis is back; the same worker
+  runs the next tasks.
+- The scheduler cannot queue a task while Redis is down: the publish fails within a second, the
+  executor reports the task failed before it ran (`Error sending Celery workload: ...` in the
+  scheduler log, `state mismatch` in the task's audit log), so a task without retries fails and
+  the run fails at once instead of waiting in `queued`.
+
+The tests share one stack (starting it costs minutes on a loaded 2-core machine); none depends
+on another having run. (The end-to-end run and the short outage were two runs on two stacks
+before; one run now proves both, which saves CI a stack and a pipeline run.)
 """
 
 from __future__ import annotations
@@ -42,6 +59,7 @@ from tests.celery_harness import (
 from tests.conftest import write_tiny_corpus
 from tests.mlflow_server import MlflowServer
 from tests.postgres import postgres_database
+from tests.redis_server import RedisServer, private_redis
 from tests.run_outputs import (
     dvc_changed_outs,
     history_epochs,
@@ -54,6 +72,9 @@ pytestmark = pytest.mark.slow
 MODEL_NAME = "multi30k-en-de-lstm"
 RUN_TIMEOUT_S = 1200
 KILL_RUN_EPOCHS = 30  # about 1-2 s an epoch on the tiny corpus: a window to kill in
+# Enough epochs that `train` still runs when Redis comes back an epoch after it was killed.
+SHORT_OUTAGE_EPOCHS = 12
+LONG_OUTAGE_EPOCHS = 3
 # Early stopping off (patience > epochs), so the killed run trains all its epochs; no schedule,
 # so the scheduler starts no run of its own; short retry delays.
 PROJECT_OVERRIDES: dict[str, Any] = {
@@ -63,6 +84,12 @@ PROJECT_OVERRIDES: dict[str, Any] = {
 # What a run with the default (auto) promotion policy runs; the approval branch is skipped.
 EXECUTED_TASKS = {"apply_run_params", *STAGES, "choose_promotion", "restore_params"}
 SKIPPED_TASKS = {"approve_promotion", "promote_challenger"}
+# A run whose evaluate could not be queued: what ran before it, what never started after it.
+RAN_BEFORE_EVALUATE = {"apply_run_params", *STAGES[: STAGES.index("evaluate")]}
+UNQUEUED_TASKS = {"evaluate", "restore_params"}
+UNREACHED_TASKS = {"register", "choose_promotion", "approve_promotion", "promote_challenger"}
+SEND_ERROR = "Error sending Celery workload"
+RECONNECTED = "Connected to redis://"
 
 
 @dataclass
@@ -70,6 +97,7 @@ class Topology:
     stack: CeleryAirflow
     project: Path
     mlflow: MlflowServer
+    redis: RedisServer
 
 
 @pytest.fixture(scope="module")
@@ -77,18 +105,26 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     root = tmp_path_factory.mktemp("celery_topology")
     corpus = write_tiny_corpus(root / "corpus")
     project = make_project(root / "project", corpus, PROJECT_OVERRIDES)
-    with postgres_database() as mlflow_db:
+    with postgres_database() as mlflow_db, private_redis(root / "redis") as redis:
         mlflow = MlflowServer(mlflow_db, root / "mlartifacts", root / "mlflow.log").start()
         try:
             extra_env = {"MLFLOW_TRACKING_URI": mlflow.url}
-            with celery_airflow(root / "airflow", project, extra_env) as stack:
+            with celery_airflow(root / "airflow", project, extra_env, redis.url) as stack:
                 api = stack.api()
                 with stack.logs_on_failure():
                     api.wait_for_dag(timeout_s=300)
                     api.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-                yield Topology(stack, project, mlflow)
+                yield Topology(stack, project, mlflow, redis)
         finally:
             mlflow.stop()
+
+
+@pytest.fixture
+def broker(topology: Topology) -> Topology:
+    """The shared stack with Redis up (a test that failed mid-outage may have left it down)."""
+    if not topology.redis.alive():
+        topology.redis.start()
+    return topology
 
 
 def versions_of_run(mlflow_url: str, run_id: str | None = None) -> list[str]:
@@ -119,10 +155,68 @@ def settled_results(stack: CeleryAirflow) -> dict[str, int] | None:
     return None if {"PENDING", "STARTED"} & set(results) else results
 
 
-def test_a_run_goes_end_to_end_through_the_celery_worker(topology: Topology) -> None:
-    stack, project = topology.stack, topology.project
+def train_state(stack: CeleryAirflow, run_id: str) -> str | None:
+    state: str | None = task_instances(stack, run_id).get("train", {}).get("state")
+    return state
+
+
+def kill_redis_during_train(broker: Topology, run_id: str, epochs: int) -> int:
+    """SIGKILL Redis once the worker's `train` has finished its first epoch; that epoch count."""
+    stack, project = broker.stack, broker.project
+    wait_for(lambda: train_state(stack, run_id) == "running", RUN_TIMEOUT_S, "train runs", stack)
+    wait_for(lambda: recorded_epochs(project) >= 1, 600, "epoch 1", stack, interval_s=0.05)
+    broker.redis.kill()
+    killed_at = recorded_epochs(project)
+    # The checkpoint (and its epoch count) exists only while train runs: it was mid-way.
+    assert 1 <= killed_at < epochs
+    return killed_at
+
+
+def scheduler_log(stack: CeleryAirflow) -> str:
+    return stack.components["scheduler"].log_text()
+
+
+def assert_outputs_intact(broker: Topology, params_before: bytes, epochs: int) -> None:
+    """One finished training, outputs equal to dvc.lock, no staging files, params restored."""
+    project = broker.project
+    assert history_epochs(project) == list(range(1, epochs + 1))
+    assert not (project / "models" / "checkpoints").exists()
+    assert dvc_changed_outs(project) == {}
+    assert leftover_temp_files(project) == []
+    assert (project / "params.yaml").read_bytes() == params_before
+
+
+def assert_failure_names_the_broker(broker: Topology, run_id: str) -> None:
+    """The scheduler log says why evaluate failed; its audit log says it never ran."""
+    log = scheduler_log(broker.stack)
+    refused = f"{SEND_ERROR}: Error 111 connecting to 127.0.0.1:{broker.redis.port}."
+    key = (
+        f"Celery Task ID: TaskInstanceKey(dag_id='{DAG_ID}', task_id='evaluate', run_id='{run_id}'"
+    )
+    assert f"{refused} Connection refused.\n{key}" in log
+    query = {"dag_id": DAG_ID, "run_id": run_id, "task_id": "evaluate", "event": "state mismatch"}
+    audit = broker.stack.api().api("GET", "/eventLogs", params=query)["event_logs"]
+    assert [entry["try_number"] for entry in audit] == [1]
+    never_ran = "finished with state failed, but the task instance's state attribute is queued"
+    assert never_ran in audit[0]["extra"]
+
+
+def test_a_run_goes_end_to_end_through_the_worker_and_a_broker_outage(broker: Topology) -> None:
+    stack, project = broker.stack, broker.project
     with stack.logs_on_failure():
-        run_id = stack.api().trigger({})
+        params_before = (project / "params.yaml").read_bytes()
+        versions_before = versions_of_run(broker.mlflow.url)
+        send_errors_before = scheduler_log(stack).count(SEND_ERROR)
+        connects_before = stack.worker().log_text().count(RECONNECTED)
+        results_before = celery_task_results(stack)
+        run_id = stack.api().trigger({"epochs": SHORT_OUTAGE_EPOCHS})
+
+        killed_at = kill_redis_during_train(broker, run_id, SHORT_OUTAGE_EPOCHS)
+        # One more epoch without a broker, then Redis comes back while train still runs.
+        wait_for(lambda: recorded_epochs(project) > killed_at, 600, "an epoch", interval_s=0.05)
+        broker.redis.start()
+        assert killed_at < recorded_epochs(project) < SHORT_OUTAGE_EPOCHS
+
         state = stack.api().wait_for_run(run_id, RUN_TIMEOUT_S)
         instances = task_instances(stack, run_id)
         states = {task: ti["state"] for task, ti in instances.items()}
@@ -131,23 +225,32 @@ def test_a_run_goes_end_to_end_through_the_celery_worker(topology: Topology) -> 
             **{task: "success" for task in EXECUTED_TASKS},
             **{task: "skipped" for task in SKIPPED_TASKS},
         }
-        # The worker process, not the scheduler, ran every task: its log lists each one once.
-        executed = executed_by(stack.worker().log_text(), run_id)
-        assert executed == {task: [1] for task in EXECUTED_TASKS}
+        # The worker process, not the scheduler, ran every task once: it reconnected (once)
+        # and took the next tasks; the scheduler never failed to queue one.
+        worker_log = stack.worker().log_text()
+        assert executed_by(worker_log, run_id) == {task: [1] for task in EXECUTED_TASKS}
         assert {instances[task]["queue"] for task in EXECUTED_TASKS} == {"default"}
-        # ... and Celery stored one successful result per task in PostgreSQL (the last one
-        # lands a moment after Airflow marks the run done).
+        assert worker_log.count(RECONNECTED) == connects_before + 1
+        assert scheduler_log(stack).count(SEND_ERROR) == send_errors_before
+        assert "resumed from the checkpoint" not in stack.api().task_log(run_id, "train")
+        # Celery stored one successful result per task in PostgreSQL (the last one lands a
+        # moment after Airflow marks the run done).
         results = wait_for(lambda: settled_results(stack), 120, "Celery results stored", stack)
-        assert results == {"SUCCESS": len(EXECUTED_TASKS)}
-        registered = versions_of_run(topology.mlflow.url, run_id)
+        successes = results_before.get("SUCCESS", 0) + len(EXECUTED_TASKS)
+        assert results == {**results_before, "SUCCESS": successes}
+
+        registered = versions_of_run(broker.mlflow.url, run_id)
         assert len(registered) == 1
+        assert versions_of_run(broker.mlflow.url) == [*versions_before, registered[0]]
         registration = json.loads((project / "reports" / "registration.json").read_text("utf-8"))
         assert registration["version"] == registered[0]
-        assert registration["tracking_uri"] == topology.mlflow.url
+        assert registration["tracking_uri"] == broker.mlflow.url
         assert registration["model_name"] == MODEL_NAME
+        assert_outputs_intact(broker, params_before, SHORT_OUTAGE_EPOCHS)
 
 
-def test_a_train_task_on_a_killed_worker_is_retried_on_a_new_worker(topology: Topology) -> None:
+def test_a_train_task_on_a_killed_worker_is_retried_on_a_new_worker(broker: Topology) -> None:
+    topology = broker
     stack, project = topology.stack, topology.project
     with stack.logs_on_failure():
         params_before = (project / "params.yaml").read_bytes()
@@ -207,3 +310,43 @@ def test_a_train_task_on_a_killed_worker_is_retried_on_a_new_worker(topology: To
         assert dvc_changed_outs(project) == {}
         assert leftover_temp_files(project) == []
         assert (project / "params.yaml").read_bytes() == params_before
+
+
+def test_a_task_that_cannot_be_queued_fails_the_run_and_a_clear_completes_it(
+    broker: Topology,
+) -> None:
+    stack, project = broker.stack, broker.project
+    with stack.logs_on_failure():
+        params_before = (project / "params.yaml").read_bytes()
+        versions_before = versions_of_run(broker.mlflow.url)
+        run_id = stack.api().trigger({"epochs": LONG_OUTAGE_EPOCHS})
+        kill_redis_during_train(broker, run_id, LONG_OUTAGE_EPOCHS)
+
+        # Redis stays down: train succeeds, what comes next cannot be queued, the run fails.
+        assert stack.api().wait_for_run(run_id, RUN_TIMEOUT_S) == "failed"
+        instances = task_instances(stack, run_id)
+        assert {task: ti["state"] for task, ti in instances.items()} == {
+            **{task: "success" for task in RAN_BEFORE_EVALUATE},
+            **{task: "failed" for task in UNQUEUED_TASKS},
+            **{task: "upstream_failed" for task in UNREACHED_TASKS},
+        }
+        assert instances["train"]["try_number"] == 1
+        assert_failure_names_the_broker(broker, run_id)
+        assert versions_of_run(broker.mlflow.url) == versions_before
+
+        broker.redis.start()
+        body = {"dag_run_id": run_id, "only_failed": True, "dry_run": False}
+        cleared = stack.api().api("POST", f"/dags/{DAG_ID}/clearTaskInstances", json=body)
+        assert {ti["task_id"] for ti in cleared["task_instances"]} == (
+            UNQUEUED_TASKS | UNREACHED_TASKS
+        )
+        assert stack.api().wait_for_run(run_id, RUN_TIMEOUT_S) == "success"
+        # The worker never ran the unqueued first tries; train was not run again.
+        assert executed_by(stack.worker().log_text(), run_id) == {
+            **{task: [1] for task in EXECUTED_TASKS - UNQUEUED_TASKS},
+            **{task: [2] for task in UNQUEUED_TASKS},
+        }
+        registered = versions_of_run(broker.mlflow.url, run_id)
+        assert len(registered) == 1
+        assert versions_of_run(broker.mlflow.url) == [*versions_before, registered[0]]
+        assert_outputs_intact(broker, params_before, LONG_OUTAGE_EPOCHS)

@@ -72,7 +72,8 @@ def dag(dagbag: Any) -> Any:
 
 def test_dag_folder_imports_without_errors(dagbag: Any) -> None:
     assert dagbag.import_errors == {}
-    assert list(dagbag.dags) == [DAG_ID]
+    # One DAG per file, its dag_id the file's name.
+    assert sorted(dagbag.dags) == sorted(path.stem for path in (REPO_ROOT / "dags").glob("*.py"))
 
 
 def test_one_task_per_dvc_stage_in_dvc_yaml_order(dag: Any) -> None:
@@ -505,3 +506,60 @@ def test_dag_test_runs_every_stage_and_registers_a_version(
     assert version.tags["airflow.dag_run_id"].startswith("manual__")
     train_run = yaml.safe_load((project / "reports/train/run.json").read_text("utf-8"))["run_id"]
     assert client.get_run(train_run).data.params["train.epochs"] == "1"
+
+
+# ---- translate_batch (dags/translate_batch.py) ---------------------------------------------
+
+MONITOR = load_config(REPO_ROOT / "params.yaml").monitor
+
+
+@pytest.fixture(scope="module")
+def batch_dag(dagbag: Any) -> Any:
+    return dagbag.dags["translate_batch"]
+
+
+def test_translate_batch_plans_then_translates_each_batch_as_a_mapped_task(batch_dag: Any) -> None:
+    assert set(batch_dag.task_ids) == {"plan_batches", "translate"}
+    translate = batch_dag.get_task("translate")
+    assert translate.upstream_task_ids == {"plan_batches"}
+    assert type(translate).__name__ == "DecoratedMappedOperator"  # one task per batch
+    assert set(translate.op_kwargs_expand_input.value) == {"request"}
+    assert translate.retries == SETTINGS.retries
+    assert translate.execution_timeout == timedelta(minutes=SETTINGS.stage_timeout_min)
+    assert batch_dag.get_task("plan_batches").retries == 0
+
+
+def test_translate_batch_runs_on_the_incoming_asset_and_emits_the_translated_one(
+    batch_dag: Any,
+) -> None:
+    timetable = batch_dag.timetable
+    assert type(timetable).__name__ == "AssetTriggeredTimetable"
+    assert (timetable.asset_condition.name, timetable.asset_condition.uri) == (
+        "mt_incoming_text",
+        MONITOR.incoming_asset,
+    )
+    outlets = batch_dag.get_task("translate").outlets
+    assert [(asset.name, asset.uri) for asset in outlets] == [
+        ("mt_translated_text", MONITOR.translated_asset)
+    ]
+    assert (batch_dag.catchup, batch_dag.max_active_runs, batch_dag.owner) == (False, 1, "mt-team")
+    assert "input_path" in batch_dag.doc_md
+
+
+def test_translate_batch_form_has_input_output_and_beam_with_the_shared_schema(
+    batch_dag: Any,
+) -> None:
+    from pipeline.monitor.batch_request import BATCH_PARAM_SCHEMA
+
+    form = {}
+    for name in batch_dag.params:
+        param = batch_dag.params.get_param(name)
+        schema = dict(param.schema)
+        assert schema.pop("title") and param.description and param.value is None
+        form[name] = schema
+    assert form == BATCH_PARAM_SCHEMA
+    assert BATCH_PARAM_SCHEMA["beam_size"] == {
+        "type": ["null", "integer"],
+        "minimum": 1,
+        "maximum": 64,
+    }

@@ -356,7 +356,7 @@ from mlflow.pyfunc import PythonModel
 
 
 class BrokenModel(PythonModel):
-    """Loads fine; then raises, or gives too few or empty translations (model_config mode)."""
+    """Loads fine; then raises, or gives too few translations or no text (model_config mode)."""
 
     def load_context(self, context):
         self.mode = context.model_config["mode"]
@@ -366,7 +366,7 @@ class BrokenModel(PythonModel):
             raise RuntimeError("decoder weights missing")
         if self.mode == "short":
             return pd.DataFrame({"translation": ["EIN HUND."]})
-        return pd.DataFrame({"translation": ["" for _ in model_input["text"]]})
+        return pd.DataFrame({"translation": [None for _ in model_input["text"]]})
 
 
 set_model(BrokenModel())
@@ -400,7 +400,7 @@ def test_a_version_failing_the_smoke_check_never_becomes_champion(
     problems = {
         "raise": "RuntimeError: decoder weights missing",
         "short": "predict returned 1 translations for 3 inputs",
-        "empty": "translation 0 of 'A dog runs on the grass.' is '', not text",
+        "none": "translation 0 of 'A dog runs on the grass.' is None, not a string",
     }
     for mode, problem in problems.items():
         version = log_broken_version(registry, code, mode)

@@ -1,0 +1,130 @@
+"""translate_batch: new text in, translated by @champion, output and manifest out.
+
+This file is configuration: no work and no heavy import at parse time. The tasks call
+pipeline/monitor/batch_request.py (what to translate) and pipeline/monitor/batch.py (the
+translation, the same code as `mt translate-batch`), which import MLflow only when they run.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Asset, Param, Variable, dag, task
+
+from pipeline import orchestration
+from pipeline.config import load_config
+from pipeline.monitor import alerts
+from pipeline.monitor.batch_request import BATCH_PARAM_SCHEMA, batch_requests, event_extras
+from pipeline.paths import project_paths
+
+# At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives assets and retries.
+CONFIG = load_config(
+    project_paths(os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1]).params
+)
+SETTINGS, MONITOR = CONFIG.orchestration, CONFIG.monitor
+INCOMING = Asset(name="mt_incoming_text", uri=MONITOR.incoming_asset, group="translation")
+TRANSLATED = Asset(name="mt_translated_text", uri=MONITOR.translated_asset, group="translation")
+
+DOC_MD = """
+### Translate a batch with @champion
+
+**Runs start** when a producer emits an event on the Asset `mt_incoming_text`
+(`monitor.incoming_asset`) whose `extra` names the input: `{"input_path": "<file or folder>"}`,
+optionally `"output_path"` and `"beam_size"` (checked against this form's rules; one batch per
+event), or from *Trigger* with the form. A folder input translates each of its `*.txt` files.
+Without an output path the output goes into the folder of `monitor.translated_asset`.
+
+**translate** (one mapped task per batch) runs what `mt translate-batch` runs: every input line
+is checked first (UTF-8, not empty, no line over `register.max_input_chars`, with the line
+number in the error), the input is checked for drift against the training corpus, and the
+version @champion points at translates it in requests of `monitor.batch_size` lines. The output
+is written atomically with `<output>.manifest.json` beside it (version, run id, input sha256,
+line count, beam size, times). The same input with the same version and beam is not
+translated again, so retries and reruns are safe. On success the task emits an event on
+`mt_translated_text` (`monitor.translated_asset`) whose `extra` lists the outputs.
+"""
+
+
+def _project_dir() -> Path:
+    variable = orchestration.PROJECT_VARIABLE
+    return orchestration.resolve_project_dir(lambda: Variable.get(variable, default=None))
+
+
+@task(execution_timeout=timedelta(minutes=5))
+def plan_batches(params: dict[str, Any] | None = None, **context: Any) -> list[dict[str, Any]]:
+    """The batches of this run: the form's, else one per triggering asset event."""
+    extras = event_extras(context.get("triggering_asset_events"))
+    return batch_requests(params or {}, extras, _project_dir(), MONITOR.translated_asset)
+
+
+@task(
+    outlets=[TRANSLATED],
+    retries=SETTINGS.retries,
+    execution_timeout=timedelta(minutes=SETTINGS.stage_timeout_min),
+)
+def translate(request: dict[str, Any], **context: Any) -> dict[str, Any]:
+    """Translate one batch (idempotent) and put its outputs in the Asset event's extra."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.errors import DataError
+    from pipeline.monitor.batch import run_request
+
+    try:
+        extra = run_request(_project_dir(), request)
+    except DataError as error:  # bad input: no retry can fix it (a registry error retries)
+        raise AirflowFailException(str(error)) from None
+    context["outlet_events"][TRANSLATED].extra = extra
+    return extra
+
+
+BATCH_PARAMS = {
+    "input_path": Param(
+        None,
+        **BATCH_PARAM_SCHEMA["input_path"],
+        title="Input path",
+        description="A text file (one sentence per line) or a folder of *.txt files on the "
+        "worker; relative paths are under the project folder.",
+    ),
+    "output_path": Param(
+        None,
+        **BATCH_PARAM_SCHEMA["output_path"],
+        title="Output path",
+        description="A file (for a file) or a folder. Empty: the monitor.translated_asset "
+        "folder, under the input's name.",
+    ),
+    "beam_size": Param(
+        None,
+        **BATCH_PARAM_SCHEMA["beam_size"],
+        title="Beam size",
+        description="1 = greedy. Empty: the decode.beam_size the champion was registered with.",
+    ),
+}
+
+
+@dag(
+    dag_id="translate_batch",
+    schedule=INCOMING,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    # Two runs on the same input would both translate it before either wrote its manifest.
+    max_active_runs=1,
+    doc_md=DOC_MD,
+    tags=["translation", "mlops", "monitoring"],
+    params=BATCH_PARAMS,
+    default_args={
+        "owner": "mt-team",
+        "retries": 0,
+        "retry_delay": timedelta(seconds=SETTINGS.retry_delay_s),
+        "retry_exponential_backoff": True,
+        "max_retry_delay": timedelta(seconds=SETTINGS.max_retry_delay_s),
+        "on_failure_callback": alerts.failure_notifiers(MONITOR),
+    },
+)
+def translate_batch() -> None:
+    translate.expand(request=plan_batches())
+
+
+translate_batch()

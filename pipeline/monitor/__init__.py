@@ -1,0 +1,1 @@
+"""Closing the loop after @champion: batch translation, incoming-text drift, the champion watch."""

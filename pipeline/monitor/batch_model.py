@@ -1,0 +1,188 @@
+"""The registered model a batch is translated with: which version, loaded once, fed in requests.
+
+`--model models:/<name>@<alias>` (default `@champion` of register.model_name) is resolved to
+its version number first, and that version is loaded (`models:/<name>/<version>`): a move of
+the alias during a long batch cannot mix two models in one output, and the manifest names the
+version that translated every line. Requests are cut to fit the version's own limits (its
+`model_config`, pipeline/serving.py InputLimits) and monitor.batch_size.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.errors import DataError, PipelineError
+from pipeline.paths import ProjectPaths
+from pipeline.pause_points import pause_point
+from pipeline.registry.errors import RegistryError
+from pipeline.registry.store import CHAMPION, Registry
+
+log = logging.getLogger(__name__)
+
+MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
+BEAM_SIZE_PARAM = "beam_size"  # the request parameter of pipeline/serving.py
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """A registered version, as the manifest records it."""
+
+    name: str
+    version: str
+    run_id: str
+    requested: str  # the URI as given, e.g. models:/<name>@champion
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one predict request may hold: the version's limits and monitor.batch_size."""
+
+    max_rows: int
+    max_input_chars: int
+    max_request_work: int
+
+
+def choose_model(paths: ProjectPaths, requested: str | None, default_name: str) -> ModelChoice:
+    """The version `requested` names now (default: models:/<default_name>@champion)."""
+    uri = requested or f"models:/{default_name}@{CHAMPION}"
+    match = MODEL_URI.fullmatch(uri)
+    if match is None:
+        raise PipelineError(
+            f"--model {uri}: batch translation records the registered version it used; give "
+            "models:/<name>@<alias> or models:/<name>/<version>"
+        )
+    registry = Registry.connect(paths, match["name"])
+    if match["alias"]:
+        found = registry.alias_version(match["alias"])
+        if found is None:
+            raise RegistryError(
+                f"--model {uri}: {match['name']} has no @{match['alias']}; register and promote "
+                "a version first (`mt registry list` shows the versions)"
+            )
+    else:
+        found = registry.version(match["version"])
+    return ModelChoice(match["name"], str(found.version), str(found.run_id or ""), uri)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a version's MLmodel says about requests, read without loading the model."""
+
+    default_beam_size: int
+    limits: RequestLimits
+
+
+def model_facts(choice: ModelChoice, batch_size: int) -> ModelFacts:
+    """The version's default beam (its signature) and request limits (its model_config)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        info = mlflow.models.get_model_info(choice.uri)
+    except (MlflowException, OSError) as error:
+        raise PipelineError(f"--model {choice.requested}: {_first_line(error)}") from None
+    schema = info.signature.params if info.signature is not None else None
+    specs = {param.name: param for param in (schema.params if schema else [])}
+    if BEAM_SIZE_PARAM not in specs:
+        raise PipelineError(
+            f"--model {choice.requested}: version {choice.version} takes no beam_size "
+            "parameter (logged before serving took decoding options); register the model again"
+        )
+    config = info.flavors.get(mlflow.pyfunc.FLAVOR_NAME, {}).get(mlflow.pyfunc.MODEL_CONFIG) or {}
+    return ModelFacts(int(specs[BEAM_SIZE_PARAM].default), _limits(config, batch_size, choice))
+
+
+def _limits(config: dict[str, Any], batch_size: int, choice: ModelChoice) -> RequestLimits:
+    try:
+        return RequestLimits(
+            max_rows=min(batch_size, int(config["max_batch_rows"])),
+            max_input_chars=int(config["max_input_chars"]),
+            max_request_work=int(config["max_request_work"]),
+        )
+    except KeyError as missing:
+        raise PipelineError(
+            f"--model {choice.requested}: version {choice.version} has no {missing} in its "
+            "model_config; register the model again"
+        ) from None
+
+
+def load_version(choice: ModelChoice) -> Any:
+    """The version's pyfunc (MLflow already points at the project's store: Registry.connect)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(choice.uri)
+    except (MlflowException, OSError) as error:
+        raise PipelineError(
+            f"--model {choice.requested}: version {choice.version} does not load: "
+            f"{_first_line(error)}"
+        ) from None
+
+
+def _first_line(error: Exception) -> str:
+    return str(getattr(error, "message", None) or error).splitlines()[0][:300]
+
+
+def request_spans(
+    lines: Sequence[str], limits: RequestLimits, beam_size: int, origin: str
+) -> Iterator[tuple[int, int]]:
+    """[start, end) spans of consecutive lines, each one request within `limits`.
+
+    A request's work is its characters times the beam (pipeline/serving.py), so long lines
+    make smaller requests; a line that alone is over a limit is a DataError naming it.
+    """
+    start, work = 0, 0
+    for index, line in enumerate(lines):
+        cost = len(line) * beam_size
+        _check_line_fits(line, cost, limits, f"{origin}: line {index + 1}")
+        if index > start and (
+            index - start >= limits.max_rows or work + cost > limits.max_request_work
+        ):
+            yield start, index
+            start, work = index, 0
+        work += cost
+    yield start, len(lines)
+
+
+def _check_line_fits(line: str, cost: int, limits: RequestLimits, where: str) -> None:
+    if len(line) > limits.max_input_chars:
+        raise DataError(
+            f"{where}: {len(line)} characters, over this model's max_input_chars="
+            f"{limits.max_input_chars}; split that line into sentences"
+        )
+    if cost > limits.max_request_work:
+        raise DataError(
+            f"{where}: {len(line)} characters x beam is {cost} units of work, over this model's "
+            f"max_request_work={limits.max_request_work}; split that line or use a smaller beam"
+        )
+
+
+def translate_lines(
+    model: Any,
+    lines: Sequence[str],
+    spans: Sequence[tuple[int, int]],
+    beam_size: int,
+) -> list[str]:
+    """One translation per line, one predict call per span, same order."""
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    outputs: list[str] = []
+    for start, end in spans:
+        frame = pd.DataFrame({"text": list(lines[start:end])})
+        try:
+            predicted = model.predict(frame, params={BEAM_SIZE_PARAM: beam_size})
+        except MlflowException as error:  # the model's request checks (pipeline/serving.py)
+            raise PipelineError(f"lines {start + 1}-{end}: {error.message}") from None
+        outputs.extend(str(text) for text in predicted["translation"])
+        pause_point("batch.request_translated")
+    return outputs
