@@ -27,6 +27,7 @@ from airflow.sdk import (
 )
 
 from pipeline import orchestration
+from pipeline.dag_defaults import task_defaults
 from pipeline.monitor import alerts
 from pipeline.orchestration import STAGES
 from pipeline.params_lock import RunRef, RunState
@@ -218,13 +219,8 @@ def _schedule() -> Any:
     tags=["translation", "mlops", "dvc"],
     params=RUN_PARAMS,
     default_args={
-        "owner": "mt-team",
-        "retries": 0,
-        "retry_delay": timedelta(seconds=SETTINGS.retry_delay_s),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(seconds=SETTINGS.max_retry_delay_s),
+        **task_defaults(SETTINGS, MONITOR),
         "execution_timeout": timedelta(minutes=SETTINGS.stage_timeout_min),
-        "on_failure_callback": alerts.failure_notifiers(MONITOR),
     },
 )
 def retrain_translation() -> None:

@@ -16,7 +16,7 @@ from airflow.sdk import Asset, Param, Variable, dag, task
 
 from pipeline import orchestration
 from pipeline.config import load_config
-from pipeline.monitor import alerts
+from pipeline.dag_defaults import task_defaults
 from pipeline.monitor.batch_request import BATCH_PARAM_SCHEMA, batch_requests, event_extras
 from pipeline.paths import project_paths
 
@@ -114,14 +114,7 @@ BATCH_PARAMS = {
     doc_md=DOC_MD,
     tags=["translation", "mlops", "monitoring"],
     params=BATCH_PARAMS,
-    default_args={
-        "owner": "mt-team",
-        "retries": 0,
-        "retry_delay": timedelta(seconds=SETTINGS.retry_delay_s),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(seconds=SETTINGS.max_retry_delay_s),
-        "on_failure_callback": alerts.failure_notifiers(MONITOR),
-    },
+    default_args=task_defaults(SETTINGS, MONITOR),
 )
 def translate_batch() -> None:
     translate.expand(request=plan_batches())

@@ -16,6 +16,7 @@ from airflow.sdk import Asset, CronTriggerTimetable, Variable, dag, task
 
 from pipeline import orchestration
 from pipeline.config import load_config
+from pipeline.dag_defaults import task_defaults
 from pipeline.monitor import alerts
 from pipeline.paths import project_paths
 
@@ -112,14 +113,7 @@ def _schedule() -> Any:
     max_active_runs=1,
     doc_md=DOC_MD,
     tags=["translation", "mlops", "monitoring"],
-    default_args={
-        "owner": "mt-team",
-        "retries": 0,
-        "retry_delay": timedelta(seconds=SETTINGS.retry_delay_s),
-        "retry_exponential_backoff": True,
-        "max_retry_delay": timedelta(seconds=SETTINGS.max_retry_delay_s),
-        "on_failure_callback": alerts.failure_notifiers(MONITOR),
-    },
+    default_args=task_defaults(SETTINGS, MONITOR),
 )
 def watch_champion() -> None:
     record = watch()

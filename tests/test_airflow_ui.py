@@ -14,28 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.airflow_harness import DAG_ID, AirflowServer, airflow_standalone, make_project
+from tests.browser import UI_TIMEOUT_MS, chromium_page
 from tests.conftest import tiny_pairs, write_corpus
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-UI_TIMEOUT_MS = 120_000  # the UI is slow to render on a loaded 2-core machine
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServer]:
-    if not CHROMIUM.is_file():
-        pytest.fail("no /usr/bin/chromium: `apt-get update && apt-get install -y chromium`")
     scratch = tmp_path_factory.mktemp("ui")
     corpus = write_corpus(scratch / "corpus", {"train": tiny_pairs(20)})
     project = make_project(scratch / "project", corpus, {"orchestration": {"schedule": "none"}})
@@ -47,16 +36,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowServer]:
 
 @pytest.fixture
 def page(server: AirflowServer) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-            tab.set_default_timeout(UI_TIMEOUT_MS)
-            yield tab
-        finally:
-            browser.close()
+    with chromium_page() as tab:
+        yield tab
 
 
 def test_trigger_a_run_with_params_from_the_ui(
@@ -115,7 +96,9 @@ def open_dag_from_search(page: Any) -> None:
     page.get_by_test_id("search-dags").fill("retrain")
     page.get_by_role("link", name=DAG_ID).first.click()
     page.wait_for_url(re.compile(f"/dags/{DAG_ID}"))
-    page.get_by_test_id("trigger-dag-button").wait_for()
+    # The list (one trigger button per DAG) may still be on screen for a moment after the URL
+    # changed: the DAG's own page has exactly one.
+    expect(page.get_by_test_id("trigger-dag-button")).to_have_count(1, timeout=UI_TIMEOUT_MS)
 
 
 def choose(dialog: Any, label: str, option: str) -> None:
