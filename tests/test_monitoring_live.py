@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from pipeline.config import _load_cached
 from pipeline.paths import project_paths
-from pipeline.registry.store import Registry
 from tests.airflow_harness import DAG_ID, AirflowServer, airflow_standalone, make_project
 from tests.conftest import tiny_pairs, write_tiny_corpus
 from tests.mlflow_server import free_port
@@ -246,12 +246,14 @@ def test_a_clean_batch_is_translated_with_a_manifest_and_the_watch_stays_quiet(
 
 def test_a_weak_version_made_champion_by_hand_is_caught_by_the_canary(loop: Loop) -> None:
     clear_alerts(loop)
-    registry = Registry.connect(project_paths(loop.project), MODEL)
-    registry.client.set_registered_model_alias(MODEL, "champion", "2")  # as in the MLflow UI
+    # The project's own store, named outright: this process may carry another tracking URI.
+    store = f"sqlite:///{project_paths(loop.project).mlruns_db}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    client.set_registered_model_alias(MODEL, "champion", "2")  # as in the MLflow UI
     try:
         _, states = run_watch(loop)
     finally:
-        registry.client.set_registered_model_alias(MODEL, "champion", "1")
+        client.set_registered_model_alias(MODEL, "champion", "1")
     assert (states["alert"], states["request_retrain"]) == ("success", "success")
     history = project_paths(loop.project).watch_dir / "history.jsonl"
     record = json.loads(history.read_text("utf-8").splitlines()[-1])
@@ -291,10 +293,10 @@ def test_a_french_batch_drifts_and_the_watch_alerts_and_queues_a_retrain(loop: L
     assert path == "/hooks/mt"
     assert [finding["kind"] for finding in payload["findings"]] == ["drift"]
     events = loop.server.api("GET", f"/dags/{DAG_ID}/dagRuns/{retrain}/upstreamAssetEvents")
-    # Two requests: this watch's and the weak-champion watch's (queued while the DAG was
-    # paused); the run consumes both.
+    # Every retrain request so far is consumed by this run: this watch's, and the
+    # weak-champion watch's when that test ran (queued while the DAG was paused).
     requests = [
         (event["source_dag_id"], event["extra"]["requested_by"], event["extra"]["data_path"])
         for event in events["asset_events"]
     ]
-    assert requests == [(WATCH_DAG, WATCH_DAG, str(loop.scratch / "corpus"))] * 2
+    assert set(requests) == {(WATCH_DAG, WATCH_DAG, str(loop.scratch / "corpus"))}
