@@ -7,9 +7,7 @@ which imports MLflow only inside the functions that need it.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
@@ -18,7 +16,6 @@ from airflow.sdk import (
     AssetOrTimeSchedule,
     CronTriggerTimetable,
     Param,
-    Variable,
     chain,
     dag,
     setup,
@@ -27,20 +24,16 @@ from airflow.sdk import (
 )
 
 from pipeline import orchestration
-from pipeline.dag_defaults import task_defaults
+from pipeline.dag_defaults import parse_time_config, project_dir, task_defaults
 from pipeline.monitor import alerts
 from pipeline.orchestration import STAGES
 from pipeline.params_lock import RunRef, RunState
 from pipeline.run_params import KEEP, RUN_PARAM_SCHEMA
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives schedule and retries.
-SETTINGS = orchestration.dag_settings(
-    os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1]
-)
-# Where failures and pending approvals are sent (params.yaml monitor:, pipeline/monitor/alerts.py).
-MONITOR = alerts.monitor_settings(
-    os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1]
-)
+CONFIG = parse_time_config(__file__)
+# Schedule and retries (orchestration:); where failures and pending approvals are sent (monitor:).
+SETTINGS, MONITOR = CONFIG.orchestration, CONFIG.monitor
 RAW_CORPUS = Asset(name="mt_raw_corpus", uri=SETTINGS.raw_data_asset, group="translation")
 # Stages that talk to the outside world (download, registry server) retry; the rest fail fast,
 # since a retry cannot fix bad data or a bug. Train is the exception: a worker lost mid-epoch
@@ -73,11 +66,6 @@ for *Approve* (then `mt registry promote <version>`) or *Reject*.
 """
 
 
-def _project_dir() -> Path:
-    variable = orchestration.PROJECT_VARIABLE
-    return orchestration.resolve_project_dir(lambda: Variable.get(variable, default=None))
-
-
 def _timeout(stage: str) -> timedelta:
     minutes = SETTINGS.train_timeout_min if stage == "train" else SETTINGS.stage_timeout_min
     return timedelta(minutes=minutes)
@@ -94,7 +82,7 @@ def stage_task(stage: str) -> Any:
         doc_md=f"`dvc repro --single-item {stage}` in the project folder.",
     )
     def run_stage() -> str:
-        return orchestration.stage_command(_project_dir(), stage)
+        return orchestration.stage_command(project_dir(), stage)
 
     return run_stage()
 
@@ -113,7 +101,7 @@ def apply_run_params(params: dict[str, Any] | None = None, **context: Any) -> di
         return orchestration.dag_run_state(run, count_runs)
 
     return orchestration.apply_run_params(
-        _project_dir(), params or {}, _this_run(context), state_of, _asset_event_extras(context)
+        project_dir(), params or {}, _this_run(context), state_of, _asset_event_extras(context)
     )
 
 
@@ -127,7 +115,7 @@ def _asset_event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
 @task(execution_timeout=timedelta(minutes=5))
 def restore_params(**context: Any) -> str:
     """Take this run's overrides out of params.yaml and free it (runs even when a stage failed)."""
-    return orchestration.restore_params(_project_dir(), _this_run(context))
+    return orchestration.restore_params(project_dir(), _this_run(context))
 
 
 @task.branch(execution_timeout=timedelta(minutes=10))
@@ -135,7 +123,7 @@ def choose_promotion(run_settings: dict[str, Any], **context: Any) -> str | None
     """Policy manual: describe the challenger for the approver; auto: the gate already decided."""
     if run_settings["policy"] != "manual":
         return None
-    request = orchestration.challenger_awaiting_approval(_project_dir(), context["run_id"])
+    request = orchestration.challenger_awaiting_approval(project_dir(), context["run_id"])
     if request is None:
         return None
     context["ti"].xcom_push(key="approval", value=request)
@@ -150,9 +138,7 @@ def promote_challenger(**context: Any) -> str:
     answer = ti.xcom_pull(task_ids="approve_promotion") or {}
     approver = (answer.get("responded_by_user") or {}).get("name", "unknown")
     reason = f"approved by {approver} in Airflow run {context['run_id']}"
-    orchestration.promote_version(
-        _project_dir(), request["model_name"], request["version"], reason
-    )
+    orchestration.promote_version(project_dir(), request["model_name"], request["version"], reason)
     return str(request["version"])
 
 

@@ -7,23 +7,16 @@ translation, the same code as `mt translate-batch`), which import MLflow only wh
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, Param, Variable, dag, task
+from airflow.sdk import Asset, Param, dag, task
 
-from pipeline import orchestration
-from pipeline.config import load_config
-from pipeline.dag_defaults import task_defaults
+from pipeline.dag_defaults import parse_time_config, project_dir, task_defaults
 from pipeline.monitor.batch_request import BATCH_PARAM_SCHEMA, batch_requests, event_extras
-from pipeline.paths import project_paths
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives assets and retries.
-CONFIG = load_config(
-    project_paths(os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1]).params
-)
+CONFIG = parse_time_config(__file__)
 SETTINGS, MONITOR = CONFIG.orchestration, CONFIG.monitor
 INCOMING = Asset(name="mt_incoming_text", uri=MONITOR.incoming_asset, group="translation")
 TRANSLATED = Asset(name="mt_translated_text", uri=MONITOR.translated_asset, group="translation")
@@ -48,16 +41,11 @@ translated again, so retries and reruns are safe. On success the task emits an e
 """
 
 
-def _project_dir() -> Path:
-    variable = orchestration.PROJECT_VARIABLE
-    return orchestration.resolve_project_dir(lambda: Variable.get(variable, default=None))
-
-
 @task(execution_timeout=timedelta(minutes=5))
 def plan_batches(params: dict[str, Any] | None = None, **context: Any) -> list[dict[str, Any]]:
     """The batches of this run: the form's, else one per triggering asset event."""
     extras = event_extras(context.get("triggering_asset_events"))
-    return batch_requests(params or {}, extras, _project_dir(), MONITOR.translated_asset)
+    return batch_requests(params or {}, extras, project_dir(), MONITOR.translated_asset)
 
 
 @task(
@@ -73,7 +61,7 @@ def translate(request: dict[str, Any], **context: Any) -> dict[str, Any]:
     from pipeline.monitor.batch import run_request
 
     try:
-        extra = run_request(_project_dir(), request)
+        extra = run_request(project_dir(), request)
     except DataError as error:  # bad input: no retry can fix it (a registry error retries)
         raise AirflowFailException(str(error)) from None
     context["outlet_events"][TRANSLATED].extra = extra

@@ -7,23 +7,18 @@ pipeline/monitor/alerts.py, built from params.yaml `monitor:`.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, CronTriggerTimetable, Variable, dag, task
+from airflow.sdk import Asset, CronTriggerTimetable, dag, task
 
-from pipeline import orchestration
 from pipeline.config import load_config
-from pipeline.dag_defaults import task_defaults
+from pipeline.dag_defaults import parse_time_config, project_dir, task_defaults
 from pipeline.monitor import alerts
 from pipeline.paths import project_paths
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives schedule and targets.
-CONFIG = load_config(
-    project_paths(os.environ.get("MT_PROJECT_DIR") or Path(__file__).resolve().parents[1]).params
-)
+CONFIG = parse_time_config(__file__)
 SETTINGS, MONITOR = CONFIG.orchestration, CONFIG.monitor
 # The Asset retrain_translation is scheduled on (dags/retrain_translation.py RAW_CORPUS).
 RAW_CORPUS = Asset(name="mt_raw_corpus", uri=SETTINGS.raw_data_asset, group="translation")
@@ -48,11 +43,6 @@ Without findings both are skipped. A failed task of this DAG is alerted the same
 """
 
 
-def _project_dir() -> Path:
-    variable = orchestration.PROJECT_VARIABLE
-    return orchestration.resolve_project_dir(lambda: Variable.get(variable, default=None))
-
-
 @task(execution_timeout=timedelta(minutes=SETTINGS.stage_timeout_min), retries=SETTINGS.retries)
 def watch() -> dict[str, Any]:
     """One watch run; its record (findings included) goes to the next tasks."""
@@ -61,7 +51,7 @@ def watch() -> dict[str, Any]:
     from pipeline.errors import DataError
     from pipeline.monitor.watch import run_watch
 
-    paths = project_paths(_project_dir())
+    paths = project_paths(project_dir())
     try:
         return run_watch(paths, load_config(paths.params))
     except DataError as error:  # missing canary data: no retry can fix it (the registry's can)
@@ -77,7 +67,7 @@ def has_findings(record: dict[str, Any]) -> bool:
 @task(execution_timeout=timedelta(minutes=5), retries=SETTINGS.retries)
 def alert(record: dict[str, Any], **context: Any) -> int:
     """Send the findings to every target in params.yaml; how many targets got them."""
-    paths = project_paths(_project_dir())
+    paths = project_paths(project_dir())
     monitor = load_config(paths.params).monitor
     report = str(paths.watch_dir / "report.md")
     message = alerts.findings_message(record, report, monitor.retrain_on_alert)
@@ -91,7 +81,7 @@ def request_retrain(record: dict[str, Any], **context: Any) -> dict[str, Any]:
 
     from pipeline.monitor.watch import retrain_event_extra
 
-    config = load_config(project_paths(_project_dir()).params)
+    config = load_config(project_paths(project_dir()).params)
     if not config.monitor.retrain_on_alert:
         raise AirflowSkipException("monitor.retrain_on_alert is false: no retrain requested")
     extra = retrain_event_extra(config, record)

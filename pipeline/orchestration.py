@@ -10,7 +10,7 @@ test` or a hand-run `mt`/`dvc repro` fails with one line naming the holder inste
 params and outputs with the run's. A run that finds the lock of a run that has finished without
 restoring (a worker killed in between) restores that run's leftover first.
 
-Only light imports here: the DAG file reads `dag_settings()` at parse time.
+Only light imports here: the DAG files import it at parse time (pipeline/dag_defaults.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import Config, OrchestrationConfig, load_config, parse_config
+from pipeline.config import Config, parse_config
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.params_backup import ParamsBackup, merge_overrides, with_overrides
 from pipeline.params_lock import LockOwner, ParamsHeld, ParamsLock, RunRef, RunState, held_message
@@ -50,11 +50,6 @@ PROJECT_VARIABLE = "mt_project_dir"
 # How a run asks Airflow about another: dag_id, run_ids, states -> number of matching runs
 # (the Task SDK's RuntimeTaskInstance.get_dr_count).
 CountRuns = Callable[..., int]
-
-
-def dag_settings(root: str | Path | None = None) -> OrchestrationConfig:
-    """The `orchestration:` section of the project's params.yaml (read when the DAG is parsed)."""
-    return load_config(project_paths(root).params).orchestration
 
 
 def resolve_project_dir(variable: Callable[[], str | None]) -> Path:

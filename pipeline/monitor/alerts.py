@@ -23,14 +23,12 @@ import html
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from airflow.providers.smtp.notifications.smtp import SmtpNotifier
 from airflow.sdk import BaseNotifier
 
-from pipeline.config import MonitorConfig, load_config
-from pipeline.paths import project_paths
+from pipeline.config import MonitorConfig
 
 # The task of dags/retrain_translation.py that leaves the approval request in XCom.
 APPROVAL_REQUEST_TASK, APPROVAL_REQUEST_KEY = "choose_promotion", "approval"
@@ -99,11 +97,6 @@ def _configured_sender() -> str | None:
     from airflow.sdk.configuration import conf
 
     return conf.get("email", "from_email", fallback=None) or None
-
-
-def monitor_settings(root: str | Path) -> MonitorConfig:
-    """The `monitor:` section of the project's params.yaml (read when a DAG file is parsed)."""
-    return load_config(project_paths(root).params).monitor
 
 
 def notifiers(monitor: MonitorConfig, compose: Compose) -> list[BaseNotifier]:
