@@ -137,6 +137,8 @@ class TrainConfig:
     max_tokens: int = field(metadata=ranged(ge=1, le=10_000))
     precision: Literal["auto", "float32", "mixed_float16"]
     bucket_boundaries: tuple[int, ...] = field(metadata=ranged(ge=1, le=10_000))
+    # Export the mean of the best epoch's weights and those of the epochs just before it.
+    average_last: int = field(default=1, metadata=ranged(ge=1, le=100))
 
     def __post_init__(self) -> None:
         bounds = list(self.bucket_boundaries)

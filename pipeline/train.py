@@ -15,17 +15,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from pipeline.config import Config, config_as_dict, load_config
 from pipeline.model.seq2seq import build_seq2seq
 from pipeline.paths import ProjectPaths, project_paths
 from pipeline.pause_points import pause_point
+from pipeline.training.averaging import choose_final_weights
 from pipeline.training.checkpoints import (
     EpochJournal,
     JournalEntry,
@@ -190,11 +192,13 @@ def finish_outputs(
     paths, checkpoints = job.paths, job.checkpoint.directory
     rows = [entry.row for entry in entries]
     best_epoch = entries[-1].early_stopping.best_epoch
-    metrics = summarise(rows, best_epoch, job.plan.precision)
     history = history_csv(rows)
     staged = checkpoints / "export" / paths.model_file.name
+    weights, averaging = choose_final_weights(
+        job.checkpoint, best_epoch, lambda candidate: validation_nll(job, candidate)
+    )
+    metrics = {**summarise(rows, best_epoch, job.plan.precision), **averaging}
     with full_disk_reported(paths.model_file, "saving the model", checkpoints):
-        weights = job.checkpoint.best_weights(best_epoch)
         stage_model(export_float32(weights, job.config, job.data), staged)
     epoch_logger.close()
     summary = {key: value for key, value in metrics.items() if isinstance(value, int | float)}
@@ -214,6 +218,15 @@ def finish_outputs(
     return metrics
 
 
+def validation_nll(job: TrainingJob, weights: Sequence[np.ndarray]) -> float:
+    """Per-token NLL of the val split under `weights` (float32, inference mode)."""
+    model = export_float32(weights, job.config, job.data)
+    model.compile(loss=MaskedSequenceCrossEntropy(), metrics=[MaskedTokenNLL()])
+    train = job.config.train
+    val = make_dataset(job.data.val, train.batch_size, train.bucket_boundaries)
+    return float(model.evaluate(val, verbose=0, return_dict=True)["nll"])
+
+
 def start_run(job: TrainingJob, hashes: dict[str, str]) -> tuple[TrainingRun, EpochMetricsLogger]:
     """The MLflow run with its params and tags, and the logger for its epoch metrics."""
     run, logged_epochs = open_training_run(job.paths, job.checkpoint.run_file)
@@ -228,7 +241,13 @@ def run_training(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     data = load_training_data(paths, config.train.max_tokens)
     hashes = input_hashes(paths)
     plan = plan_devices(config.train.precision, len(tf.config.list_physical_devices("GPU")))
-    job = TrainingJob(config, paths, data, plan, TrainingCheckpoint(paths.checkpoints_dir))
+    job = TrainingJob(
+        config,
+        paths,
+        data,
+        plan,
+        TrainingCheckpoint(paths.checkpoints_dir, config.train.average_last),
+    )
     checkpoints = job.checkpoint.directory
     with full_disk_reported(checkpoints, "writing checkpoints", checkpoints):
         job.checkpoint.prepare(run_fingerprint(config, hashes))

@@ -232,8 +232,8 @@ def run_epochs(
             return
 
 
-def prepared_checkpoint(directory: Path) -> TrainingCheckpoint:
-    checkpoint = TrainingCheckpoint(directory)
+def prepared_checkpoint(directory: Path, average_last: int = 1) -> TrainingCheckpoint:
+    checkpoint = TrainingCheckpoint(directory, average_last)
     checkpoint.prepare("fingerprint")
     return checkpoint
 
@@ -258,10 +258,39 @@ def test_early_stopping_state_survives_a_resume(tmp_path: Path) -> None:
     )
     finished = checkpoint.resume_point(epochs=10)
     assert finished.finished and finished.epoch == 4
-    assert all((weights == 1.0).all() for weights in checkpoint.best_weights(2))  # epoch 2's
-    assert [path.name for path in checkpoint.directory.glob("best-epoch-*")] == [
-        "best-epoch-2.npz"
+    assert all((weights == 1.0).all() for weights in checkpoint.averaged_weights(2))  # epoch 2's
+    assert [path.name for path in checkpoint.directory.glob("epoch-*")] == ["epoch-2.npz"]
+
+
+def test_the_final_weights_average_the_best_epoch_and_the_ones_before_it(tmp_path: Path) -> None:
+    checkpoint = prepared_checkpoint(tmp_path / "checkpoints", average_last=3)
+    run_epochs(checkpoint, [], [3.0, 2.0, 1.5, 1.4, 1.3])  # then the process dies
+    # kept: what a resume from epoch 4 or 5 averages, and what a later best epoch 6 would
+    assert sorted(path.name for path in checkpoint.directory.glob("epoch-*")) == [
+        "epoch-2.npz",
+        "epoch-3.npz",
+        "epoch-4.npz",
+        "epoch-5.npz",
     ]
+    resume = prepared_checkpoint(tmp_path / "checkpoints", average_last=3).resume_point(10)
+    entries = list(resume.entries)
+    run_epochs(
+        checkpoint, entries, [1.0, 1.2, 1.3], first_epoch=5, resume_from=resume.early_stopping
+    )
+
+    assert entries[-1].early_stopping == EarlyStoppingState(6, 1.0, 2, True)
+    assert checkpoint.averaged_epochs(6) == [4, 5, 6]
+    # epochs 4, 5 and 6 hold weights 3.0, 4.0 and 5.0
+    assert all((weights == 4.0).all() for weights in checkpoint.averaged_weights(6))
+    assert checkpoint.resume_point(epochs=10).finished
+
+
+def test_averaging_never_reaches_before_the_first_epoch(tmp_path: Path) -> None:
+    checkpoint = prepared_checkpoint(tmp_path / "checkpoints", average_last=5)
+    run_epochs(checkpoint, [], [2.0, 1.0])
+
+    assert checkpoint.averaged_epochs(2) == [1, 2]
+    assert all((weights == 0.5).all() for weights in checkpoint.averaged_weights(2))
 
 
 def test_resume_cuts_the_journal_back_to_the_epoch_keras_restores(tmp_path: Path) -> None:
@@ -274,7 +303,7 @@ def test_resume_cuts_the_journal_back_to_the_epoch_keras_restores(tmp_path: Path
     assert not resume.finished
     assert [entry.epoch for entry in resume.entries] == [1, 2]
     assert resume.early_stopping == EarlyStoppingState(2, 2.0, 0, False)
-    assert all((weights == 1.0).all() for weights in checkpoint.best_weights(2))
+    assert all((weights == 1.0).all() for weights in checkpoint.averaged_weights(2))
 
 
 def test_a_journal_through_the_last_epoch_is_finished_without_keras(tmp_path: Path) -> None:

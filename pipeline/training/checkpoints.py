@@ -6,7 +6,9 @@ Layout (the directory is deleted once every output is written):
 - `keras/`: `keras.callbacks.BackupAndRestore` (weights, optimizer and epoch; latest and previous)
 - `epochs.json`: the journal, one entry per finished epoch: its history row, early stopping's
   state after it (best epoch and val_loss, patience counter, stopped or not) and when it ended
-- `best-epoch-N.npz`: the weights of the best epoch so far, i.e. the model the stage will save
+- `epoch-N.npz`: the weights after epoch N, for the epochs the model may still be made of: the
+  best epoch so far and the `train.average_last - 1` epochs before it (checkpoint averaging), and
+  the latest epochs a later best one would average with
 - `mlflow_run.json`: the MLflow run and how many epochs it has (`pipeline.training.tracking`)
 
 At the end of an epoch the best weights and the journal entry are written before Keras backs the
@@ -38,7 +40,7 @@ from pipeline.training.history import current_learning_rate, history_row
 log = logging.getLogger(__name__)
 
 # Part of the fingerprint: state written by code with another layout is discarded, not misread.
-CHECKPOINT_LAYOUT = 2
+CHECKPOINT_LAYOUT = 3
 FINGERPRINT_FILE = "fingerprint.txt"
 JOURNAL_FILE = "epochs.json"
 KERAS_BACKUP_DIR = "keras"
@@ -116,8 +118,9 @@ class ResumePoint:
 class TrainingCheckpoint:
     """models/checkpoints/: read and write the resume state described in the module doc."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, average_last: int = 1) -> None:
         self.directory = directory
+        self.average_last = average_last
         self._fingerprint = ""
 
     @property
@@ -182,15 +185,20 @@ class TrainingCheckpoint:
     def write_journal(self, entries: Sequence[JournalEntry]) -> None:
         atomic_write_json(self.directory / JOURNAL_FILE, [entry.to_json() for entry in entries])
 
-    def _best_weights_path(self, epoch: int) -> Path:
-        return self.directory / f"best-epoch-{epoch}.npz"
+    def _weights_path(self, epoch: int) -> Path:
+        return self.directory / f"epoch-{epoch}.npz"
+
+    def averaged_epochs(self, best_epoch: int) -> list[int]:
+        """The epochs whose weights make the final model: the best and the ones just before it."""
+        return list(range(max(1, best_epoch - self.average_last + 1), best_epoch + 1))
 
     def _has_best_weights(self, entry: JournalEntry) -> bool:
-        return self._best_weights_path(entry.early_stopping.best_epoch).is_file()
+        epochs = self.averaged_epochs(entry.early_stopping.best_epoch)
+        return all(self._weights_path(epoch).is_file() for epoch in epochs)
 
-    def save_best_weights(self, epoch: int, weights: Sequence[np.ndarray]) -> None:
+    def save_epoch_weights(self, epoch: int, weights: Sequence[np.ndarray]) -> None:
         """Write the weights of `epoch` whole or not at all (temp file, then rename)."""
-        path = self._best_weights_path(epoch)
+        path = self._weights_path(epoch)
         staging = path.with_name(f".{path.name}.tmp")
         try:
             with staging.open("wb") as handle:
@@ -199,15 +207,37 @@ class TrainingCheckpoint:
         finally:
             staging.unlink(missing_ok=True)
 
-    def best_weights(self, epoch: int) -> list[np.ndarray]:
-        with np.load(self._best_weights_path(epoch)) as archive:
+    def epoch_weights(self, epoch: int) -> list[np.ndarray]:
+        with np.load(self._weights_path(epoch)) as archive:
             return [archive[f"arr_{index}"] for index in range(len(archive.files))]
 
-    def keep_best_weights_of(self, entries: Sequence[JournalEntry]) -> None:
-        """Delete best-weights files that none of `entries` (the resumable epochs) needs."""
-        needed = {self._best_weights_path(entry.early_stopping.best_epoch) for entry in entries}
-        for path in self.directory.glob("best-epoch-*.npz"):
-            if path not in needed:
+    def averaged_weights(self, best_epoch: int) -> list[np.ndarray]:
+        """The element-wise mean of the weights of `averaged_epochs(best_epoch)`.
+
+        Averaging the last few epochs' parameters (as OpenNMT's `average_models` does) smooths
+        the noise of the final updates; one epoch returns that epoch's weights unchanged.
+        """
+        epochs = self.averaged_epochs(best_epoch)
+        total = [weight.astype(np.float64) for weight in self.epoch_weights(epochs[0])]
+        for epoch in epochs[1:]:
+            for summed, weight in zip(total, self.epoch_weights(epoch), strict=True):
+                summed += weight
+        originals = self.epoch_weights(best_epoch)
+        return [
+            (summed / len(epochs)).astype(original.dtype)
+            for summed, original in zip(total, originals, strict=True)
+        ]
+
+    def keep_weights_of(self, entries: Sequence[JournalEntry]) -> None:
+        """Delete epoch weights that neither `entries` (the resumable epochs) nor a later best
+        epoch's average can need."""
+        needed: set[int] = set()
+        for entry in entries:
+            needed.update(self.averaged_epochs(entry.early_stopping.best_epoch))
+        if entries:
+            needed.update(self.averaged_epochs(entries[-1].epoch + 1)[:-1])
+        for path in self.directory.glob("epoch-*.npz"):
+            if int(path.stem.removeprefix("epoch-")) not in needed:
                 path.unlink()
 
 
@@ -247,7 +277,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
 
 
 class EpochJournal(keras.callbacks.Callback):
-    """At each epoch end: history row, early stopping's state and (if best) weights, on disk.
+    """At each epoch end: history row, early stopping's state and the weights, on disk.
 
     Goes after `early_stopping` and before BackupAndRestore in the callback list (see the
     module doc). `entries` is extended in place; it starts with the resumed epochs.
@@ -281,9 +311,8 @@ class EpochJournal(keras.callbacks.Callback):
         row = history_row(epoch + 1, logs or {}, current_learning_rate(self.model))
         row["tokens_per_second"] = self.target_tokens / max(seconds, 1e-9)
         state = self.early_stopping.state_after(epoch)
-        if state.best_epoch == epoch + 1:
-            self.checkpoint.save_best_weights(epoch + 1, self.model.get_weights())
+        self.checkpoint.save_epoch_weights(epoch + 1, self.model.get_weights())
         self.entries.append(JournalEntry(row, state, int(time.time() * 1000)))
         self.checkpoint.write_journal(self.entries)
         # Keras can resume from this epoch or, if its backup is cut short, the one before.
-        self.checkpoint.keep_best_weights_of(self.entries[-2:])
+        self.checkpoint.keep_weights_of(self.entries[-2:])
