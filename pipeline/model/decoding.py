@@ -1,9 +1,11 @@
 """Batched greedy and beam-search decoding over the trained Seq2Seq model.
 
-Both searches run a whole padded batch at once inside one `tf.function`: a `tf.while_loop` over
-time steps with fixed-shape loop variables, finished hypotheses masked rather than removed, and
-the trained layers reused through `seq2seq.encode` / `seq2seq.decode_step`. There is no
-per-sentence Python loop.
+Both searches run a whole padded batch at once in one compiled function (`tf.function` under
+TensorFlow, `jax.jit` under JAX; plain keras.ops either way): an `ops.while_loop` over time
+steps with fixed-shape loop variables, finished hypotheses masked rather than removed, what each
+step chose written into a buffer preallocated for the longest possible output, and the trained
+layers reused through `seq2seq.encode` / `seq2seq.decode_step`. There is no per-sentence Python
+loop.
 
 Every hypothesis ends in EOS: at its last allowed step (max length = ratio x source length +
 offset, source length counted without padding) only EOS may be chosen. Beam search ranks
@@ -14,22 +16,21 @@ it picks the arg-max token at every step, so beam size 1 reproduces greedy decod
 from __future__ import annotations
 
 import logging
+import math
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from pipeline.config import DecodeConfig
-from pipeline.model.seq2seq import decode_step, encode
+from pipeline.model.seq2seq import NEVER_LOG_PROB, decode_step, encode
 from pipeline.tokenize import BOS_ID, EOS_ID, PAD_ID
 
 log = logging.getLogger(__name__)
-
-# Stands in for log(0): finite, so sums and divisions never produce NaN.
-NEG_INF = -1e9
 
 
 @dataclass(frozen=True)
@@ -83,172 +84,226 @@ class DecodeResult:
         return ids[:-1] if ids and ids[-1] == EOS_ID else ids
 
 
-def length_penalty(lengths: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+def length_penalty(lengths: Any, alpha: Any) -> Any:
     """GNMT length penalty ((5 + length) / 6) ** alpha (Wu et al., 2016)."""
-    return tf.pow((5.0 + tf.cast(lengths, tf.float32)) / 6.0, alpha)
+    return ops.power((5.0 + ops.cast(lengths, "float32")) / 6.0, alpha)
 
 
-def max_target_lengths(source_ids: tf.Tensor, ratio: tf.Tensor, offset: tf.Tensor) -> tf.Tensor:
+def max_target_lengths(source_ids: Any, ratio: Any, offset: Any) -> Any:
     """Per row: floor(ratio x non-pad source length) + offset, at least 1."""
-    source_lengths = tf.reduce_sum(tf.cast(source_ids != PAD_ID, tf.float32), axis=1)
-    limits = tf.cast(tf.floor(ratio * source_lengths), tf.int32) + offset
-    return tf.maximum(limits, 1)
+    source_lengths = ops.sum(ops.cast(ops.not_equal(source_ids, PAD_ID), "float32"), axis=1)
+    limits = ops.cast(ops.floor(ratio * source_lengths), "int32") + offset
+    return ops.maximum(limits, 1)
 
 
-def _only_eos_where(at_limit: tf.Tensor, log_probs: tf.Tensor) -> tf.Tensor:
+def step_budget(source_length: int, settings: DecodingSettings) -> int:
+    """Rows the step buffers need: at least `max_target_lengths` of any row of that width.
+
+    Worked out in Python, so that JAX can size the buffers at trace time; the extra row covers
+    the graph computing the limits in float32.
+    """
+    return (
+        max(math.floor(settings.max_length_ratio * source_length) + settings.max_length_offset, 1)
+        + 1
+    )
+
+
+def _only_eos_where(at_limit: Any, log_probs: Any) -> Any:
     """Where `at_limit` (broadcastable to log_probs [..., V]) holds, only EOS stays possible."""
-    only_eos = tf.where(tf.range(tf.shape(log_probs)[-1]) == EOS_ID, 0.0, NEG_INF)
-    return tf.where(at_limit, only_eos, log_probs)
+    return ops.where(at_limit, _one_token_allowed(EOS_ID, log_probs), log_probs)
+
+
+def _one_token_allowed(token_id: int, log_probs: Any) -> Any:
+    """[V] log-probabilities: 0 for `token_id`, NEVER_LOG_PROB for every other token."""
+    tokens = ops.arange(ops.shape(log_probs)[-1])
+    return ops.where(ops.equal(tokens, token_id), 0.0, NEVER_LOG_PROB)
+
+
+def _write_step(buffer: Any, step: Any, values: Any) -> Any:
+    """`buffer` [T, ...] with row `step` replaced by `values` [...]."""
+    start = (step,) + (0,) * (len(buffer.shape) - 1)
+    return ops.slice_update(buffer, start, ops.expand_dims(values, 0))
+
+
+def _take_beams(values: Any, beams: Any) -> Any:
+    """values [B, N, ...], beam indices [B, K] -> [B, K, ...]: values[b, beams[b, k]]."""
+    shape = ops.shape(values)
+    rows = ops.expand_dims(ops.arange(shape[0], dtype="int32") * shape[1], 1) + beams
+    return ops.take(ops.reshape(values, (-1, *shape[2:])), rows, axis=0)
 
 
 def _greedy_graph(
-    model: Any, source_ids: tf.Tensor, ratio: tf.Tensor, offset: tf.Tensor, alpha: tf.Tensor
-) -> tuple[tf.Tensor, ...]:
+    model: Any, source_ids: Any, ratio: Any, offset: Any, alpha: Any, budget: Any
+) -> tuple[Any, ...]:
     encoded = encode(model, source_ids)
-    batch = tf.shape(source_ids)[0]
+    batch, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
     limits = max_target_lengths(source_ids, ratio, offset)
 
-    def step_fn(step, previous, state, finished, lengths, total, tokens_ta, attention_ta):
+    def step_fn(step, previous, state, finished, lengths, total, tokens, attentions):
         log_probs, state, attention = decode_step(
             model, previous, state, encoded.memory, encoded.memory_mask
         )
-        log_probs = _only_eos_where((step >= limits - 1)[:, None], log_probs)
+        log_probs = _only_eos_where(ops.expand_dims(step >= limits - 1, 1), log_probs)
         # Ranked on running totals with top_k, as beam search ranks them, so that one beam
         # reproduces these choices bit for bit (float rounding and tie-breaking included).
-        chosen = tf.math.top_k(total[:, None] + log_probs, k=1).indices[:, 0]
-        chosen_log_prob = tf.gather(log_probs, chosen, batch_dims=1)
-        chosen = tf.where(finished, PAD_ID, chosen)
-        total += tf.where(finished, 0.0, chosen_log_prob)
-        lengths += tf.cast(~finished, tf.int32)
-        attention = tf.where(finished[:, None], 0.0, attention)
-        tokens_ta = tokens_ta.write(step, chosen)
-        attention_ta = attention_ta.write(step, attention)
-        finished = finished | (chosen == EOS_ID)
-        return step + 1, chosen, state, finished, lengths, total, tokens_ta, attention_ta
+        chosen = ops.top_k(ops.expand_dims(total, 1) + log_probs, k=1)[1][:, 0]
+        chosen_log_prob = _take_beams(log_probs, ops.expand_dims(chosen, 1))[:, 0]
+        chosen = ops.where(finished, PAD_ID, chosen)
+        total = total + ops.where(finished, 0.0, chosen_log_prob)
+        lengths = lengths + ops.cast(ops.logical_not(finished), "int32")
+        attention = ops.where(ops.expand_dims(finished, 1), 0.0, attention)
+        tokens = _write_step(tokens, step, chosen)
+        attentions = _write_step(attentions, step, attention)
+        finished = ops.logical_or(finished, ops.equal(chosen, EOS_ID))
+        return step + 1, chosen, state, finished, lengths, total, tokens, attentions
 
     initial = (
-        tf.constant(0),
-        tf.fill([batch], BOS_ID),
+        ops.convert_to_tensor(0, "int32"),
+        ops.full((batch,), BOS_ID, "int32"),
         tuple(encoded.state),
-        tf.zeros([batch], tf.bool),
-        tf.zeros([batch], tf.int32),
-        tf.zeros([batch], tf.float32),
-        tf.TensorArray(tf.int32, size=0, dynamic_size=True),
-        tf.TensorArray(tf.float32, size=0, dynamic_size=True),
+        ops.zeros((batch,), "bool"),
+        ops.zeros((batch,), "int32"),
+        ops.zeros((batch,), "float32"),
+        ops.full((budget, batch), PAD_ID, "int32"),
+        ops.zeros((budget, batch, source_length), "float32"),
     )
-    max_steps = tf.reduce_max(limits)
-    _, _, _, _, lengths, total, tokens_ta, attention_ta = tf.while_loop(
-        lambda step, _p, _s, finished, *_: (step < max_steps) & ~tf.reduce_all(finished),
-        step_fn,
-        initial,
+    steps, _, _, _, lengths, total, tokens, attentions = ops.while_loop(
+        _searching(ops.max(limits), lambda loop_vars: loop_vars[3]), step_fn, initial
     )
-    tokens = tf.transpose(tokens_ta.stack(), [1, 0])
-    attention = tf.transpose(attention_ta.stack(), [1, 0, 2])
-    return tokens, lengths, total, total / length_penalty(lengths, alpha), attention
+    scores = total / length_penalty(lengths, alpha)
+    return steps, ops.transpose(tokens), lengths, total, scores, _batch_major(attentions)
+
+
+def _searching(max_steps: Any, finished_of: Callable[[tuple], Any]) -> Callable[..., Any]:
+    """The loop condition: steps left and some hypothesis still open."""
+
+    def condition(*loop_vars: Any) -> Any:
+        still_open = ops.logical_not(ops.all(finished_of(loop_vars)))
+        return ops.logical_and(loop_vars[0] < max_steps, still_open)
+
+    return condition
+
+
+def _batch_major(attentions: Any) -> Any:
+    """[T, B, S] -> [B, T, S]."""
+    return ops.transpose(attentions, (1, 0, 2))
 
 
 class _Beams(NamedTuple):
     """The K hypotheses kept per source row, all [B, K]."""
 
-    finished: tf.Tensor  # bool: EOS emitted
-    lengths: tf.Tensor  # int32: tokens so far, EOS included
-    log_probs: tf.Tensor  # float32: summed token log-probabilities
+    finished: Any  # bool: EOS emitted
+    lengths: Any  # int32: tokens so far, EOS included
+    log_probs: Any  # float32: summed token log-probabilities
 
 
-def _extend_beams(
-    beams: _Beams, log_probs: tf.Tensor, step: tf.Tensor, alpha: tf.Tensor
-) -> tuple[_Beams, tf.Tensor, tf.Tensor]:
+class _BeamHistory(NamedTuple):
+    """What each step chose, preallocated for the step budget and written at row `step`."""
+
+    tokens: Any  # int32 [T, B, K]: each kept hypothesis' new token (PAD after the search)
+    parents: Any  # int32 [T, B, K]: the beam it extends (identity after the search)
+    attention: Any  # float32 [T, B, K, S]: attention when the token was produced
+
+    def write(self, step: Any, tokens: Any, parents: Any, attention: Any) -> _BeamHistory:
+        return _BeamHistory(
+            _write_step(self.tokens, step, tokens),
+            _write_step(self.parents, step, parents),
+            _write_step(self.attention, step, attention),
+        )
+
+
+def _extend_beams(beams: _Beams, log_probs: Any, step: Any, alpha: Any) -> tuple[_Beams, Any, Any]:
     """Score every one-token extension [B, K, V] and keep the best K per row.
 
     Returns the new beams, each one's parent beam [B, K] and its new token [B, K].
     """
-    batch, beam_size, vocab = (
-        tf.shape(log_probs)[0],
-        tf.shape(log_probs)[1],
-        tf.shape(log_probs)[2],
-    )
+    batch, beam_size, vocab = ops.shape(log_probs)
     # A finished hypothesis has one continuation, PAD, at no cost and no extra length.
-    only_pad = tf.where(tf.range(vocab) == PAD_ID, 0.0, NEG_INF)
-    log_probs = tf.where(beams.finished[:, :, None], only_pad, log_probs)
-    totals = beams.log_probs[:, :, None] + log_probs
-    keys = totals * _finished_rescale(beams.finished, beams.lengths, step, alpha)[:, :, None]
-    _, flat_choice = tf.math.top_k(tf.reshape(keys, [batch, -1]), k=beam_size)
+    only_pad = _one_token_allowed(PAD_ID, log_probs)
+    log_probs = ops.where(ops.expand_dims(beams.finished, 2), only_pad, log_probs)
+    totals = ops.expand_dims(beams.log_probs, 2) + log_probs
+    rescale = _finished_rescale(beams.finished, beams.lengths, step, alpha)
+    keys = totals * ops.expand_dims(rescale, 2)
+    _, flat_choice = ops.top_k(ops.reshape(keys, (batch, -1)), k=beam_size)
     parents, chosen = flat_choice // vocab, flat_choice % vocab
-    parent_finished = tf.gather(beams.finished, parents, batch_dims=1)
-    extended_lengths = beams.lengths + tf.cast(~beams.finished, tf.int32)
+    extended_lengths = beams.lengths + ops.cast(ops.logical_not(beams.finished), "int32")
     extended = _Beams(
-        finished=parent_finished | (chosen == EOS_ID),
-        lengths=tf.gather(extended_lengths, parents, batch_dims=1),
-        log_probs=tf.gather(tf.reshape(totals, [batch, -1]), flat_choice, batch_dims=1),
+        finished=ops.logical_or(_take_beams(beams.finished, parents), ops.equal(chosen, EOS_ID)),
+        lengths=_take_beams(extended_lengths, parents),
+        log_probs=_take_beams(ops.reshape(totals, (batch, -1)), flat_choice),
     )
     return extended, parents, chosen
 
 
 def _beam_graph(
     model: Any,
-    source_ids: tf.Tensor,
-    ratio: tf.Tensor,
-    offset: tf.Tensor,
-    alpha: tf.Tensor,
+    source_ids: Any,
+    ratio: Any,
+    offset: Any,
+    alpha: Any,
+    budget: Any,
     beam_size: int,
-) -> tuple[tf.Tensor, ...]:
+) -> tuple[Any, ...]:
     """Beam search on [B*K] flattened rows; per step it records tokens, parents, attention."""
     encoded = encode(model, source_ids)
-    batch = tf.shape(source_ids)[0]
-    memory = tf.repeat(encoded.memory, beam_size, axis=0)
-    memory_mask = tf.repeat(encoded.memory_mask, beam_size, axis=0)
+    batch, source_length = ops.shape(source_ids)[0], ops.shape(source_ids)[1]
+    memory = ops.repeat(encoded.memory, beam_size, axis=0)
+    memory_mask = ops.repeat(encoded.memory_mask, beam_size, axis=0)
     limits = max_target_lengths(source_ids, ratio, offset)
-    row_starts = (tf.range(batch) * beam_size)[:, None]
+    row_starts = ops.expand_dims(ops.arange(batch, dtype="int32") * beam_size, 1)
 
-    def step_fn(step, previous, state, beams, tokens_ta, parents_ta, attention_ta):
+    def step_fn(step, previous, state, beams, history):
         log_probs, state, attention = decode_step(model, previous, state, memory, memory_mask)
-        log_probs = tf.reshape(log_probs, [batch, beam_size, -1])
-        log_probs = _only_eos_where((step >= limits - 1)[:, None, None], log_probs)
-        extended, parents, chosen = _extend_beams(beams, log_probs, step, alpha)
+        vocab = ops.shape(log_probs)[-1]  # static: shapes [B, K, V] in every backend's graph
+        log_probs = ops.reshape(log_probs, (batch, beam_size, vocab))
+        at_limit = ops.reshape(step >= limits - 1, (-1, 1, 1))
+        extended, parents, chosen = _extend_beams(
+            beams, _only_eos_where(at_limit, log_probs), step, alpha
+        )
         # Each kept hypothesis continues from its parent's decoder state.
-        state = tuple(tf.gather(s, tf.reshape(parents + row_starts, [-1])) for s in state)
-        attention = tf.reshape(attention, [batch, beam_size, -1])
-        attention = tf.gather(attention, parents, batch_dims=1)
-        parent_finished = tf.gather(beams.finished, parents, batch_dims=1)
-        attention = tf.where(parent_finished[:, :, None], 0.0, attention)
-        tokens_ta = tokens_ta.write(step, chosen)
-        parents_ta = parents_ta.write(step, parents)
-        attention_ta = attention_ta.write(step, attention)
-        previous = tf.reshape(chosen, [-1])
-        return step + 1, previous, state, extended, tokens_ta, parents_ta, attention_ta
+        parent_rows = ops.reshape(parents + row_starts, (-1,))
+        state = tuple(ops.take(part, parent_rows, axis=0) for part in state)
+        attention = _take_beams(ops.reshape(attention, (batch, beam_size, -1)), parents)
+        parent_finished = _take_beams(beams.finished, parents)
+        attention = ops.where(ops.expand_dims(parent_finished, 2), 0.0, attention)
+        history = history.write(step, chosen, parents, attention)
+        previous = ops.reshape(chosen, (-1,))
+        return step + 1, previous, state, extended, history
 
-    first_beam_only = tf.where(tf.range(beam_size) == 0, 0.0, NEG_INF)
+    first_beam_only = ops.where(ops.arange(beam_size) == 0, 0.0, NEVER_LOG_PROB)
     initial = (
-        tf.constant(0),
-        tf.fill([batch * beam_size], BOS_ID),
-        tuple(tf.repeat(s, beam_size, axis=0) for s in encoded.state),
+        ops.convert_to_tensor(0, "int32"),
+        ops.full((batch * beam_size,), BOS_ID, "int32"),
+        tuple(ops.repeat(part, beam_size, axis=0) for part in encoded.state),
         _Beams(
-            finished=tf.zeros([batch, beam_size], tf.bool),
-            lengths=tf.zeros([batch, beam_size], tf.int32),
-            log_probs=tf.tile(first_beam_only[None, :], [batch, 1]),
+            finished=ops.zeros((batch, beam_size), "bool"),
+            lengths=ops.zeros((batch, beam_size), "int32"),
+            log_probs=ops.tile(ops.expand_dims(first_beam_only, 0), (batch, 1)),
         ),
-        tf.TensorArray(tf.int32, size=0, dynamic_size=True),
-        tf.TensorArray(tf.int32, size=0, dynamic_size=True),
-        tf.TensorArray(tf.float32, size=0, dynamic_size=True),
+        _BeamHistory(
+            tokens=ops.full((budget, batch, beam_size), PAD_ID, "int32"),
+            # Rows past the last step keep each beam its own parent: backtracking from the
+            # end of the buffer passes through them unchanged.
+            parents=ops.broadcast_to(
+                ops.arange(beam_size, dtype="int32"), (budget, batch, beam_size)
+            ),
+            attention=ops.zeros((budget, batch, beam_size, source_length), "float32"),
+        ),
     )
-    max_steps = tf.reduce_max(limits)
-    _, _, _, beams, tokens_ta, parents_ta, attention_ta = tf.while_loop(
-        lambda step, _p, _s, beams, *_: (step < max_steps) & ~tf.reduce_all(beams.finished),
-        step_fn,
-        initial,
+    steps, _, _, beams, history = ops.while_loop(
+        _searching(ops.max(limits), lambda loop_vars: loop_vars[3].finished), step_fn, initial
     )
     scores = beams.log_probs / length_penalty(beams.lengths, alpha)
-    best = tf.argmax(scores, axis=1, output_type=tf.int32)
-    tokens, attention = _backtrack(
-        best, tokens_ta.stack(), parents_ta.stack(), attention_ta.stack()
-    )
-    pick = lambda values: tf.gather(values, best, batch_dims=1)  # noqa: E731
-    return tokens, pick(beams.lengths), pick(beams.log_probs), pick(scores), attention
+    best = ops.cast(ops.argmax(scores, axis=1), "int32")
+    tokens, attention = _backtrack(best, history)
+
+    def pick(values: Any) -> Any:
+        return _take_beams(values, ops.expand_dims(best, 1))[:, 0]
+
+    return steps, tokens, pick(beams.lengths), pick(beams.log_probs), pick(scores), attention
 
 
-def _finished_rescale(
-    finished: tf.Tensor, lengths: tf.Tensor, step: tf.Tensor, alpha: tf.Tensor
-) -> tf.Tensor:
+def _finished_rescale(finished: Any, lengths: Any, step: Any, alpha: Any) -> Any:
     """Factor that puts finished hypotheses on the scale of the live ones' raw totals.
 
     Live candidates all have length step + 1, so ranking by normalised score equals ranking by
@@ -256,37 +311,32 @@ def _finished_rescale(
     stay unscaled: one beam then ranks exactly like greedy search.
     """
     live_penalty = length_penalty(step + 1, alpha)
-    return tf.where(finished, live_penalty / length_penalty(lengths, alpha), 1.0)
+    return ops.where(finished, live_penalty / length_penalty(lengths, alpha), 1.0)
 
 
-def _backtrack(
-    best: tf.Tensor, tokens: tf.Tensor, parents: tf.Tensor, attention: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Follow parent pointers from the last step back to the first for the chosen beams.
+def _backtrack(best: Any, history: _BeamHistory) -> tuple[Any, Any]:
+    """Follow parent pointers from the last buffer row back to the first for the chosen beams.
 
-    tokens, parents: [T, B, K]; attention: [T, B, K, S]; returns [B, T] and [B, T, S].
+    best: [B]; history: tokens, parents [T, B, K], attention [T, B, K, S]; returns the chosen
+    hypotheses' tokens [B, T] and attention [B, T, S].
     """
 
-    def step_back(carry, step_values):
-        beam, _, _ = carry
-        step_tokens, step_parents, step_attention = step_values
-        token = tf.gather(step_tokens, beam, batch_dims=1)
-        weights = tf.gather(step_attention, beam, batch_dims=1)
-        return tf.gather(step_parents, beam, batch_dims=1), token, weights
+    def step_back(step, beam, tokens, attention):
+        chosen = ops.expand_dims(beam, 1)
+        tokens = _write_step(tokens, step, _take_beams(history.tokens[step], chosen)[:, 0])
+        weights = _take_beams(history.attention[step], chosen)[:, 0]
+        attention = _write_step(attention, step, weights)
+        return step - 1, _take_beams(history.parents[step], chosen)[:, 0], tokens, attention
 
-    initial = (best, tf.zeros_like(best), tf.zeros_like(attention[0, :, 0]))
-    _, path_tokens, path_attention = tf.scan(
-        step_back, (tokens, parents, attention), initializer=initial, reverse=True
+    initial = (
+        ops.cast(ops.shape(history.tokens)[0] - 1, "int32"),
+        best,
+        ops.zeros_like(history.tokens[:, :, 0]),
+        ops.zeros_like(history.attention[:, :, 0]),
     )
-    return tf.transpose(path_tokens, [1, 0]), tf.transpose(path_attention, [1, 0, 2])
+    _, _, tokens, attention = ops.while_loop(lambda step, *_: step >= 0, step_back, initial)
+    return ops.transpose(tokens), _batch_major(attention)
 
-
-_SIGNATURE = [
-    tf.TensorSpec([None, None], tf.int32, name="source_ids"),
-    tf.TensorSpec([], tf.float32, name="max_length_ratio"),
-    tf.TensorSpec([], tf.int32, name="max_length_offset"),
-    tf.TensorSpec([], tf.float32, name="length_penalty"),
-]
 
 # One compiled search per (model, beam size); weak keys let unloaded models be collected.
 _COMPILED: weakref.WeakKeyDictionary[Any, dict[int, Callable[..., Any]]] = (
@@ -295,20 +345,59 @@ _COMPILED: weakref.WeakKeyDictionary[Any, dict[int, Callable[..., Any]]] = (
 
 
 def _compiled_search(model: Any, beam_size: int) -> Callable[..., Any]:
-    """beam_size 0 names greedy search; the graph is traced once per model and beam size."""
+    """beam_size 0 names greedy search; compiled once per model and beam size."""
     searches = _COMPILED.setdefault(model, {})
     if beam_size not in searches:
 
         def search(
-            source_ids: tf.Tensor, ratio: tf.Tensor, offset: tf.Tensor, alpha: tf.Tensor
-        ) -> tuple[tf.Tensor, ...]:
+            source_ids: Any, ratio: Any, offset: Any, alpha: Any, budget: Any
+        ) -> tuple[Any, ...]:
             if beam_size == 0:
-                return _greedy_graph(model, source_ids, ratio, offset, alpha)
-            return _beam_graph(model, source_ids, ratio, offset, alpha, beam_size)
+                return _greedy_graph(model, source_ids, ratio, offset, alpha, budget)
+            return _beam_graph(model, source_ids, ratio, offset, alpha, budget, beam_size)
 
-        # autograph=False: the loops are explicit tf.while_loop, nothing to convert.
-        searches[beam_size] = tf.function(search, input_signature=_SIGNATURE, autograph=False)
+        searches[beam_size] = _compile(model, search)
     return searches[beam_size]
+
+
+def _compile(model: Any, search: Callable[..., Any]) -> Callable[..., Any]:
+    """The search compiled for the Keras backend; other backends run it eagerly."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return _tf_function(search)
+    if backend == "jax":
+        return _jax_jit(model, search)
+    return search
+
+
+def _tf_function(search: Callable[..., Any]) -> Callable[..., Any]:
+    """One graph for every batch shape: the step budget is a tensor, the buffers are dynamic."""
+    import tensorflow as tf
+
+    signature = [
+        tf.TensorSpec([None, None], tf.int32, name="source_ids"),
+        tf.TensorSpec([], tf.float32, name="max_length_ratio"),
+        tf.TensorSpec([], tf.int32, name="max_length_offset"),
+        tf.TensorSpec([], tf.float32, name="length_penalty"),
+        tf.TensorSpec([], tf.int32, name="step_budget"),
+    ]
+    # autograph=False: the loops are explicit ops.while_loop, nothing to convert.
+    return tf.function(search, input_signature=signature, autograph=False)
+
+
+def _jax_jit(model: Any, search: Callable[..., Any]) -> Callable[..., Any]:
+    """jax.jit with the model's weights as an argument, so that later training is seen.
+
+    JAX needs static shapes, so each source shape and step budget is traced once.
+    """
+    import jax
+
+    def stateless(weights: list[Any], *args: Any) -> tuple[Any, ...]:
+        with keras.StatelessScope(state_mapping=list(zip(model.variables, weights, strict=True))):
+            return search(*args)
+
+    jitted = jax.jit(stateless, static_argnums=5)
+    return lambda *args: jitted([variable.value for variable in model.variables], *args)
 
 
 def _run(
@@ -320,13 +409,17 @@ def _run(
             f"source_ids must be a non-empty [batch, length] array, got {source.shape}"
         )
     outputs = _compiled_search(model, beam_size)(
-        tf.constant(source),
-        tf.constant(settings.max_length_ratio, tf.float32),
-        tf.constant(settings.max_length_offset, tf.int32),
-        tf.constant(settings.length_penalty, tf.float32),
+        source,
+        np.float32(settings.max_length_ratio),
+        np.int32(settings.max_length_offset),
+        np.float32(settings.length_penalty),
+        step_budget(source.shape[1], settings),
     )
-    tokens, lengths, log_probs, scores, attention = (t.numpy() for t in outputs)
-    return DecodeResult(tokens, lengths, log_probs, scores, attention)
+    steps, tokens, lengths, log_probs, scores, attention = (
+        ops.convert_to_numpy(output) for output in outputs
+    )
+    # The buffers hold the step budget; the search ran `steps` of them.
+    return DecodeResult(tokens[:, :steps], lengths, log_probs, scores, attention[:, :steps])
 
 
 def greedy_decode(model: Any, source_ids: np.ndarray, settings: DecodingSettings) -> DecodeResult:

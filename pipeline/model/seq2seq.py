@@ -25,14 +25,15 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from pipeline.config import ModelConfig
 from pipeline.tokenize import BOS_ID, PAD_ID
 
-# Log-probability given to tokens decoding must never emit (PAD, BOS). Finite, so beam
-# arithmetic never meets inf - inf.
+# Log-probability of a choice that must never be made: PAD or BOS as a next token here, and in
+# pipeline/model/decoding.py every token but EOS at the length limit, every continuation of a
+# finished hypothesis but PAD, the empty initial beams. Finite, so beam arithmetic never meets
+# inf - inf.
 NEVER_LOG_PROB = -1.0e9
 
 PACKAGE = "mt_pipeline"
@@ -220,17 +221,18 @@ def _attentional_layers(config: ModelConfig) -> dict[str, keras.layers.Layer]:
 
 
 # ----------------------------------------------------------- step API used by decoding
+# Plain keras.ops on any backend: fine inside tf.function (TensorFlow) and jax.jit (JAX).
 
 
 class EncoderOutput(NamedTuple):
-    memory: tf.Tensor  # [B, S, Dm] float32: encoder outputs attention reads
-    memory_mask: tf.Tensor  # [B, S] bool: False on PAD
-    state: tuple[tf.Tensor, ...]  # decoder initial state (h, c), each [B, Dd]
+    memory: Any  # [B, S, Dm] float32: encoder outputs attention reads
+    memory_mask: Any  # [B, S] bool: False on PAD
+    state: tuple[Any, ...]  # decoder initial state (h, c), each [B, Dd] float32
 
 
-def encode(model: keras.Model, source_ids: tf.Tensor) -> EncoderOutput:
+def encode(model: keras.Model, source_ids: Any) -> EncoderOutput:
     """Run the trained encoder and bridge on padded source ids [B, S] (inference mode)."""
-    source_ids = tf.cast(source_ids, tf.int32)
+    source_ids = ops.cast(source_ids, "int32")
     memory_mask = model.get_layer("source_mask")(source_ids)
     embedded = model.get_layer("source_embedding")(source_ids)
     memory, forward_h, forward_c, backward_h, backward_c = model.get_layer("encoder")(
@@ -241,41 +243,41 @@ def encode(model: keras.Model, source_ids: tf.Tensor) -> EncoderOutput:
     state_h = model.get_layer("bridge_h")(final_h)
     state_c = model.get_layer("bridge_c")(final_c)
     return EncoderOutput(
-        memory=tf.cast(memory, tf.float32),
+        memory=ops.cast(memory, "float32"),
         memory_mask=memory_mask,
-        state=(tf.cast(state_h, tf.float32), tf.cast(state_c, tf.float32)),
+        state=(ops.cast(state_h, "float32"), ops.cast(state_c, "float32")),
     )
 
 
 def decode_step(
     model: keras.Model,
-    token_ids: tf.Tensor,
-    state: tuple[tf.Tensor, ...],
-    memory: tf.Tensor,
-    memory_mask: tf.Tensor,
-) -> tuple[tf.Tensor, tuple[tf.Tensor, ...], tf.Tensor]:
+    token_ids: Any,
+    state: tuple[Any, ...],
+    memory: Any,
+    memory_mask: Any,
+) -> tuple[Any, tuple[Any, ...], Any]:
     """One decoder step for the previous tokens [B]: (log_probs [B,V], new state, attention [B,S]).
 
     Uses the decoder LSTM's cell directly: the same weights and gates as the full LSTM layer,
     without a scan over a one-step sequence.
     """
     compute_dtype = model.get_layer("decoder").compute_dtype
-    embedded = model.get_layer("target_embedding")(tf.cast(token_ids, tf.int32))
+    embedded = model.get_layer("target_embedding")(ops.cast(token_ids, "int32"))
     cell = model.get_layer("decoder").cell
-    cast_state = [tf.cast(part, compute_dtype) for part in state]
+    cast_state = [ops.cast(part, compute_dtype) for part in state]
     output, (new_h, new_c) = cell(embedded, cast_state, training=False)
-    memory = tf.cast(memory, compute_dtype)
+    memory = ops.cast(memory, compute_dtype)
     context, weights = model.get_layer("attention")(output[:, None, :], memory, memory_mask)
     hidden = model.get_layer("attentional")(
         model.get_layer("attention_concat")([output[:, None, :], context])
     )
-    logits = tf.cast(project_to_vocab(model, hidden)[:, 0, :], tf.float32)
-    log_probs = _forbid_special_tokens(tf.nn.log_softmax(logits, axis=-1))
-    new_state = (tf.cast(new_h, tf.float32), tf.cast(new_c, tf.float32))
-    return log_probs, new_state, tf.cast(weights[:, 0, :], tf.float32)
+    logits = ops.cast(project_to_vocab(model, hidden)[:, 0, :], "float32")
+    log_probs = _forbid_special_tokens(ops.log_softmax(logits, axis=-1))
+    new_state = (ops.cast(new_h, "float32"), ops.cast(new_c, "float32"))
+    return log_probs, new_state, ops.cast(weights[:, 0, :], "float32")
 
 
-def project_to_vocab(model: keras.Model, hidden: tf.Tensor) -> tf.Tensor:
+def project_to_vocab(model: keras.Model, hidden: Any) -> Any:
     """Attentional vectors [..., A] -> float32 logits [..., V] with the model's output layer."""
     embedding = model.get_layer("target_embedding")
     if isinstance(embedding, TiedEmbedding):
@@ -283,8 +285,9 @@ def project_to_vocab(model: keras.Model, hidden: tf.Tensor) -> tf.Tensor:
     return model.get_layer("output_projection")(hidden)
 
 
-def _forbid_special_tokens(log_probs: tf.Tensor) -> tf.Tensor:
+def _forbid_special_tokens(log_probs: Any) -> Any:
     """PAD and BOS are never a next token; EOS and every subword stay allowed."""
-    vocab_size = tf.shape(log_probs)[-1]
-    forbidden = tf.reduce_sum(tf.one_hot([PAD_ID, BOS_ID], vocab_size), axis=0) > 0
-    return tf.where(forbidden[None, :], tf.constant(NEVER_LOG_PROB, log_probs.dtype), log_probs)
+    token = ops.arange(ops.shape(log_probs)[-1])
+    forbidden = ops.logical_or(ops.equal(token, PAD_ID), ops.equal(token, BOS_ID))
+    never = ops.convert_to_tensor(NEVER_LOG_PROB, log_probs.dtype)
+    return ops.where(forbidden[None, :], never, log_probs)
