@@ -43,6 +43,17 @@ test: lint typecheck pytest
 benchmarks: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/data_stages.py
 
+# The GPU preset trained for GPU_CHECK_MINUTES on this machine (Keras backend jax unless
+# KERAS_BACKEND says otherwise), then test2016 decoded and scored (docs/training.md, "GPU preset").
+# `make gpu-carry` prepares the same run for the lent GPU machine and prints the call to make.
+.PHONY: gpu-check gpu-carry
+GPU_CHECK_MINUTES ?= 5
+gpu-check: install
+	$(BIN)/python benchmarks/gpu_check.py --minutes $(GPU_CHECK_MINUTES)
+
+gpu-carry: install
+	bash benchmarks/gpu_carry.sh
+
 clean-venv:
 	rm -rf $(VENV)
 
