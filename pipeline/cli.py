@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "profile the clean train sources: the reference for drift",
     ),
     "train": ("pipeline.train", "main", "train the Seq2Seq LSTM"),
-    "evaluate": ("pipeline.evaluate", "main", "BLEU/chrF/TER on the test splits"),
+    "evaluate": ("pipeline.evaluate", "main", "BLEU/chrF/TER on the test and val splits"),
     "register": ("pipeline.registry", "main", "log the model to MLflow and run the gate"),
     "registry": (
         "pipeline.registry",
@@ -51,6 +51,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "pipeline.monitor.watch",
         "main",
         "watch: check @champion (load, canary BLEU) and the drift of incoming text",
+    ),
+    "sweep": (
+        "pipeline.sweep",
+        "main",
+        "run | best: a grid of DVC experiments, chosen by val BLEU, the best registered",
     ),
     "params-lock": (
         "pipeline.params_lock",

@@ -1,4 +1,4 @@
-"""`mt evaluate`: translate each test split and score it with sacreBLEU.
+"""`mt evaluate`: translate each test split, and the val split, and score them with sacreBLEU.
 
 For every split in `data.test_splits` the normalised, unfiltered source (data/clean/) is
 translated and scored against the RAW reference (data/raw/), so the numbers compare with
@@ -8,7 +8,10 @@ with its sacreBLEU signature and a 95% bootstrap confidence interval (sacreBLEU'
 
 Outputs, all written atomically:
 - metrics.json: {split: {bleu, bleu_ci95, bleu_lowercase, chrf, chrf_ci95, ter, ter_ci95,
-  sentences, signatures}} for `dvc metrics`
+  sentences, signatures}} for `dvc metrics`, each test split first, then `data.val_split`
+  (e.g. `val.bleu`): the score sweeps choose by, so the test splits stay for the gate. The val
+  split is scored from data/clean on both sides (clean drops val pairs, so the raw references
+  no longer line up); the registry and the gate read only the test splits' entries.
 - reports/eval/: hypotheses/<split>.txt (one line per test sentence, the registry's paired
   bootstrap reads it), samples.md, bleu_by_length.csv (the DVC plot, first test split; other
   splits get bleu_by_length_<split>.csv), attention/<split>_<line>.png, report.md, and
@@ -322,6 +325,35 @@ def read_split(paths: ProjectPaths, config: Config, split: str) -> SplitData:
     return SplitData(split, sources, references)
 
 
+def read_val_split(paths: ProjectPaths, config: Config) -> SplitData:
+    """The cleaned val pairs (data/clean, both sides): what sweeps select on."""
+    split, data = config.data.val_split, config.data
+    sides = [raw_file(paths.clean_dir, split, lang) for lang in (data.src_lang, data.tgt_lang)]
+    for path in sides:
+        if not path.is_file():
+            raise DataError(
+                f"{path}: not found; evaluate scores the val split too (data.val_split) - run "
+                "`mt clean` (or `dvc repro clean`) first"
+            )
+    sources, references = (read_aligned_lines(path, "run `mt clean`") for path in sides)
+    if len(sources) != len(references):
+        raise DataError(
+            f"{sides[0]}: {len(sources)} lines, but {sides[1]} has {len(references)}; "
+            "re-run `mt clean`"
+        )
+    return SplitData(split, sources, references)
+
+
+def score_val_split(translator: Any, split: SplitData, config: Config) -> dict[str, Any]:
+    """The val split's metrics.json entry: the scores only (no samples, plots or maps)."""
+    hypotheses = translator.translate(split.sources, progress=True)
+    metrics = corpus_metrics(
+        hypotheses, split.references, config.evaluate.bootstrap_resamples, config.seed
+    )
+    log.info("%s (the val split): BLEU %.2f, chrF %.2f, TER %.2f", split.name, *_headline(metrics))
+    return metrics
+
+
 def evaluate_split(translator: Any, split: SplitData, config: Config) -> SplitEvaluation:
     """Translate a split, score it, and pick the rows the reports show."""
     settings = config.evaluate
@@ -357,13 +389,15 @@ def run_evaluate(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     from pipeline.translator import Translator
 
     splits = [read_split(paths, config, split) for split in config.data.test_splits]
+    val_split = read_val_split(paths, config)
     settings = DecodingSettings.from_config(config.decode)
     if not paths.model_file.is_file():
         raise DataError(f"{paths.model_file}: model file not found; run `dvc repro train` first")
     evaluated = EvaluatedModel.of(paths.model_file, paths.tokenizer_dir, settings)
     translator = Translator.load(paths.model_file, paths.tokenizer_dir, settings)
     evaluations = [evaluate_split(translator, split, config) for split in splits]
-    return write_outputs(paths, config, evaluations, evaluated)
+    val_metrics = score_val_split(translator, val_split, config)
+    return write_outputs(paths, config, evaluations, evaluated, {val_split.name: val_metrics})
 
 
 def write_outputs(
@@ -371,8 +405,10 @@ def write_outputs(
     config: Config,
     evaluations: Sequence[SplitEvaluation],
     evaluated: EvaluatedModel,
+    selection: dict[str, Any],
 ) -> dict[str, Any]:
-    """reports/eval/ (with provenance.json naming the metrics.json to come), then metrics.json.
+    """reports/eval/ (with provenance.json naming the metrics.json to come), then metrics.json
+    with the test splits' entries followed by `selection` (the val split's).
 
     Two renames: a kill between them leaves outputs whose provenance does not match, which
     `mt register` refuses (pipeline/eval_provenance.py).
@@ -383,6 +419,7 @@ def write_outputs(
         f"{decoding['max_length_ratio']} × source + {decoding['max_length_offset']}"
     )
     metrics = {evaluation.split.name: evaluation.metrics for evaluation in evaluations}
+    metrics |= selection
     metrics_text = json_text(metrics)
     references = references_of(paths, config.data.test_splits, config.data.tgt_lang)
     with atomic_directory(paths.eval_reports_dir) as staging:
@@ -395,7 +432,8 @@ def write_outputs(
 
 def main(argv: list[str]) -> int | None:
     parser = argparse.ArgumentParser(
-        prog="mt evaluate", description="BLEU/chrF/TER of the trained model on the test splits."
+        prog="mt evaluate",
+        description="BLEU/chrF/TER of the trained model on the test splits and the val split.",
     )
     parser.parse_args(argv)
     run_evaluate(load_config(), project_paths())

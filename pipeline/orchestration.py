@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.config import Config, parse_config
+from pipeline.config import Config, load_config, parse_config
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.params_backup import ParamsBackup, merge_overrides, with_overrides
 from pipeline.params_lock import LockOwner, ParamsHeld, ParamsLock, RunRef, RunState, held_message
@@ -281,7 +281,10 @@ def challenger_awaiting_approval(root: Path, dag_run_id: str) -> dict[str, Any] 
         )
         return None
     metrics = json.loads(paths.metrics_file.read_text(encoding="utf-8"))
-    return approval_request(registration, metrics)
+    # metrics.json also scores the val split (what sweeps select by); the approver judges the
+    # test splits, as the gate did.
+    test_splits = load_config(paths.params).data.test_splits
+    return approval_request(registration, {s: metrics[s] for s in test_splits if s in metrics})
 
 
 def promote_version(root: Path, model_name: str, version: str, reason: str) -> None:

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 
 from pipeline.paths import ProjectPaths, project_paths
 
 EXPERIMENT_NAME = "translation"
+# A sweep point is a `dvc exp run`: DVC names the experiment in DVC_EXP_NAME (any `dvc exp run`
+# does), and the sweep (pipeline/sweep) names its MLflow parent run in MT_SWEEP_PARENT_RUN_ID.
+DVC_EXP_NAME_ENV = "DVC_EXP_NAME"
+SWEEP_PARENT_ENV = "MT_SWEEP_PARENT_RUN_ID"
+DVC_EXP_NAME_TAG = "mt.dvc_exp_name"
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow nests a run under the run this tag names
 WHO_MAY_PROMOTE = "'Who may promote' in docs/registry.md"
 # MLflow's client puts a refused request's body into its message: "... Response body: 'text'".
 RESPONSE_BODY = re.compile(r"Response body: '([^']*)'")
@@ -26,6 +33,16 @@ def tracking_uri(paths: ProjectPaths | None = None) -> str:
     if explicit:
         return explicit
     return f"sqlite:///{(paths or project_paths()).mlruns_db}"
+
+
+def experiment_run_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Tags that tie a training run to the DVC experiment, and the sweep, it runs in."""
+    tags = {}
+    if environ.get(DVC_EXP_NAME_ENV):
+        tags[DVC_EXP_NAME_TAG] = environ[DVC_EXP_NAME_ENV]
+    if environ.get(SWEEP_PARENT_ENV):
+        tags[PARENT_RUN_TAG] = environ[SWEEP_PARENT_ENV]
+    return tags
 
 
 def configure_mlflow(paths: ProjectPaths | None = None) -> str:

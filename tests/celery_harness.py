@@ -163,7 +163,19 @@ class CeleryAirflow:
     def start_worker(self) -> Component:
         """A new `airflow celery worker` (one task at a time, like the compose worker)."""
         self.workers_started += 1
-        name = f"worker-{self.workers_started}"
+        return self._worker(f"worker-{self.workers_started}")
+
+    @contextlib.contextmanager
+    def extra_worker(self) -> Iterator[Component]:
+        """One more worker for the block (tasks fan out over both); `worker()` stays the
+        last one `start_worker` started, so other tests see the stack as it was."""
+        extra = self._worker(f"worker-extra-{len(self.components)}")
+        try:
+            yield extra
+        finally:
+            extra.stop()
+
+    def _worker(self, name: str) -> Component:
         worker = self.start(
             name, "celery", "worker", "--concurrency", "1", "--queues", "default",
             "--celery-hostname", f"{name}@%h", "--skip-serve-logs",
@@ -346,8 +358,16 @@ def celery_task_results(stack: CeleryAirflow) -> dict[str, int]:
 
 def task_instances(stack: CeleryAirflow, run_id: str) -> dict[str, dict[str, Any]]:
     """task_id -> the REST API's task instance of `run_id` (state, try_number, queue, ...)."""
-    found = stack.api().api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-    return {ti["task_id"]: ti for ti in found["task_instances"]}
+    return {ti["task_id"]: ti for ti in all_task_instances(stack, run_id)}
+
+
+def all_task_instances(
+    stack: CeleryAirflow, run_id: str, dag_id: str = DAG_ID
+) -> list[dict[str, Any]]:
+    """Every task instance of `run_id`, one per mapped index of a mapped task."""
+    found = stack.api().api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")
+    instances: list[dict[str, Any]] = found["task_instances"]
+    return instances
 
 
 def executed_by(worker_log: str, run_id: str) -> dict[str, list[int]]:

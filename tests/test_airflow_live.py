@@ -98,6 +98,7 @@ def test_a_triggered_run_registers_and_a_human_promotes(
     approval = wait_for_approval_request(server, run_id)
     assert approval["subject"] == f"Promote {MODEL} version 1?"
     assert "| test_2016_flickr |" in approval["body"]
+    assert "| val |" not in approval["body"]  # the approver sees the gate's split, not val
     assert "Gate: **awaiting_approval**" in approval["body"]
     assert registered_versions(project, MODEL) == ["1"]
     assert (project / "params.yaml").read_bytes() == params_before  # restored before the wait

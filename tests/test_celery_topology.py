@@ -15,6 +15,9 @@ stage talks to an MLflow server backed by PostgreSQL. Every process is real and 
    new registered version and consistent outputs.
 3. Redis stays down from the middle of `train` until after it ends: what comes next cannot be
    queued and the run fails; once Redis is back, clearing the failed tasks completes it.
+4. sweep_translation with a 2x2 grid (1 epoch each): the mapped points fan out over two
+   workers, each in its own DVC temporary workspace, each training run a child of the sweep's
+   MLflow run; the best by val BLEU is registered through the gate, from its experiment.
 
 What Airflow 3.3 with Celery 5.6 does about the broker, and so what tests 1 and 3 assert:
 - A running task does not need the broker: its runner reports to the api-server (execution
@@ -45,10 +48,13 @@ from typing import Any
 import pytest
 
 from pipeline.orchestration import STAGES
+from pipeline.params_lock import ParamsLock
+from pipeline.paths import project_paths
 from pipeline.tracking import EXPERIMENT_NAME
 from tests.airflow_harness import DAG_ID, make_project
 from tests.celery_harness import (
     CeleryAirflow,
+    all_task_instances,
     celery_airflow,
     celery_task_results,
     executed_by,
@@ -66,6 +72,7 @@ from tests.run_outputs import (
     leftover_temp_files,
     recorded_epochs,
 )
+from tests.test_sweep import commit_data_stages, experiment_revs
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +95,13 @@ SKIPPED_TASKS = {"approve_promotion", "promote_challenger"}
 RAN_BEFORE_EVALUATE = {"apply_run_params", *STAGES[: STAGES.index("evaluate")]}
 UNQUEUED_TASKS = {"evaluate", "restore_params"}
 UNREACHED_TASKS = {"register", "choose_promotion", "approve_promotion", "promote_challenger"}
+SWEEP_DAG_ID = "sweep_translation"
+# 2x2 points of the tiniest training (one epoch); the sweep's name prefixes its experiments.
+SWEEP_CONF = {
+    "grid": ["train.learning_rate=0.01,0.02", "model.dropout=0.0,0.1", "train.epochs=1"],
+    "name": "grid",
+}
+SWEEP_POINTS = ["grid-1", "grid-2", "grid-3", "grid-4"]
 SEND_ERROR = "Error sending Celery workload"
 RECONNECTED = "Connected to redis://"
 
@@ -112,8 +126,9 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
             with celery_airflow(root / "airflow", project, extra_env, redis.url) as stack:
                 api = stack.api()
                 with stack.logs_on_failure():
-                    api.wait_for_dag(timeout_s=300)
-                    api.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
+                    for dag_id in (DAG_ID, SWEEP_DAG_ID):
+                        api.wait_for_dag(dag_id, timeout_s=300)
+                        api.api("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
                 yield Topology(stack, project, mlflow, redis)
         finally:
             mlflow.stop()
@@ -350,3 +365,62 @@ def test_a_task_that_cannot_be_queued_fails_the_run_and_a_clear_completes_it(
         assert len(registered) == 1
         assert versions_of_run(broker.mlflow.url) == [*versions_before, registered[0]]
         assert_outputs_intact(broker, params_before, LONG_OUTAGE_EPOCHS)
+
+
+def sweep_task_states(stack: CeleryAirflow, run_id: str) -> dict[str, list[str]]:
+    """task_id -> the states of its instances (one per point for run_point)."""
+    states: dict[str, list[str]] = {}
+    for ti in all_task_instances(stack, run_id, SWEEP_DAG_ID):
+        states.setdefault(ti["task_id"], []).append(ti["state"])
+    return states
+
+
+def test_a_sweep_fans_its_points_out_over_the_workers_and_registers_the_best(
+    broker: Topology,
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    stack, project, url = broker.stack, broker.project, broker.mlflow.url
+    with stack.logs_on_failure():
+        commit_data_stages(project)  # the points start from the commit, as DVC's do
+        params_before = (project / "params.yaml").read_bytes()
+        versions_before = versions_of_run(url)
+        with stack.extra_worker() as extra:
+            run_id = stack.api().trigger(SWEEP_CONF, dag_id=SWEEP_DAG_ID)
+            state = stack.api().wait_for_run(run_id, RUN_TIMEOUT_S, dag_id=SWEEP_DAG_ID)
+        states = sweep_task_states(stack, run_id)
+        assert state == "success", states
+        assert states == {
+            "plan_sweep": ["success"],
+            "run_point": ["success"] * len(SWEEP_POINTS),
+            "register_best": ["success"],
+            "close_sweep": ["success"],
+        }
+        # Both workers took points (each runs one task at a time).
+        ran = [
+            executed_by(w.log_text(), run_id).get("run_point", []) for w in (stack.worker(), extra)
+        ]
+        assert sorted(map(len, ran)) != [0, len(SWEEP_POINTS)], ran
+        assert sum(map(len, ran)) == len(SWEEP_POINTS)
+
+        client = MlflowClient(url)
+        experiment_id = client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+        (parent,) = client.search_runs([experiment_id], "tags.`mt.sweep` = 'grid'")
+        children = client.search_runs(
+            [experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+        )
+        by_name = {child.data.tags["mt.dvc_exp_name"]: child for child in children}
+        assert sorted(by_name) == SWEEP_POINTS
+        assert all("val.bleu" in child.data.metrics for child in children)
+        winner = parent.data.tags["mt.sweep.winner"]
+        assert parent.info.status == "FINISHED"
+
+        # One version, from this run, logged into the winner's run from its experiment commit.
+        registered = versions_of_run(url, run_id)
+        assert len(registered) == 1 and versions_of_run(url) == [*versions_before, *registered]
+        version = client.get_model_version(MODEL_NAME, registered[0])
+        assert version.run_id == by_name[winner].info.run_id
+        assert version.tags["git.commit"] == experiment_revs(project)[winner]
+        assert parent.data.tags["mt.sweep.registered_version"] == registered[0]
+        assert (project / "params.yaml").read_bytes() == params_before
+        assert ParamsLock(project_paths(project)).owner() is None

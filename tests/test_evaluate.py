@@ -19,6 +19,7 @@ from pipeline.evaluate import (
     choose_sample_rows,
     corpus_metrics,
     read_split,
+    read_val_split,
 )
 from pipeline.paths import project_paths
 from tests.conftest import TINY_OVERRIDES, write_params
@@ -26,6 +27,8 @@ from tests.tiny_translator import MEMORISED_PAIRS as TRAIN_PAIRS
 from tests.tiny_translator import memorised_model_dir
 
 VERSION = sacrebleu.__version__
+# Memorised pairs the test split does not use: the val split's exact score is theirs.
+VAL_PAIRS = TRAIN_PAIRS[10:14]
 REFERENCES = [
     "Ein Hund läuft am Strand.",
     "Zwei Männer spielen Fußball.",
@@ -110,20 +113,29 @@ def test_sample_rows_are_distinct_sorted_and_reproducible() -> None:
 
 
 def write_test_split(
-    root: Path, pairs: list[tuple[str, str]], split: str = "test_2016_flickr"
+    root: Path,
+    pairs: list[tuple[str, str]],
+    split: str = "test_2016_flickr",
+    val_pairs: list[tuple[str, str]] | None = None,
 ) -> None:
-    """data/raw and data/clean for one test split (the clean side is already normalised)."""
+    """data/raw and data/clean for one test split (the clean side is already normalised), and
+    the clean val split evaluate scores as well (`val_pairs`; default: the first 4 of `pairs`)."""
     for directory in (root / "data" / "raw", root / "data" / "clean"):
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / f"{split}.en").write_text("".join(s + "\n" for s, _ in pairs), "utf-8")
-        (directory / f"{split}.de").write_text("".join(t + "\n" for _, t in pairs), "utf-8")
+        write_pairs(directory, split, pairs)
+    write_pairs(root / "data" / "clean", "val", pairs[:4] if val_pairs is None else val_pairs)
+
+
+def write_pairs(directory: Path, split: str, pairs: list[tuple[str, str]]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{split}.en").write_text("".join(s + "\n" for s, _ in pairs), "utf-8")
+    (directory / f"{split}.de").write_text("".join(t + "\n" for _, t in pairs), "utf-8")
 
 
 @pytest.fixture
 def tiny_project(project_dir: Path) -> Path:
     write_params(project_dir, TINY_OVERRIDES)
     _load_cached.cache_clear()
-    write_test_split(project_dir, TRAIN_PAIRS[:10])
+    write_test_split(project_dir, TRAIN_PAIRS[:10], val_pairs=VAL_PAIRS)
     return project_dir
 
 
@@ -141,14 +153,34 @@ def test_a_source_with_fewer_lines_than_its_reference_is_a_data_error(tiny_proje
         read_split(project_paths(), load_config(), "test_2016_flickr")
 
 
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("test_2016_flickr.en", "test_2016_flickr.en: not found; evaluate needs"),
+        ("val.de", "val.de: not found; evaluate scores the val split too"),
+    ],
+    ids=["test-split", "val-split"],
+)
 def test_mt_evaluate_fails_before_writing_anything_when_a_file_is_missing(
-    tiny_project: Path, caplog: pytest.LogCaptureFixture
+    tiny_project: Path, caplog: pytest.LogCaptureFixture, missing: str, message: str
 ) -> None:
-    (tiny_project / "data" / "clean" / "test_2016_flickr.en").unlink()
+    (tiny_project / "data" / "clean" / missing).unlink()
     assert cli.main(["evaluate"]) == 2
-    assert "test_2016_flickr.en: not found" in caplog.text
+    assert message in caplog.text
     assert not (tiny_project / "metrics.json").exists()
     assert not (tiny_project / "reports").exists()
+
+
+def test_the_val_split_is_read_from_data_clean_on_both_sides(tiny_project: Path) -> None:
+    split = read_val_split(project_paths(), load_config())
+    assert (split.name, split.sources, split.references) == (
+        "val",
+        [source for source, _ in VAL_PAIRS],
+        [target for _, target in VAL_PAIRS],
+    )
+    (tiny_project / "data" / "clean" / "val.de").write_text("Ein Hund.\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"val\.en: 4 lines, but .*val\.de has 1"):
+        read_val_split(project_paths(), load_config())
 
 
 @pytest.mark.slow
@@ -159,7 +191,10 @@ def test_mt_evaluate_scores_a_memorised_split_and_writes_every_report(
     assert cli.main(["evaluate"]) == 0
 
     metrics = json.loads((tiny_project / "metrics.json").read_text(encoding="utf-8"))
-    assert list(metrics) == ["test_2016_flickr"]
+    assert list(metrics) == ["test_2016_flickr", "val"]
+    val = metrics["val"]  # the split sweeps select by: all scores, no reports of its own
+    assert set(val) == METRIC_KEYS
+    assert (val["bleu"], val["chrf"], val["sentences"]) == (100.0, 100.0, len(VAL_PAIRS))
     split = metrics["test_2016_flickr"]
     assert set(split) == METRIC_KEYS
     assert (split["bleu"], split["chrf"], split["ter"], split["sentences"]) == (
@@ -178,6 +213,9 @@ def test_mt_evaluate_scores_a_memorised_split_and_writes_every_report(
     )
     samples = (reports / "samples.md").read_text(encoding="utf-8")
     assert samples.count("### Line ") == 3  # evaluate.samples in TINY_OVERRIDES
+    assert sorted(path.name for path in (reports / "hypotheses").iterdir()) == [
+        "test_2016_flickr.txt"
+    ]
     pngs = sorted(path.name for path in (reports / "attention").iterdir())
     assert len(pngs) == 1 and pngs[0].startswith("test_2016_flickr_")
     assert (reports / "attention" / pngs[0]).read_bytes()[:4] == b"\x89PNG"

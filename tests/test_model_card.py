@@ -251,3 +251,20 @@ def test_facts_come_from_the_lineage_tags_metrics_and_model_config() -> None:
         max_input_chars=500,
         git_commit="abc123",
     )
+
+
+def test_the_val_split_is_a_line_of_its_own_not_a_test_score_row() -> None:
+    val = {**METRICS["test_2016_flickr"], "bleu": 29.5, "chrf": 55.25, "sentences": 1010}
+    facts = ModelCardFacts(
+        model_name="m", metrics={**METRICS, "val": val}, val_split="val", decoding=DECODING
+    )
+    scores = model_card(facts, PROMOTED).split("## Gate verdict")[0]
+    assert "| `test_2016_flickr` | 1000 | 31.10 |" in scores
+    assert "| `val`" not in scores and "`val` bleu" not in scores
+    assert scores.rstrip().endswith(
+        "Val split `val` (against the cleaned references; sweeps choose by it, the gate never "
+        "reads it): BLEU 29.50, chrF 55.25."
+    )
+    params = {"data": {"val_split": "val"}}
+    lineage = {"params": json.dumps(params)}
+    assert facts_from("m", lineage, {}, {}, {}, {}).val_split == "val"

@@ -59,6 +59,7 @@ class ModelCardFacts:
     dvc_hashes: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, Any] = field(default_factory=dict)  # `section.key` -> value
     metrics: Mapping[str, Any] = field(default_factory=dict)  # metrics.json
+    val_split: str | None = None  # params `data.val_split`: its metrics.json entry is no test
     decoding: Mapping[str, Any] = field(default_factory=dict)
     max_input_chars: int | None = None
     git_commit: str | None = None
@@ -97,6 +98,7 @@ def facts_from(
             if key in (params.get(section) or {})
         },
         metrics=dict(metrics),
+        val_split=data.get("val_split"),
         decoding=dict(decoding),
         max_input_chars=int(max_input_chars) if max_input_chars is not None else None,
         git_commit=lineage.get("git.commit"),
@@ -117,7 +119,7 @@ def model_card(facts: ModelCardFacts, decision: GateDecision) -> str:
     """The whole card, sections in the order a reviewer reads them."""
     sections = [
         _summary(facts),
-        _scores(facts.metrics),
+        _scores(facts.metrics, facts.val_split),
         _verdict(decision),
         _data(facts),
         _params(facts.params),
@@ -167,8 +169,10 @@ def _ci_cell(scores: Mapping[str, Any], key: str) -> str:
     return f"{float(bounds[0]):.2f} – {float(bounds[1]):.2f}"
 
 
-def _scores(metrics: Mapping[str, Any]) -> str:
-    splits = {split: s for split, s in metrics.items() if isinstance(s, Mapping)}
+def _scores(metrics: Mapping[str, Any], val_split: str | None) -> str:
+    splits = {
+        split: s for split, s in metrics.items() if isinstance(s, Mapping) and split != val_split
+    }
     if not splits:
         return f"## Test scores\n\n{NOT_RECORDED} (metrics.json has no split)"
     header = ["split", "sentences"]
@@ -188,7 +192,18 @@ def _scores(metrics: Mapping[str, Any]) -> str:
         for split, scores in splits.items()
         for metric, signature in (scores.get("signatures") or {}).items()
     ]
+    selection = metrics.get(val_split) if val_split else None
+    if isinstance(selection, Mapping):
+        lines += ["", _selection_line(val_split, selection)]
     return "## Test scores\n\n" + "\n".join(lines)
+
+
+def _selection_line(split: str | None, scores: Mapping[str, Any]) -> str:
+    """The val split's scores: what a sweep chose this model by, never what the gate reads."""
+    return (
+        f"Val split `{split}` (against the cleaned references; sweeps choose by it, the gate "
+        f"never reads it): BLEU {_score_cell(scores, 'bleu')}, chrF {_score_cell(scores, 'chrf')}."
+    )
 
 
 def _row(cells: list[str]) -> str:

@@ -1,10 +1,12 @@
 """The MLflow run of a training job, with per-epoch metrics that survive an MLflow outage.
 
 The run is opened when the stage starts (an interrupted job's run is continued), which needs
-MLflow. From then on an outage costs no training: each checkpointed epoch's metrics join a queue
-that a background thread sends. What cannot be sent stays queued, in order, and goes with the
-next attempt: the next epoch, every `RETRY_INTERVAL_S`, or the end of training. The start of an
-outage is logged once, as a warning, and its end once, as info. Each epoch's metrics carry the
+MLflow. Inside a `dvc exp run` it is named and tagged after the DVC experiment, and inside a
+sweep it is a child of the sweep's run (`pipeline.tracking.experiment_run_tags`). From then on
+an outage costs no training: each checkpointed epoch's metrics join a queue that a background
+thread sends. What cannot be sent stays queued, in order, and goes with the next attempt: the
+next epoch, every `RETRY_INTERVAL_S`, or the end of training. The start of an outage is logged
+once, as a warning, and its end once, as info. Each epoch's metrics carry the
 time the epoch ended, so metrics sent twice (a lost reply, a rerun) are stored once.
 
 At the end the stage needs MLflow again (the rest of the queue, the summary, the model): if it
@@ -26,7 +28,12 @@ from typing import Any
 from pipeline.atomic import atomic_write_json
 from pipeline.errors import PipelineError
 from pipeline.paths import ProjectPaths
-from pipeline.tracking import configure_mlflow, tracking_uri
+from pipeline.tracking import (
+    DVC_EXP_NAME_TAG,
+    configure_mlflow,
+    experiment_run_tags,
+    tracking_uri,
+)
 from pipeline.training.checkpoints import JournalEntry
 
 log = logging.getLogger(__name__)
@@ -89,7 +96,10 @@ def open_training_run(paths: ProjectPaths, run_file: Path) -> tuple[TrainingRun,
             client.update_run(run_id, status="RUNNING")
             log.info("continuing MLflow run %s of the interrupted job", run_id)
         else:
-            run = client.create_run(experiment_id, tags=resolve_tags(), run_name="train")
+            # In a sweep: a child of the sweep's run, named after its DVC experiment.
+            tags = {**resolve_tags(), **experiment_run_tags()}
+            run_name = tags.get(DVC_EXP_NAME_TAG, "train")
+            run = client.create_run(experiment_id, tags=tags, run_name=run_name)
             run_id, logged = run.info.run_id, 0
     atomic_write_json(run_file, {"run_id": run_id, "logged_epochs": logged})
     return TrainingRun(client, run_id, experiment_id, uri), logged
