@@ -21,9 +21,15 @@ from typing import Any
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from pipeline.config import Config, config_as_dict, load_config
+from pipeline.model.losses import (
+    MaskedSequenceCrossEntropy,
+    MaskedTokenNLL,
+    WarmupInverseSqrt,
+    compile_for_training,
+    token_cross_entropy,
+)
 from pipeline.model.seq2seq import build_seq2seq
 from pipeline.paths import ProjectPaths, project_paths
 from pipeline.pause_points import pause_point
@@ -44,15 +50,14 @@ from pipeline.training.data import (
     make_dataset,
     teacher_forcing_pairs,
 )
-from pipeline.training.devices import DevicePlan, dtype_policy, hardware_tags, plan_devices
-from pipeline.training.history import HISTORY_COLUMNS, history_csv, history_row, summarise
-from pipeline.training.objective import (
-    MaskedSequenceCrossEntropy,
-    MaskedTokenNLL,
-    WarmupInverseSqrt,
-    compile_for_training,
-    token_cross_entropy,
+from pipeline.training.devices import (
+    DevicePlan,
+    dtype_policy,
+    gpu_count,
+    hardware_tags,
+    plan_devices,
 )
+from pipeline.training.history import HISTORY_COLUMNS, history_csv, history_row, summarise
 from pipeline.training.outputs import (
     export_float32,
     full_disk_reported,
@@ -97,7 +102,7 @@ EPOCHS_CHECKPOINTED = "train.epochs_checkpointed"
 
 
 def build_and_compile(config: Config, data: TrainingData, plan: DevicePlan) -> keras.Model:
-    with plan.strategy().scope():
+    with plan.scope():
         model = build_seq2seq(config.model, data.src_vocab_size, data.tgt_vocab_size)
         compile_for_training(model, config.train, plan.jit_compile)
     log.info(
@@ -240,7 +245,7 @@ def run_training(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     """Train (or finish an interrupted run), write every output, then drop the checkpoints."""
     data = load_training_data(paths, config.train.max_tokens)
     hashes = input_hashes(paths)
-    plan = plan_devices(config.train.precision, len(tf.config.list_physical_devices("GPU")))
+    plan = plan_devices(config.train.precision, gpu_count())
     job = TrainingJob(
         config,
         paths,

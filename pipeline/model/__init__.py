@@ -1,1 +1,3 @@
-"""The translation model: `seq2seq` (Keras graph and step API) and `decoding` (greedy, beam)."""
+"""The translation model: `seq2seq` (Keras graph and step API), `recurrent` (its LSTM), `losses`
+(what training minimises) and `decoding` (greedy, beam). Backend-neutral Keras 3 (keras.ops).
+"""

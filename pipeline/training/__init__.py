@@ -1,8 +1,8 @@
 """The parts of `mt train` (pipeline/train.py), one concern per module.
 
-- `data`: token pairs -> teacher-forcing rows -> bucketed `tf.data` batches
-- `objective`: loss, NLL metric, learning-rate schedule, `compile_for_training`
-- `devices`: precision / XLA / GPU plan and hardware tags
+- `data`: token pairs -> teacher-forcing rows -> bucketed, padded batches (numpy; `tf.data` under
+  TensorFlow)
+- `devices`: precision / XLA / GPU plan and hardware tags, for the Keras backend in use
 - `history`: history rows, `history.csv`, `metrics.json`
 - `checkpoints`: the resume state in models/checkpoints (journal, best weights, Keras backup)
 - `tracking`: the MLflow run, with per-epoch metrics that survive an MLflow outage

@@ -1,16 +1,19 @@
-"""Training rows: token pairs -> teacher-forcing rows -> bucketed, padded `tf.data` batches."""
+"""Training rows: token pairs -> teacher-forcing rows -> bucketed, padded batches.
+
+The batching is numpy (`bucket_batches`, `TeacherForcingBatches`), so every Keras backend trains
+on the same batches; under TensorFlow they reach `model.fit` through `tf.data`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from pipeline.errors import DataError
 from pipeline.paths import ProjectPaths
@@ -64,13 +67,122 @@ def teacher_forcing_pairs(
     )
 
 
-def _row_lookup(rows: list[np.ndarray]) -> Callable[[Any], Any]:
-    """index -> that row as a dense int32 tensor, from one flat array plus offsets."""
-    offsets = np.zeros(len(rows) + 1, np.int64)
-    offsets[1:] = np.cumsum([len(row) for row in rows])
-    flat = tf.constant(np.concatenate(rows).astype(np.int32) if rows else np.zeros(0, np.int32))
-    starts = tf.constant(offsets)
-    return lambda index: flat[starts[index] : starts[index + 1]]
+def bucket_batches(
+    lengths: Sequence[int] | np.ndarray,
+    batch_size: int,
+    bucket_boundaries: Sequence[int],
+    rng: np.random.Generator | None = None,
+) -> list[np.ndarray]:
+    """Row indices per batch: rows of one length bucket together, at most `batch_size` a batch.
+
+    A row of length n sits in the first bucket with n <= bound (the last bucket takes the
+    rest). With `rng` the rows are shuffled before they are cut into batches and the batches
+    are shuffled too; without it both keep their order (validation).
+    """
+    lengths = np.asarray(lengths)
+    buckets = np.searchsorted(np.asarray(bucket_boundaries), lengths, side="left")
+    order = rng.permutation(len(lengths)) if rng is not None else np.arange(len(lengths))
+    batches = []
+    for bucket in range(len(bucket_boundaries) + 1):
+        rows = order[buckets[order] == bucket]
+        batches += [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    if rng is not None:
+        batches = [batches[index] for index in rng.permutation(len(batches))]
+    return batches
+
+
+def row_lengths(pairs: TeacherForcingPairs) -> np.ndarray:
+    """What a row is bucketed by: its longer side (the decoder side counts BOS)."""
+    sides = zip(pairs.sources, pairs.target_in, strict=True)
+    return np.array([max(len(source), len(target)) for source, target in sides], np.int64)
+
+
+def batch_count(
+    pairs: TeacherForcingPairs, batch_size: int, bucket_boundaries: Sequence[int]
+) -> int:
+    """Batches per epoch, the same whatever the shuffle.
+
+    Known up front, so Keras shows a progress total from the first epoch on.
+    """
+    return len(bucket_batches(row_lengths(pairs), batch_size, bucket_boundaries))
+
+
+def pad_rows(rows: Sequence[np.ndarray], shape: tuple[int, int] | None = None) -> np.ndarray:
+    """int32 rows left-aligned in a PAD-filled array, by default [len(rows), longest row]."""
+    shape = shape or (len(rows), max(len(row) for row in rows))
+    padded = np.full(shape, PAD_ID, np.int32)
+    for index, row in enumerate(rows):
+        padded[index, : len(row)] = row
+    return padded
+
+
+Batch = tuple[dict[str, np.ndarray], np.ndarray]
+
+
+class TeacherForcingBatches(keras.utils.PyDataset):
+    """Bucketed, padded numpy batches ({"source", "target_in"}, target_out), one epoch each.
+
+    Each epoch has its own order from (`shuffle_seed`, epoch): epochs differ, runs repeat.
+    No seed: the order is fixed (validation).
+
+    `fixed_shapes` (for JAX, which compiles the train step once per input shape) pads every
+    batch to `batch_size` rows (all PAD, which the loss and metric ignore) and to its bucket's
+    bound, so there is one shape per bucket; otherwise a batch is as wide as its longest row
+    and the last batch of a bucket may have fewer rows.
+    """
+
+    def __init__(
+        self,
+        pairs: TeacherForcingPairs,
+        batch_size: int,
+        bucket_boundaries: Sequence[int],
+        shuffle_seed: int | None = None,
+        fixed_shapes: bool = False,
+    ) -> None:
+        super().__init__()
+        self.pairs = pairs
+        self.batch_size = batch_size
+        self.bucket_boundaries = tuple(bucket_boundaries)
+        self.shuffle_seed = shuffle_seed
+        self.fixed_shapes = fixed_shapes
+        self.epoch = 0
+        self._lengths = row_lengths(pairs)
+        # Each bucket's width under fixed shapes: its bound, the longest row for the last one.
+        longest = int(self._lengths.max(initial=1))
+        self._widths = [bound for bound in self.bucket_boundaries if bound < longest] + [longest]
+        self._plan = self._plan_for(self.epoch)
+
+    def _plan_for(self, epoch: int) -> list[np.ndarray]:
+        seed = self.shuffle_seed
+        rng = None if seed is None else np.random.default_rng([seed, epoch])
+        return bucket_batches(self._lengths, self.batch_size, self.bucket_boundaries, rng)
+
+    def _fixed_shape(self, rows: np.ndarray) -> tuple[int, int]:
+        """[batch_size, the width of the rows' bucket]."""
+        bucket = int(np.searchsorted(self._widths, self._lengths[rows[0]], side="left"))
+        return self.batch_size, self._widths[bucket]
+
+    def __len__(self) -> int:
+        return len(self._plan)
+
+    def __getitem__(self, index: int) -> Batch:
+        rows = self._plan[index]
+        shape = self._fixed_shape(rows) if self.fixed_shapes else None
+        source, target_in, target_out = (
+            pad_rows([column[row] for row in rows], shape)
+            for column in (self.pairs.sources, self.pairs.target_in, self.pairs.target_out)
+        )
+        return {"source": source, "target_in": target_in}, target_out
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._plan = self._plan_for(self.epoch)
+
+    def epoch_batches(self) -> Iterator[Batch]:
+        """Every batch of the current epoch; then the next epoch's order is drawn."""
+        for index in range(len(self)):
+            yield self[index]
+        self.on_epoch_end()
 
 
 def make_dataset(
@@ -78,56 +190,31 @@ def make_dataset(
     batch_size: int,
     bucket_boundaries: Sequence[int],
     shuffle_seed: int | None = None,
-) -> tf.data.Dataset:
-    """Padded batches of similar length: ({"source", "target_in"}, target_out).
+) -> Any:
+    """What `model.fit` reads: padded batches of similar length, ({"source", "target_in"},
+    target_out), in a new order each epoch from `shuffle_seed` (no seed: a fixed order).
 
-    Bucketing by the longer side keeps padding (wasted LSTM steps) low; shuffling happens
-    before bucketing, with `shuffle_seed`, so epochs differ but runs repeat. No seed: the order
-    is fixed (validation).
+    Bucketing by the longer side keeps padding (wasted LSTM steps) low. Under TensorFlow a
+    `tf.data.Dataset` over `TeacherForcingBatches` (prefetched in the background); under any
+    other backend the `TeacherForcingBatches` itself, with fixed shapes.
     """
-    columns = {
-        "source": _row_lookup(pairs.sources),
-        "target_in": _row_lookup(pairs.target_in),
-        "target_out": _row_lookup(pairs.target_out),
-    }
-    dataset = tf.data.Dataset.range(len(pairs))
-    if shuffle_seed is not None:
-        dataset = dataset.shuffle(len(pairs), seed=shuffle_seed, reshuffle_each_iteration=True)
-    dataset = dataset.map(
-        lambda index: {name: lookup(index) for name, lookup in columns.items()},
-        num_parallel_calls=tf.data.AUTOTUNE,
+    tensorflow = keras.backend.backend() == "tensorflow"
+    batches = TeacherForcingBatches(
+        pairs, batch_size, bucket_boundaries, shuffle_seed, fixed_shapes=not tensorflow
     )
-    dataset = dataset.bucket_by_sequence_length(
-        element_length_func=lambda row: tf.maximum(
-            tf.shape(row["source"])[0], tf.shape(row["target_in"])[0]
-        ),
-        bucket_boundaries=[bound + 1 for bound in bucket_boundaries],
-        bucket_batch_sizes=[batch_size] * (len(bucket_boundaries) + 1),
-        padding_values=PAD_ID,
+    return _tf_dataset(batches) if tensorflow else batches
+
+
+def _tf_dataset(batches: TeacherForcingBatches) -> Any:
+    """The batches as a tf.data pipeline; each pass over it is the next epoch."""
+    import tensorflow as tf
+
+    ids = tf.TensorSpec([None, None], tf.int32)
+    dataset = tf.data.Dataset.from_generator(
+        batches.epoch_batches, output_signature=({"source": ids, "target_in": ids}, ids)
     )
-    dataset = dataset.map(
-        lambda row: ({"source": row["source"], "target_in": row["target_in"]}, row["target_out"]),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    batches = batch_count(pairs, batch_size, bucket_boundaries)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def batch_count(
-    pairs: TeacherForcingPairs, batch_size: int, bucket_boundaries: Sequence[int]
-) -> int:
-    """Batches per epoch: whatever the shuffle, each bucket yields ceil(rows / batch_size).
-
-    Known up front, so Keras shows a progress total from the first epoch on.
-    """
-    lengths = [
-        max(len(source), len(target))
-        for source, target in zip(pairs.sources, pairs.target_in, strict=True)
-    ]
-    buckets = np.searchsorted(np.asarray(bucket_boundaries), lengths, side="left")
-    rows_per_bucket = np.bincount(buckets, minlength=len(bucket_boundaries) + 1)
-    return int(sum(math.ceil(rows / batch_size) for rows in rows_per_bucket))
 
 
 @dataclass(frozen=True)

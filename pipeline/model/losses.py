@@ -1,11 +1,15 @@
-"""What training minimises: label-smoothed masked cross-entropy, the NLL metric, the schedule."""
+"""What training minimises: label-smoothed masked cross-entropy, the NLL metric, the schedule.
+
+Plain keras.ops, so any Keras backend trains the model; under TensorFlow the cross-entropy is
+TensorFlow's fused sparse softmax kernel (keras.ops picks it), under JAX XLA fuses the same sum.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from pipeline.config import TrainConfig
 from pipeline.model.seq2seq import PACKAGE
@@ -15,22 +19,22 @@ from pipeline.tokenize import PAD_ID
 def token_cross_entropy(labels: Any, logits: Any, label_smoothing: float = 0.0) -> Any:
     """Per-token cross-entropy [B, T] from float logits [B, T, V], smoothed toward uniform.
 
-    Uses the fused sparse softmax kernel and never materialises log-probabilities [B, T, V]:
-    over an 8k vocabulary that tensor is most of a CPU training step's memory traffic.
+    Never materialises log-probabilities [B, T, V] under TensorFlow (the fused kernel): over an
+    8k vocabulary that tensor is most of a CPU training step's memory traffic.
     Smoothing adds eps * (logsumexp - mean logit), the cross-entropy against a uniform target.
     """
-    logits = tf.cast(logits, tf.float32)
-    labels = tf.cast(labels, tf.int32)
-    nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+    logits = ops.cast(logits, "float32")
+    labels = ops.cast(labels, "int32")
+    nll = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     if not label_smoothing:
         return nll
-    log_normaliser = nll + tf.gather(logits, labels, axis=-1, batch_dims=2)
-    uniform = log_normaliser - tf.reduce_mean(logits, axis=-1)
+    label_logits = ops.take_along_axis(logits, ops.expand_dims(labels, -1), axis=-1)[..., 0]
+    uniform = nll + label_logits - ops.mean(logits, axis=-1)
     return (1.0 - label_smoothing) * nll + label_smoothing * uniform
 
 
 def padding_weights(labels: Any) -> Any:
-    return tf.cast(tf.not_equal(tf.cast(labels, tf.int32), PAD_ID), tf.float32)
+    return ops.cast(ops.not_equal(ops.cast(labels, "int32"), PAD_ID), "float32")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -46,7 +50,7 @@ class MaskedSequenceCrossEntropy(keras.losses.Loss):
     def call(self, y_true: Any, y_pred: Any) -> Any:
         weights = padding_weights(y_true)
         losses = token_cross_entropy(y_true, y_pred, self.label_smoothing)
-        return tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+        return ops.sum(losses * weights) / ops.maximum(ops.sum(weights), 1.0)
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
@@ -66,11 +70,11 @@ class MaskedTokenNLL(keras.metrics.Metric):
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
         weights = padding_weights(y_true)
-        self.total.assign_add(tf.reduce_sum(token_cross_entropy(y_true, y_pred) * weights))
-        self.count.assign_add(tf.reduce_sum(weights))
+        self.total.assign_add(ops.sum(token_cross_entropy(y_true, y_pred) * weights))
+        self.count.assign_add(ops.sum(weights))
 
     def result(self) -> Any:
-        return self.total / tf.maximum(self.count, 1.0)
+        return self.total / ops.maximum(self.count, 1.0)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -82,9 +86,9 @@ class WarmupInverseSqrt(keras.optimizers.schedules.LearningRateSchedule):
         self.warmup_steps = warmup_steps
 
     def __call__(self, step: Any) -> Any:
-        step = tf.cast(step, tf.float32) + 1.0
-        warmup = tf.cast(max(self.warmup_steps, 1), tf.float32)
-        return self.peak_learning_rate * tf.minimum(step / warmup, tf.sqrt(warmup / step))
+        step = ops.cast(step, "float32") + 1.0
+        warmup = float(max(self.warmup_steps, 1))
+        return self.peak_learning_rate * ops.minimum(step / warmup, ops.sqrt(warmup / step))
 
     def get_config(self) -> dict[str, Any]:
         return {"peak_learning_rate": self.peak_learning_rate, "warmup_steps": self.warmup_steps}

@@ -1,0 +1,62 @@
+"""The model, loss, batches and decoding under KERAS_BACKEND=jax, with TensorFlow unavailable.
+
+The GPU machine has JAX and Keras but no TensorFlow, so the GPU run must never be the first run
+of this backend. Keras fixes its backend at first import, hence a subprocess
+(tests/jax_memorise.py), which also makes `import tensorflow` fail there as it would on that
+machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO_ROOT
+from tests.tiny_translator import MEMORISED_PAIRS
+
+
+@pytest.fixture(scope="module")
+def jax_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    directory = tmp_path_factory.mktemp("jax")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.jax_memorise", str(directory)],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+@pytest.mark.slow
+def test_jax_training_memorises_and_both_searches_reproduce_the_pairs(jax_run: dict) -> None:
+    assert jax_run["backend"] == "jax"
+    targets = [target for _, target in MEMORISED_PAIRS]
+    assert jax_run["greedy"] == targets
+    assert jax_run["beam5"] == targets
+
+
+@pytest.mark.slow
+def test_nothing_on_the_jax_path_imports_tensorflow(jax_run: dict) -> None:
+    assert jax_run["tensorflow_modules"] == []
+
+
+@pytest.mark.slow
+def test_the_loss_under_jax_matches_the_definition(jax_run: dict) -> None:
+    """jax_memorise's fixed example: labels [2, PAD] for two rows of logits."""
+    logits = np.array([[2.0, 0.5, -1.0, 0.0], [0.1, 0.2, 0.3, 0.4]])
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    for smoothing in (0.0, 0.1):
+        expected = [
+            -(1 - smoothing) * log_probs[row, label] - smoothing * log_probs[row].mean()
+            for row, label in enumerate([2, 0])
+        ]
+        assert jax_run["loss"][str(smoothing)][0] == pytest.approx(expected, rel=1e-5)
