@@ -135,7 +135,7 @@ class TrainConfig:
     clip_norm: float = field(metadata=ranged(ge=0, le=1000))  # 0: no clipping (Keras skips it)
     patience: int = field(metadata=ranged(ge=0, le=1000))
     max_tokens: int = field(metadata=ranged(ge=1, le=10_000))
-    precision: Literal["auto", "float32", "mixed_float16"]
+    precision: Literal["auto", "float32", "mixed_float16", "mixed_bfloat16"]
     bucket_boundaries: tuple[int, ...] = field(metadata=ranged(ge=1, le=10_000))
     # Export the mean of the best epoch's weights and those of the epochs just before it.
     average_last: int = field(default=1, metadata=ranged(ge=1, le=100))

@@ -43,6 +43,7 @@ from pipeline.training.checkpoints import (
     ResumableEarlyStopping,
     TrainingCheckpoint,
 )
+from pipeline.training.devices import read_cpu_flags
 from tests.conftest import TINY_OVERRIDES, deep_merge, write_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,18 +157,42 @@ def test_learning_rate_warms_up_linearly_then_decays_with_inverse_sqrt() -> None
     assert float(restored(399)) == pytest.approx(0.001)
 
 
+SAPPHIRE_RAPIDS = {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
+SKYLAKE = {"avx2", "avx512f"}
+
+
 @pytest.mark.parametrize(
-    ("precision", "gpus", "expected"),
+    ("precision", "gpus", "flags", "expected"),
     [
-        ("auto", 0, ("float32", False)),
-        ("auto", 1, ("mixed_float16", True)),
-        ("float32", 1, ("float32", True)),
-        ("mixed_float16", 0, ("mixed_float16", False)),
+        ("auto", 0, SKYLAKE, ("float32", False)),
+        ("auto", 0, SAPPHIRE_RAPIDS, ("mixed_bfloat16", False)),
+        ("auto", 0, {"avx512_bf16"}, ("mixed_bfloat16", False)),
+        ("auto", 1, SAPPHIRE_RAPIDS, ("mixed_float16", True)),
+        ("float32", 1, SKYLAKE, ("float32", True)),
+        ("float32", 0, SAPPHIRE_RAPIDS, ("float32", False)),
+        ("mixed_float16", 0, SKYLAKE, ("mixed_float16", False)),
     ],
 )
-def test_device_plan(precision: str, gpus: int, expected: tuple[str, bool]) -> None:
-    plan = plan_devices(precision, gpus)
+def test_device_plan(
+    precision: str, gpus: int, flags: set[str], expected: tuple[str, bool]
+) -> None:
+    plan = plan_devices(precision, gpus, backend="tensorflow", cpu_flags=flags)
     assert (plan.precision, plan.jit_compile) == expected
+
+
+def test_auto_precision_keeps_float32_where_bfloat16_would_be_emulated(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert plan_devices("auto", 0, "jax", SAPPHIRE_RAPIDS).precision == "float32"
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert plan_devices("auto", 0, "tensorflow", SAPPHIRE_RAPIDS).precision == "float32"
+
+
+def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx512_bf16 amx_bf16\n", encoding="utf-8")
+    assert read_cpu_flags(cpuinfo) == {"fpu", "avx512_bf16", "amx_bf16"}
+    assert read_cpu_flags(tmp_path / "missing") == set()
 
 
 def test_history_rows_and_csv() -> None:

@@ -12,7 +12,9 @@
 
 Luong attention is applied AFTER the decoder LSTM (no input feeding), so both LSTMs keep the
 defaults that let TensorFlow pick the cuDNN kernel on a GPU: tanh/sigmoid activations, no
-recurrent dropout, use_bias, unroll=False. Padding (PAD_ID = 0) is masked explicitly: the
+recurrent dropout, use_bias, unroll=False. Off cuDNN (a CPU, or JAX) both are
+`ProjectedInputLSTM` (pipeline/model/recurrent.py): Keras' LSTM with the input product taken
+once per sequence instead of once per step. Padding (PAD_ID = 0) is masked explicitly: the
 encoder skips it, attention never looks at it, and the loss (pipeline/train.py) ignores it.
 
 Training runs the whole graph at once (teacher forcing). Decoding (pipeline/model/decoding.py)
@@ -28,6 +30,7 @@ import keras
 from keras import ops
 
 from pipeline.config import ModelConfig
+from pipeline.model.recurrent import PACKAGE, ProjectedInputLSTM
 from pipeline.tokenize import BOS_ID, PAD_ID
 
 # Log-probability of a choice that must never be made: PAD or BOS as a next token here, and in
@@ -35,8 +38,6 @@ from pipeline.tokenize import BOS_ID, PAD_ID
 # finished hypothesis but PAD, the empty initial beams. Finite, so beam arithmetic never meets
 # inf - inf.
 NEVER_LOG_PROB = -1.0e9
-
-PACKAGE = "mt_pipeline"
 
 
 # ---------------------------------------------------------------------------- custom layers
@@ -164,7 +165,7 @@ def _encoder_graph(config: ModelConfig, source: Any, vocab_size: int) -> tuple[A
     )
     embedded = keras.layers.Dropout(config.dropout, name="source_dropout")(embedded)
     encoder = keras.layers.Bidirectional(
-        keras.layers.LSTM(config.hidden_units, return_sequences=True, return_state=True),
+        ProjectedInputLSTM(config.hidden_units, return_sequences=True, return_state=True),
         merge_mode="concat",
         name="encoder",
     )
@@ -188,7 +189,7 @@ def _decoder_graph(
     embedding = _target_embedding(config, vocab_size)
     embedded = embedding(target_in)
     embedded = keras.layers.Dropout(config.dropout, name="target_dropout")(embedded)
-    decoder = keras.layers.LSTM(
+    decoder = ProjectedInputLSTM(
         decoder_units(config), return_sequences=True, return_state=True, name="decoder"
     )
     # No mask here: target padding only trails the real tokens, so it cannot change their

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class DevicePlan:
     """How this run uses the machine: dtype policy, XLA and the distribution strategy."""
 
-    precision: str  # "float32" | "mixed_float16"
+    precision: str  # "float32" | "mixed_float16" | "mixed_bfloat16"
     jit_compile: bool
     gpus: int
 
@@ -36,8 +36,16 @@ class DevicePlan:
         return contextlib.nullcontext()
 
 
-def plan_devices(precision: str, gpus: int, backend: str | None = None) -> DevicePlan:
-    """`auto`: mixed precision + XLA on a GPU, float32 on CPU; explicit settings are obeyed.
+def plan_devices(
+    precision: str, gpus: int, backend: str | None = None, cpu_flags: set[str] | None = None
+) -> DevicePlan:
+    """`auto`: mixed_float16 + XLA on a GPU; on a CPU mixed_bfloat16 where the CPU has bfloat16
+    matrix instructions (AMX or AVX-512 BF16) and TensorFlow's oneDNN kernels use them, else
+    float32. Explicit settings are obeyed.
+
+    On the 2-core Sapphire Rapids machine bfloat16 trains ~1.5x the target tokens per CPU-second
+    with the same val NLL after four epochs (docs/training.md, *Where a step's time goes*);
+    weights stay float32 (Keras' mixed policy) and the exported model is float32 either way.
 
     Keras turns XLA back off for cuDNN LSTMs under TensorFlow (cuDNN kernels are not
     XLA-compilable), so on a GPU the LSTMs run cuDNN and XLA applies only where Keras allows
@@ -46,10 +54,35 @@ def plan_devices(precision: str, gpus: int, backend: str | None = None) -> Devic
     """
     backend = backend or keras.backend.backend()
     if precision == "auto":
-        precision = "mixed_float16" if gpus else "float32"
+        precision = "mixed_float16" if gpus else _cpu_precision(backend, cpu_flags)
     if backend == "jax" and gpus > 1:
         log.warning("the JAX backend trains on one of the %d GPUs", gpus)
     return DevicePlan(precision=precision, jit_compile=gpus > 0 or backend == "jax", gpus=gpus)
+
+
+# /proc/cpuinfo flags of bfloat16 matrix instructions oneDNN uses (Sapphire Rapids: both).
+BFLOAT16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def _cpu_precision(backend: str, cpu_flags: set[str] | None) -> str:
+    # JAX's CPU compiler and TensorFlow without oneDNN emulate bfloat16 matmuls: slower.
+    onednn = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1") != "0"
+    flags = cpu_flags if cpu_flags is not None else read_cpu_flags()
+    if backend == "tensorflow" and onednn and flags & BFLOAT16_CPU_FLAGS:
+        return "mixed_bfloat16"
+    return "float32"
+
+
+def read_cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo is not readable)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
 
 
 def gpu_count() -> int:
