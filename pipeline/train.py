@@ -199,9 +199,7 @@ def finish_outputs(
     best_epoch = entries[-1].early_stopping.best_epoch
     history = history_csv(rows)
     staged = checkpoints / "export" / paths.model_file.name
-    weights, averaging = choose_final_weights(
-        job.checkpoint, best_epoch, lambda candidate: validation_nll(job, candidate)
-    )
+    weights, averaging = choose_final_weights(job.checkpoint, best_epoch, validation_scorer(job))
     metrics = {**summarise(rows, best_epoch, job.plan.precision), **averaging}
     with full_disk_reported(paths.model_file, "saving the model", checkpoints):
         stage_model(export_float32(weights, job.config, job.data), staged)
@@ -223,13 +221,24 @@ def finish_outputs(
     return metrics
 
 
-def validation_nll(job: TrainingJob, weights: Sequence[np.ndarray]) -> float:
-    """Per-token NLL of the val split under `weights` (float32, inference mode)."""
-    model = export_float32(weights, job.config, job.data)
-    model.compile(loss=MaskedSequenceCrossEntropy(), metrics=[MaskedTokenNLL()])
-    train = job.config.train
-    val = make_dataset(job.data.val, train.batch_size, train.bucket_boundaries)
-    return float(model.evaluate(val, verbose=0, return_dict=True)["nll"])
+def validation_scorer(job: TrainingJob) -> Callable[[Sequence[np.ndarray]], float]:
+    """weights -> per-token NLL of the val split (float32, inference mode).
+
+    One model and one val pipeline for every candidate, built at the first call: only runs
+    that average epochs pay for them, and the evaluation is traced once.
+    """
+    built: dict[str, Any] = {}
+
+    def score(weights: Sequence[np.ndarray]) -> float:
+        if not built:
+            built["model"] = export_float32(weights, job.config, job.data)
+            built["model"].compile(loss=MaskedSequenceCrossEntropy(), metrics=[MaskedTokenNLL()])
+            train = job.config.train
+            built["val"] = make_dataset(job.data.val, train.batch_size, train.bucket_boundaries)
+        built["model"].set_weights(list(weights))
+        return float(built["model"].evaluate(built["val"], verbose=0, return_dict=True)["nll"])
+
+    return score
 
 
 def start_run(job: TrainingJob, hashes: dict[str, str]) -> tuple[TrainingRun, EpochMetricsLogger]:

@@ -21,7 +21,8 @@ TINY_OVERRIDES: dict[str, Any] = {
     "validate": {"min_rows": 5, "min_train_rows": 20},
     "tokenize": {"vocab_size": 120, "model_type": "unigram"},
     "model": {"embedding_dim": 32, "hidden_units": 32, "dropout": 0.0},
-    "train": {"epochs": 2, "batch_size": 8, "warmup_steps": 5, "patience": 2},
+    # average_last 1: the tests that need checkpoint averaging ask for it (test_train.py)
+    "train": {"epochs": 2, "batch_size": 8, "warmup_steps": 5, "patience": 2, "average_last": 1},
     "decode": {"beam_size": 2},
     "evaluate": {"bootstrap_resamples": 50, "samples": 3, "attention_maps": 1},
     "register": {"min_bleu": 0.0, "bootstrap_resamples": 50},

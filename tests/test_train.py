@@ -376,6 +376,28 @@ def tiny_train_project(root: Path, corpus: Path, train_overrides: dict[str, Any]
     return root
 
 
+def assert_the_better_of_average_and_best_epoch_was_exported(
+    root: Path, metrics: dict[str, Any], model: keras.Model
+) -> None:
+    """With best epoch 2 both epochs are averaged; the exported weights score the lower NLL."""
+    from pipeline.config import load_config
+    from pipeline.paths import project_paths
+    from pipeline.training.data import load_training_data
+
+    if metrics["best_epoch"] == 1:  # nothing before epoch 1 to average with
+        assert (metrics["averaged_epochs"], metrics["exported_weights"]) == (1, "best_epoch")
+        return
+    assert metrics["averaged_epochs"] == 2
+    scores = {"averaged": metrics["val_nll_averaged"], "best_epoch": metrics["val_nll_best_epoch"]}
+    assert metrics["exported_weights"] == min(scores, key=lambda name: scores[name])
+    config = load_config(root / "params.yaml")
+    data = load_training_data(project_paths(root), config.train.max_tokens)
+    model.compile(loss=MaskedSequenceCrossEntropy(), metrics=[MaskedTokenNLL()])
+    val = make_dataset(data.val, config.train.batch_size, config.train.bucket_boundaries)
+    exported_nll = model.evaluate(val, verbose=0, return_dict=True)["nll"]
+    assert exported_nll == pytest.approx(min(scores.values()), rel=1e-4)
+
+
 @pytest.fixture
 def isolated_mlflow(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -392,7 +414,7 @@ def test_mt_train_writes_outputs_and_records_an_mlflow_run(
     from pipeline.config import _load_cached
     from pipeline.train import main
 
-    tiny_train_project(project_dir, tiny_corpus_dir, {"epochs": 2})
+    tiny_train_project(project_dir, tiny_corpus_dir, {"epochs": 2, "average_last": 2})
     _load_cached.cache_clear()
     assert main([]) == 0
 
@@ -407,6 +429,7 @@ def test_mt_train_writes_outputs_and_records_an_mlflow_run(
     assert not (project_dir / "models/checkpoints").exists()
     model = keras.saving.load_model(project_dir / "models/seq2seq.keras", safe_mode=True)
     assert model.get_layer("decoder").compute_dtype == "float32"
+    assert_the_better_of_average_and_best_epoch_was_exported(project_dir, metrics, model)
 
     run_info = json.loads((project_dir / "reports/train/run.json").read_text())
     client = mlflow.tracking.MlflowClient(f"sqlite:///{project_dir / 'mlruns.db'}")
