@@ -102,10 +102,8 @@ def step_budget(source_length: int, settings: DecodingSettings) -> int:
     Worked out in Python, so that JAX can size the buffers at trace time; the extra row covers
     the graph computing the limits in float32.
     """
-    return (
-        max(math.floor(settings.max_length_ratio * source_length) + settings.max_length_offset, 1)
-        + 1
-    )
+    longest = math.floor(settings.max_length_ratio * source_length) + settings.max_length_offset
+    return max(longest, 1) + 1
 
 
 def _only_eos_where(at_limit: Any, log_probs: Any) -> Any:
@@ -125,10 +123,10 @@ def _write_step(buffer: Any, step: Any, values: Any) -> Any:
     return ops.slice_update(buffer, start, ops.expand_dims(values, 0))
 
 
-def _take_beams(values: Any, beams: Any) -> Any:
-    """values [B, N, ...], beam indices [B, K] -> [B, K, ...]: values[b, beams[b, k]]."""
+def _take_per_row(values: Any, indices: Any) -> Any:
+    """values [B, N, ...], indices [B, K] -> [B, K, ...]: values[b, indices[b, k]]."""
     shape = ops.shape(values)
-    rows = ops.expand_dims(ops.arange(shape[0], dtype="int32") * shape[1], 1) + beams
+    rows = ops.expand_dims(ops.arange(shape[0], dtype="int32") * shape[1], 1) + indices
     return ops.take(ops.reshape(values, (-1, *shape[2:])), rows, axis=0)
 
 
@@ -147,7 +145,7 @@ def _greedy_graph(
         # Ranked on running totals with top_k, as beam search ranks them, so that one beam
         # reproduces these choices bit for bit (float rounding and tie-breaking included).
         chosen = ops.top_k(ops.expand_dims(total, 1) + log_probs, k=1)[1][:, 0]
-        chosen_log_prob = _take_beams(log_probs, ops.expand_dims(chosen, 1))[:, 0]
+        chosen_log_prob = _take_per_row(log_probs, ops.expand_dims(chosen, 1))[:, 0]
         chosen = ops.where(finished, PAD_ID, chosen)
         total = total + ops.where(finished, 0.0, chosen_log_prob)
         lengths = lengths + ops.cast(ops.logical_not(finished), "int32")
@@ -228,9 +226,9 @@ def _extend_beams(beams: _Beams, log_probs: Any, step: Any, alpha: Any) -> tuple
     parents, chosen = flat_choice // vocab, flat_choice % vocab
     extended_lengths = beams.lengths + ops.cast(ops.logical_not(beams.finished), "int32")
     extended = _Beams(
-        finished=ops.logical_or(_take_beams(beams.finished, parents), ops.equal(chosen, EOS_ID)),
-        lengths=_take_beams(extended_lengths, parents),
-        log_probs=_take_beams(ops.reshape(totals, (batch, -1)), flat_choice),
+        finished=ops.logical_or(_take_per_row(beams.finished, parents), ops.equal(chosen, EOS_ID)),
+        lengths=_take_per_row(extended_lengths, parents),
+        log_probs=_take_per_row(ops.reshape(totals, (batch, -1)), flat_choice),
     )
     return extended, parents, chosen
 
@@ -263,8 +261,8 @@ def _beam_graph(
         # Each kept hypothesis continues from its parent's decoder state.
         parent_rows = ops.reshape(parents + row_starts, (-1,))
         state = tuple(ops.take(part, parent_rows, axis=0) for part in state)
-        attention = _take_beams(ops.reshape(attention, (batch, beam_size, -1)), parents)
-        parent_finished = _take_beams(beams.finished, parents)
+        attention = _take_per_row(ops.reshape(attention, (batch, beam_size, -1)), parents)
+        parent_finished = _take_per_row(beams.finished, parents)
         attention = ops.where(ops.expand_dims(parent_finished, 2), 0.0, attention)
         history = history.write(step, chosen, parents, attention)
         previous = ops.reshape(chosen, (-1,))
@@ -298,7 +296,7 @@ def _beam_graph(
     tokens, attention = _backtrack(best, history)
 
     def pick(values: Any) -> Any:
-        return _take_beams(values, ops.expand_dims(best, 1))[:, 0]
+        return _take_per_row(values, ops.expand_dims(best, 1))[:, 0]
 
     return steps, tokens, pick(beams.lengths), pick(beams.log_probs), pick(scores), attention
 
@@ -323,10 +321,10 @@ def _backtrack(best: Any, history: _BeamHistory) -> tuple[Any, Any]:
 
     def step_back(step, beam, tokens, attention):
         chosen = ops.expand_dims(beam, 1)
-        tokens = _write_step(tokens, step, _take_beams(history.tokens[step], chosen)[:, 0])
-        weights = _take_beams(history.attention[step], chosen)[:, 0]
+        tokens = _write_step(tokens, step, _take_per_row(history.tokens[step], chosen)[:, 0])
+        weights = _take_per_row(history.attention[step], chosen)[:, 0]
         attention = _write_step(attention, step, weights)
-        return step - 1, _take_beams(history.parents[step], chosen)[:, 0], tokens, attention
+        return step - 1, _take_per_row(history.parents[step], chosen)[:, 0], tokens, attention
 
     initial = (
         ops.cast(ops.shape(history.tokens)[0] - 1, "int32"),

@@ -179,10 +179,14 @@ class TeacherForcingBatches(keras.utils.PyDataset):
         self._plan = self._plan_for(self.epoch)
 
     def epoch_batches(self) -> Iterator[Batch]:
-        """Every batch of the current epoch; then the next epoch's order is drawn."""
+        """One pass of the tf.data pipeline: every batch of the next epoch, in its order.
+
+        The order is drawn before the first batch, not after the last, so a pass that Keras
+        stops at the epoch's last batch still leaves the next pass a new order.
+        """
+        self.on_epoch_end()
         for index in range(len(self)):
             yield self[index]
-        self.on_epoch_end()
 
 
 def make_dataset(
