@@ -14,10 +14,11 @@ as `mt train` batches them, and times, per batch, with TensorFlow (the default b
   optimizer         Adam's update of every weight (full_step minus a gradient-only step)
 
 `--keras-lstm` builds the model with `keras.layers.LSTM` (the LSTM before issue 15) in place of
-`ProjectedInputLSTM`, to profile the step as it was. Each part runs on tensors of the shapes it
-sees in the real model, in its own tf.function, after two warm-up calls. The parts overlap a
-little (and the whole step also pays for dispatch), so they need not add up to full_step
-exactly. Prints a table and writes benchmarks/results/train_step_profile.json.
+`ProjectedInputLSTM` and trains in float32, to profile the step as it was; without it the
+precision is what `mt train` picks on this machine (`train.precision`). Each part runs on
+tensors of the shapes it sees in the real model, in its own tf.function, after two warm-up
+calls. The parts overlap a little (and the whole step also pays for dispatch), so they need not
+add up to full_step exactly. Prints a table and writes benchmarks/results/train_step_profile.json.
 """
 
 from __future__ import annotations
@@ -122,7 +123,12 @@ def profile(project: Path, batch_count: int, keras_lstm: bool) -> dict[str, Any]
     from pipeline.config import load_config
     from pipeline.model.seq2seq import build_seq2seq
     from pipeline.paths import project_paths
-    from pipeline.train import MaskedSequenceCrossEntropy, compile_for_training
+    from pipeline.train import (
+        MaskedSequenceCrossEntropy,
+        compile_for_training,
+        dtype_policy,
+        plan_devices,
+    )
     from pipeline.training.data import load_training_data, make_dataset
 
     config = load_config(project / "params.yaml")
@@ -132,9 +138,12 @@ def profile(project: Path, batch_count: int, keras_lstm: bool) -> dict[str, Any]
     batches = list(dataset.take(batch_count))
     if keras_lstm:  # the benchmark's own switch: the graph builder looks the class up by name
         pipeline.model.seq2seq.ProjectedInputLSTM = keras.layers.LSTM  # type: ignore[misc]
+    # the precision `mt train` would pick here (float32 for the step before issue 15)
+    precision = "float32" if keras_lstm else plan_devices(train.precision, 0).precision
     keras.utils.set_random_seed(config.seed)
-    model = build_seq2seq(config.model, data.src_vocab_size, data.tgt_vocab_size)
-    compile_for_training(model, train, jit_compile=False)
+    with dtype_policy(precision):
+        model = build_seq2seq(config.model, data.src_vocab_size, data.tgt_vocab_size)
+        compile_for_training(model, train, jit_compile=False)
     timings = {"input_pipeline": _pipeline_seconds(dataset, batch_count)}
     timings["full_step"] = seconds_per_call(lambda b: model.train_on_batch(*b), batches)
     gradients_only = whole_model_gradients(
@@ -147,6 +156,7 @@ def profile(project: Path, batch_count: int, keras_lstm: bool) -> dict[str, Any]
     tokens = sum(int((batch[1] != 0).numpy().sum()) for batch in batches) / len(batches)
     return {
         "lstm": "keras.layers.LSTM" if keras_lstm else "ProjectedInputLSTM",
+        "precision": precision,
         "timings_s": timings,
         "target_tokens_per_batch": tokens,
         "batches": len(batches),
