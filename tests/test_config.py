@@ -35,7 +35,7 @@ def test_decode_is_its_own_section_read_by_every_translation() -> None:
     config = load_config(REPO_ROOT / "params.yaml")
     assert config.decode == DecodeConfig(
         beam_size=5,
-        length_penalty=0.6,
+        length_penalty=1.0,
         max_length_ratio=1.5,
         max_length_offset=10,
         max_source_length=200,

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline.config import load_config
 from tests.conftest import REPO_ROOT, write_tiny_corpus
 
 SCRIPT = REPO_ROOT / "benchmarks" / "gpu_check.py"
@@ -124,7 +125,11 @@ def test_tiny_run_scores_test2016_as_evaluate_does(tiny_result: dict[str, Any]) 
     evaluation = tiny_result["evaluation"]
     assert evaluation["split"] == "test_2016_flickr"
     assert evaluation["sentences"] == 10
-    assert (evaluation["beam_size"], evaluation["length_penalty"]) == (5, 0.6)  # decode: params
+    decode = load_config(REPO_ROOT / "params.yaml").decode
+    assert (evaluation["beam_size"], evaluation["length_penalty"]) == (
+        decode.beam_size,
+        decode.length_penalty,
+    )
     for key in ("bleu", "bleu_lowercase"):
         assert isinstance(evaluation[key], float)
         assert 0.0 <= evaluation[key] <= 100.0
