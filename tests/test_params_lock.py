@@ -40,6 +40,7 @@ from tests.conftest import REPO_ROOT, TINY_OVERRIDES, write_params
 RUN_A = RunRef("retrain_translation", "manual__2026-03-01T10:00:00+00:00")
 RUN_B = RunRef("retrain_translation", "scheduled__2026-03-01T10:00:05+00:00")
 REPO_PARAMS = (REPO_ROOT / "params.yaml").read_text(encoding="utf-8")
+REPO_EPOCHS = yaml.safe_load(REPO_PARAMS)["train"]["epochs"]
 
 
 def answer(state: RunState) -> Callable[[RunRef], RunState]:
@@ -75,7 +76,9 @@ def test_a_run_holds_params_yaml_from_apply_to_restore(project: Path) -> None:
     apply_run_params(project, {"epochs": 4}, RUN_A, never_asked)
     owner = holder(project)
     assert owner is not None and owner.run == RUN_A
-    assert params_text(project) == REPO_PARAMS.replace("  epochs: 8\n", "  epochs: 4\n")
+    assert params_text(project) == REPO_PARAMS.replace(
+        f"  epochs: {REPO_EPOCHS}\n", "  epochs: 4\n"
+    )
 
     outcome = restore_params(project, RUN_A)
     assert outcome == (
@@ -134,7 +137,7 @@ def test_the_lock_of_a_run_that_finished_without_restoring_is_taken_over(
     assert settings["overrides"] == {"register": {"policy": "manual"}}
     assert holder(project).run == RUN_B  # type: ignore[union-attr]
     applied = yaml.safe_load(params_text(project))
-    assert (applied["train"]["epochs"], applied["register"]["policy"]) == (8, "manual")
+    assert (applied["train"]["epochs"], applied["register"]["policy"]) == (REPO_EPOCHS, "manual")
     assert "finished without its restore_params task; restoring for it" in caplog.text
     restore_params(project, RUN_B)
     assert params_text(project) == REPO_PARAMS
@@ -212,13 +215,15 @@ def test_a_person_who_changed_an_overridden_key_keeps_their_value(project: Path)
     edited = params_text(project).replace("  epochs: 4\n", "  epochs: 6\n")
     (project / "params.yaml").write_text(edited, encoding="utf-8")
     restore_params(project, RUN_A)
-    assert params_text(project) == REPO_PARAMS.replace("  epochs: 8\n", "  epochs: 6\n")
+    assert params_text(project) == REPO_PARAMS.replace(
+        f"  epochs: {REPO_EPOCHS}\n", "  epochs: 6\n"
+    )
 
 
 def test_overrides_keep_comments_and_a_yaml_1_1_word_stays_a_string() -> None:
     applied = with_overrides(REPO_PARAMS, {"data": {"tgt_lang": "no"}, "train": {"epochs": 3}})
     expected = REPO_PARAMS.replace("  tgt_lang: de\n", '  tgt_lang: "no"\n')
-    assert applied == expected.replace("  epochs: 8\n", "  epochs: 3\n")
+    assert applied == expected.replace(f"  epochs: {REPO_EPOCHS}\n", "  epochs: 3\n")
     assert yaml.safe_load(applied)["data"]["tgt_lang"] == "no"  # not False (Norwegian)
 
 

@@ -565,7 +565,12 @@ def alerting_dagbag(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 def test_every_task_of_every_dag_alerts_on_failure(alerting_dagbag: tuple[Any, Path]) -> None:
     dagbag, _ = alerting_dagbag
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dags) == ["retrain_translation", "translate_batch", "watch_champion"]
+    assert sorted(dagbag.dags) == [
+        "retrain_translation",
+        "sweep_translation",
+        "translate_batch",
+        "watch_champion",
+    ]
     for dag in dagbag.dags.values():
         for task in dag.tasks:
             kinds = [type(callback).__name__ for callback in task.on_failure_callback]
