@@ -41,9 +41,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowServ
     corpus = write_tiny_corpus(scratch / "corpus")
     # No schedule: unpausing a weekly DAG would start the latest missed interval's run at once.
     project = make_project(scratch / "project", corpus, {"orchestration": {"schedule": "none"}})
+    home = scratch / "airflow_home"
+    home.mkdir()
+    # On a loaded 2-core machine the task supervisor's calls to the execution API can take more
+    # than the default 5 s; a timeout there fails a task that did nothing wrong.
+    (home / "airflow.cfg").write_text("[workers]\nexecution_api_timeout = 60\n", encoding="utf-8")
     with (
         postgres_database() as db_url,
-        airflow_standalone(scratch / "airflow_home", project, db_url) as server,
+        airflow_standalone(home, project, db_url) as server,
     ):
         server.wait_for_dag()
         server.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
