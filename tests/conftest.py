@@ -46,10 +46,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def mlflow_uris_do_not_leak() -> Iterator[None]:
-    """What a test points MLflow at (environment, or mlflow.set_tracking_uri/set_registry_uri,
-    which are process-wide) is undone after it: the next module's client finds its own store."""
+    """What a module points MLflow at (environment, or mlflow.set_tracking_uri/set_registry_uri,
+    which are process-wide: the smoke check and `mt translate` set them) is undone after it, so
+    the next module's client finds its own store. Per module, not per test: a module-scoped
+    fixture may rely on what it set for all of its tests."""
     saved = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
     yield
     for name, value in saved.items():
