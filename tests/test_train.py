@@ -174,8 +174,13 @@ SKYLAKE = {"avx2", "avx512f"}
     ],
 )
 def test_device_plan(
-    precision: str, gpus: int, flags: set[str], expected: tuple[str, bool]
+    precision: str,
+    gpus: int,
+    flags: set[str],
+    expected: tuple[str, bool],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)  # oneDNN on, its default
     plan = plan_devices(precision, gpus, backend="tensorflow", cpu_flags=flags)
     assert (plan.precision, plan.jit_compile) == expected
 
