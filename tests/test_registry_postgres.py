@@ -193,7 +193,11 @@ def test_racing_registrations_never_leave_an_ungated_weaker_champion(
     strong_log = tmp_path / "strong.log"
     wait_until(lambda: waiting in strong_log.read_text(errors="replace"), strong, strong_log)
     (tmp_path / f"{move_point}.resume").touch()
-    assert (weak.wait(timeout=RACE_WAIT_S), strong.wait(timeout=RACE_WAIT_S)) == (0, 0)
+    exits = (weak.wait(timeout=RACE_WAIT_S), strong.wait(timeout=RACE_WAIT_S))
+    assert exits == (0, 0), "\n".join(
+        f"--- {who}.log:\n{(tmp_path / f'{who}.log').read_text(errors='replace')[-4000:]}"
+        for who in ("weak", "strong")
+    )
 
     registry = open_registry(project)
     assert str(registry.alias_version(CHAMPION).version) == "2"  # type: ignore[union-attr]
