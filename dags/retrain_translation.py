@@ -71,20 +71,44 @@ def _timeout(stage: str) -> timedelta:
     return timedelta(minutes=minutes)
 
 
+def _carried_inputs(context: dict[str, Any], stages: tuple[str, ...]) -> str | None:
+    """What a multi-host run carries into this task: its settings and the results of
+    `stages` (None on one host, where every task shares the project folder)."""
+    ti = context["ti"]
+    settings = ti.xcom_pull(task_ids="apply_run_params") or {}
+    distributed = settings.get("distributed")
+    results = [ti.xcom_pull(task_ids=name) for name in stages] if distributed else []
+    return orchestration.run_inputs(settings, results)
+
+
 def stage_task(stage: str) -> Any:
-    """The task that runs one DVC stage."""
+    """The task that runs one DVC stage, on the train queue or the default one."""
     retries = SETTINGS.retries if stage in FLAKY_STAGES else int(stage in RESUMABLE_STAGES)
 
     @task.bash(
         task_id=stage,
+        queue=SETTINGS.train_queue if stage == "train" else SETTINGS.queue,
         execution_timeout=_timeout(stage),
         retries=retries,
-        doc_md=f"`dvc repro --single-item {stage}` in the project folder.",
+        doc_md=f"`dvc repro --single-item {stage}` in the project folder (several hosts: "
+        "pulled from and pushed to the DVC remote).",
     )
-    def run_stage() -> str:
-        return orchestration.stage_command(project_dir(), stage)
+    def run_stage(**context: Any) -> str:
+        earlier = STAGES[: STAGES.index(stage)]
+        inputs = _carried_inputs(context, earlier)
+        return orchestration.stage_command(project_dir(), stage, inputs)
 
     return run_stage()
+
+
+def sync_task(queue: str) -> Any:
+    """Several hosts: a worker of `queue` brings its checkout to the run's end state."""
+
+    @task.bash(task_id=f"sync_checkout_{queue}", queue=queue)
+    def sync_checkout(**context: Any) -> str:
+        return orchestration.sync_command(project_dir(), _carried_inputs(context, STAGES))
+
+    return sync_checkout()
 
 
 def _this_run(context: dict[str, Any]) -> RunRef:
@@ -123,6 +147,7 @@ def choose_promotion(run_settings: dict[str, Any], **context: Any) -> str | None
     """Policy manual: describe the challenger for the approver; auto: the gate already decided."""
     if run_settings["policy"] != "manual":
         return None
+    orchestration.bring_in_reports(project_dir(), _carried_inputs(context, STAGES))
     request = orchestration.challenger_awaiting_approval(project_dir(), context["run_id"])
     if request is None:
         return None
@@ -213,7 +238,9 @@ def retrain_translation() -> None:
     run_settings = apply_run_params()
     stages = [stage_task(stage) for stage in STAGES]
     restored = restore_params()
-    chain(run_settings, *stages, restored)
+    chain(run_settings, *stages)
+    synced = [sync_task(queue) for queue in dict.fromkeys([SETTINGS.queue, SETTINGS.train_queue])]
+    stages[-1] >> synced >> restored
     run_settings >> restored
     approval = ApprovalOperator(
         task_id="approve_promotion",

@@ -57,6 +57,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "run | best: a grid of DVC experiments, chosen by val BLEU, the best registered",
     ),
+    "stage": (
+        "pipeline.remote.commands",
+        "main",
+        "run STAGE | sync: a DAG task on one of several hosts (pull, repro, push)",
+    ),
     "params-lock": (
         "pipeline.params_lock",
         "main",

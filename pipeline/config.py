@@ -57,6 +57,7 @@ CONNECTION_ID = matching(
     r"[A-Za-z0-9_.-]{1,250}", "an Airflow connection id: letters, digits, _ . -"
 )
 ASSET_URI = matching(r"[a-z][a-z0-9+.-]*://\S+", "a URI (scheme://...)")
+CELERY_QUEUE = matching(r"[A-Za-z0-9_.-]{1,64}", "a Celery queue name (letters, digits, _ . -)")
 # The widest beam decode.beam_size and a request's `beam_size` (pipeline/serving.py) may ask for.
 MAX_BEAM_SIZE = 64
 
@@ -197,6 +198,10 @@ class OrchestrationConfig:
     stage_timeout_min: int = field(metadata=ranged(ge=1, le=10_080))
     train_timeout_min: int = field(metadata=ranged(ge=1, le=10_080))
     approval_timeout_h: int = field(metadata=ranged(ge=1, le=8760))
+    queue: str = field(metadata=CELERY_QUEUE)
+    train_queue: str = field(metadata=CELERY_QUEUE)
+    # "" = one host (tasks share the project folder); env MT_DVC_REMOTE overrides per worker.
+    dvc_remote: str = field(metadata=matching(r"|\S+", "a DVC remote URL, or empty"))
 
     def __post_init__(self) -> None:
         _require(

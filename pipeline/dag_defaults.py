@@ -36,6 +36,8 @@ def project_dir() -> Path:
 def task_defaults(settings: OrchestrationConfig, monitor: MonitorConfig) -> dict[str, Any]:
     return {
         "owner": "mt-team",
+        # Every task but train (which names orchestration.train_queue itself).
+        "queue": settings.queue,
         "retries": 0,
         "retry_delay": timedelta(seconds=settings.retry_delay_s),
         "retry_exponential_backoff": True,

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shlex
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,33 @@ def resolve_project_dir(variable: Callable[[], str | None]) -> Path:
     return root
 
 
-def stage_command(root: Path, stage: str) -> str:
+def distributed(root: Path) -> bool:
+    """Whether this worker is one of several hosts (it has a DVC remote; docker/README.md)."""
+    from pipeline.remote.settings import remote_url
+
+    return bool(remote_url(root))
+
+
+def run_inputs(settings: Mapping[str, Any], stage_results: Sequence[str]) -> str | None:
+    """The carried inputs (JSON) of a task of a multi-host run, from the XComs of
+    apply_run_params and the stage tasks before it; None on one host."""
+    if not settings.get("distributed"):
+        return None
+    from pipeline.remote.carried import RunInputs, StageResult
+
+    results = tuple(StageResult.from_json(text) for text in stage_results)
+    return RunInputs(settings["commit"], settings["params_text"], results).to_json()
+
+
+def write_inputs_file(inputs: str) -> Path:
+    """The inputs in a private temp file of this worker (too large for a command line)."""
+    handle, name = tempfile.mkstemp(prefix="mt-run-inputs-", suffix=".json")
+    with os.fdopen(handle, "w", encoding="utf-8") as file:
+        file.write(inputs)
+    return Path(name)
+
+
+def stage_command(root: Path, stage: str, inputs: str | None = None) -> str:
     """The bash script of one stage task: `dvc repro` of that stage alone, in the project.
 
     The project's .venv/bin goes first on PATH so `dvc` and `mt` are the project's own, and the
@@ -89,7 +116,34 @@ def stage_command(root: Path, stage: str) -> str:
             f'export MT_PROJECT_DIR={project} PYTHONPATH={project}"${{PYTHONPATH:+:$PYTHONPATH}}"',
             "export PYTHONUNBUFFERED=1",
             'echo "dvc: $(command -v dvc)"',
-            f"dvc --wait-for-lock repro --single-item {shlex.quote(stage)}",
+            _stage_line(stage, inputs),
+        ]
+    )
+
+
+def _stage_line(stage: str, inputs: str | None) -> str:
+    """One host: `dvc repro` in the shared folder; several: `mt stage run` (pull, repro,
+    push; its last line, the stage's result, becomes the task's XCom)."""
+    if inputs is None:
+        return f"dvc --wait-for-lock repro --single-item {shlex.quote(stage)}"
+    file = shlex.quote(str(write_inputs_file(inputs)))
+    return f"trap 'rm -f {file}' EXIT\nmt stage run {shlex.quote(stage)} --inputs {file}"
+
+
+def sync_command(root: Path, inputs: str | None) -> str:
+    """The bash script of a sync task: this checkout to the run's end state (several hosts)."""
+    if inputs is None:
+        return "echo 'one host: the stages ran in this project folder, nothing to sync'"
+    project, file = shlex.quote(str(root)), shlex.quote(str(write_inputs_file(inputs)))
+    venv_bin = shlex.quote(str(root / ".venv" / "bin"))
+    return "\n".join(
+        [
+            "set -euo pipefail",
+            f"trap 'rm -f {file}' EXIT",
+            f"cd {project}",
+            f'if [ -d {venv_bin} ]; then export PATH={venv_bin}:"$PATH"; fi',
+            f"export MT_PROJECT_DIR={project}",
+            f"mt stage sync --inputs {file}",
         ]
     )
 
@@ -128,6 +182,8 @@ def apply_run_params(
     Returns the run settings. Fails, changing nothing, while another run holds params.yaml.
     """
     paths = project_paths(root)
+    if distributed(root):
+        return _settings_for_hosts(paths, form, event_extras)
     lock = ParamsLock(paths)
     with lock.exclusive():
         _recover_from_dead_owner(paths, lock, run, state_of)
@@ -142,6 +198,28 @@ def apply_run_params(
         "overrides": overrides,
         "policy": effective.register.policy,
         "model_name": effective.register.model_name,
+        "distributed": False,
+    }
+
+
+def _settings_for_hosts(
+    paths: ProjectPaths, form: Mapping[str, Any], event_extras: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """Several hosts: nothing is held here; the run's params text and commit travel with it
+    and each stage task holds its own worker's params.yaml while it runs."""
+    from pipeline.remote.checkout import head_commit
+
+    text = paths.params.read_text(encoding="utf-8")
+    overrides, effective = _checked_overrides(paths, text, form, event_extras)
+    applied = with_overrides(text, overrides) if overrides else text
+    log.info("params for this run (carried to every host): %s", json.dumps(overrides))
+    return {
+        "overrides": overrides,
+        "policy": effective.register.policy,
+        "model_name": effective.register.model_name,
+        "distributed": True,
+        "commit": head_commit(paths.root),
+        "params_text": applied,
     }
 
 
@@ -257,6 +335,16 @@ def approval_request(
 
 def _number(value: Any, spec: str) -> str:
     return "n/a" if value is None else format(value, spec)
+
+
+def bring_in_reports(root: Path, inputs: str | None) -> None:
+    """Several hosts: the reports the stages carried (registration.json, metrics.json) into
+    this checkout, which may not be the one that ran register."""
+    if inputs is None:
+        return
+    from pipeline.remote.carried import RunInputs, write_carried_files
+
+    write_carried_files(root, RunInputs.from_json(inputs).results)
 
 
 def challenger_awaiting_approval(root: Path, dag_run_id: str) -> dict[str, Any] | None:

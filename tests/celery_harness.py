@@ -177,7 +177,7 @@ class CeleryAirflow:
 
     def _worker(self, name: str) -> Component:
         worker = self.start(
-            name, "celery", "worker", "--concurrency", "1", "--queues", "default",
+            name, "celery", "worker", "--concurrency", "1", "--queues", "default,gpu",
             "--celery-hostname", f"{name}@%h", "--skip-serve-logs",
             "--without-mingle", "--without-gossip",
         )  # fmt: skip

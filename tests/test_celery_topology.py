@@ -89,12 +89,15 @@ PROJECT_OVERRIDES: dict[str, Any] = {
     "orchestration": {"schedule": "none", "retry_delay_s": 2, "max_retry_delay_s": 10},
 }
 # What a run with the default (auto) promotion policy runs; the approval branch is skipped.
-EXECUTED_TASKS = {"apply_run_params", *STAGES, "choose_promotion", "restore_params"}
+SYNC_TASKS = {"sync_checkout_default", "sync_checkout_gpu"}
+EXECUTED_TASKS = {"apply_run_params", *STAGES, "choose_promotion", "restore_params", *SYNC_TASKS}
 SKIPPED_TASKS = {"approve_promotion", "promote_challenger"}
 # A run whose evaluate could not be queued: what ran before it, what never started after it.
 RAN_BEFORE_EVALUATE = {"apply_run_params", *STAGES[: STAGES.index("evaluate")]}
 UNQUEUED_TASKS = {"evaluate", "restore_params"}
-UNREACHED_TASKS = {"register", "choose_promotion", "approve_promotion", "promote_challenger"}
+UNREACHED_TASKS = {
+    "register", "choose_promotion", "approve_promotion", "promote_challenger", *SYNC_TASKS
+}  # fmt: skip
 SWEEP_DAG_ID = "sweep_translation"
 # 2x2 points of the tiniest training (one epoch); the sweep's name prefixes its experiments.
 SWEEP_CONF = {
@@ -244,7 +247,12 @@ def test_a_run_goes_end_to_end_through_the_worker_and_a_broker_outage(broker: To
         # and took the next tasks; the scheduler never failed to queue one.
         worker_log = stack.worker().log_text()
         assert executed_by(worker_log, run_id) == {task: [1] for task in EXECUTED_TASKS}
-        assert {instances[task]["queue"] for task in EXECUTED_TASKS} == {"default"}
+        queues = {task: instances[task]["queue"] for task in EXECUTED_TASKS}
+        assert queues == {
+            **{task: "default" for task in EXECUTED_TASKS},
+            "train": "gpu",
+            "sync_checkout_gpu": "gpu",
+        }
         assert worker_log.count(RECONNECTED) == connects_before + 1
         assert scheduler_log(stack).count(SEND_ERROR) == send_errors_before
         assert "resumed from the checkpoint" not in stack.api().task_log(run_id, "train")

@@ -30,7 +30,7 @@ from pipeline.orchestration import (
     restore_params,
     stage_command,
 )
-from pipeline.params_backup import ParamsBackup, merge_overrides
+from pipeline.params_backup import ParamsBackup, merge_overrides, with_overrides
 from pipeline.params_lock import ParamsLock, RunRef, RunState
 from pipeline.paths import project_paths
 from pipeline.run_params import (
@@ -45,6 +45,7 @@ from tests.conftest import REPO_ROOT, deep_merge, write_params
 
 DAG_ID = "retrain_translation"
 SETTINGS = load_config(REPO_ROOT / "params.yaml").orchestration
+SYNC_TASKS = ("sync_checkout_default", "sync_checkout_gpu")
 RUN = RunRef(DAG_ID, "manual__2026-03-01T10:00:00+00:00")
 
 
@@ -79,11 +80,24 @@ def test_dag_folder_imports_without_errors(dagbag: Any) -> None:
 def test_one_task_per_dvc_stage_in_dvc_yaml_order(dag: Any) -> None:
     dvc_stages = list(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text("utf-8"))["stages"])
     assert list(STAGES) == dvc_stages
-    assert {"apply_run_params", *STAGES, "restore_params"} <= set(dag.task_ids)
-    chain = ["apply_run_params", *STAGES, "restore_params"]
+    assert {"apply_run_params", *STAGES, "restore_params", *SYNC_TASKS} <= set(dag.task_ids)
+    chain = ["apply_run_params", *STAGES]
     for upstream, downstream in itertools.pairwise(chain):
         assert upstream in dag.get_task(downstream).upstream_task_ids, (upstream, downstream)
     assert dag.get_task("fetch").upstream_task_ids == {"apply_run_params"}
+    for sync in SYNC_TASKS:
+        assert dag.get_task(sync).upstream_task_ids == {"register"}
+    assert dag.get_task("restore_params").upstream_task_ids == {"apply_run_params", *SYNC_TASKS}
+
+
+def test_train_runs_on_the_train_queue_and_every_other_task_on_the_default_one(dag: Any) -> None:
+    queues = {task.task_id: task.queue for task in dag.tasks}
+    assert (SETTINGS.queue, SETTINGS.train_queue) == ("default", "gpu")
+    assert queues == {
+        **{task_id: "default" for task_id in queues},
+        "train": "gpu",
+        "sync_checkout_gpu": "gpu",
+    }
 
 
 def test_promotion_branch_follows_register(dag: Any) -> None:
@@ -334,6 +348,7 @@ def test_apply_then_restore_leaves_params_yaml_byte_identical(project_dir: Path)
         "overrides": {"train": {"epochs": 4}, "register": {"policy": "manual"}},
         "policy": "manual",
         "model_name": "multi30k-en-de-lstm",
+        "distributed": False,
     }
     applied = parse_config(yaml.safe_load((project_dir / "params.yaml").read_text("utf-8")))
     assert (applied.train.epochs, applied.register.policy) == (4, "manual")
@@ -343,6 +358,29 @@ def test_apply_then_restore_leaves_params_yaml_byte_identical(project_dir: Path)
     )
     assert (project_dir / "params.yaml").read_bytes() == original
     assert restore_params(project_dir, RUN) == "params.yaml: no overrides to restore"
+
+
+def test_with_a_dvc_remote_the_run_carries_its_params_and_commit_and_holds_nothing(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MT_DVC_REMOTE", "webdav://10.0.0.1:8080/dvc")
+    original = (project_dir / "params.yaml").read_text("utf-8")
+    settings = apply(project_dir, {"epochs": 4})
+    assert (project_dir / "params.yaml").read_text("utf-8") == original
+    assert ParamsLock(project_paths(project_dir)).owner() is None
+    assert settings["distributed"] is True
+    assert settings["commit"] == ""  # project_dir is no git checkout: nothing to compare
+    carried = parse_config(yaml.safe_load(settings["params_text"]))
+    assert carried.train.epochs == 4
+    assert settings["params_text"] == with_overrides(original, {"train": {"epochs": 4}})
+
+
+def test_a_remote_that_is_no_url_is_refused_in_one_line(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MT_DVC_REMOTE", "bucket-without-scheme")
+    with pytest.raises(ConfigError, match=r"^DVC remote 'bucket-without-scheme' \(env MT_DVC"):
+        apply(project_dir, {})
 
 
 def test_a_run_without_overrides_does_not_touch_params_yaml(project_dir: Path) -> None:
@@ -489,7 +527,7 @@ def test_dag_test_runs_every_stage_and_registers_a_version(
     result = run_dag_test(tmp_path / "airflow_home", project, {"epochs": 1})
 
     assert result["state"] == "success", result["log"][-6000:]
-    succeeded = {"apply_run_params", *STAGES, "restore_params", "choose_promotion"}
+    succeeded = {"apply_run_params", *STAGES, "restore_params", "choose_promotion", *SYNC_TASKS}
     assert result["tasks"] == {
         **{task_id: "success" for task_id in succeeded},
         "approve_promotion": "skipped",

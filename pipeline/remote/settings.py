@@ -1,0 +1,65 @@
+"""Where the DVC remote is, as this worker sees it, and how the checkout is pointed at it.
+
+The URL comes from env `MT_DVC_REMOTE` (each host may reach the remote by another address),
+else from params.yaml `orchestration.dvc_remote`; empty in both means one host: every task runs
+in the same project folder and nothing is pushed or pulled (`make repro` never needs a remote).
+Credentials never go into params.yaml or git: env `MT_DVC_REMOTE_USER`/`MT_DVC_REMOTE_PASSWORD`
+are written into the checkout's git-ignored `.dvc/config.local` (DVC's own place for them);
+S3 and similar remotes take their usual environment (AWS_* ...) instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline.errors import ConfigError, PipelineError
+
+REMOTE_ENV = "MT_DVC_REMOTE"
+USER_ENV = "MT_DVC_REMOTE_USER"
+PASSWORD_ENV = "MT_DVC_REMOTE_PASSWORD"
+REMOTE_NAME = "mt-remote"
+# Protocols DVC handles with the plugins this project installs or documents.
+KNOWN_SCHEMES = ("s3://", "ssh://", "webdav://", "webdavs://", "gs://", "azure://", "/")
+
+
+def remote_url(root: Path) -> str:
+    """The remote of this worker, or "" when the deployment is one host."""
+    url = os.environ.get(REMOTE_ENV, "").strip()
+    if not url:
+        from pipeline.config import load_config
+
+        url = load_config(root / "params.yaml").orchestration.dvc_remote.strip()
+    if url and not url.startswith(KNOWN_SCHEMES):
+        raise ConfigError(
+            f"DVC remote {url!r} (env {REMOTE_ENV} or orchestration.dvc_remote): not a remote "
+            f"URL; expected one of {', '.join(KNOWN_SCHEMES)}, e.g. s3://bucket/mt or "
+            "webdav://host:8080/dvc"
+        )
+    return url
+
+
+def configure_remote(root: Path, url: str) -> None:
+    """Make `url` the checkout's default remote (local config), with credentials from env."""
+    dvc(root, "remote", "add", "--local", "--force", "--default", REMOTE_NAME, url)
+    for option, variable in (("user", USER_ENV), ("password", PASSWORD_ENV)):
+        value = os.environ.get(variable)
+        if value:
+            dvc(root, "remote", "modify", "--local", REMOTE_NAME, option, value, quiet=True)
+
+
+def dvc(root: Path, *args: str, quiet: bool = False) -> None:
+    """Run `dvc ARGS` in the checkout; its output goes to the task log on stderr (stdout is
+    kept for the task's result), or nowhere for commands that carry secrets (quiet); a failure
+    is one line naming the command."""
+    command = ["dvc", *args]
+    shown = "dvc " + (args[0] if quiet else " ".join(args))
+    output = subprocess.DEVNULL if quiet else sys.stderr.fileno()
+    try:
+        done = subprocess.run(command, cwd=root, stdout=output, stderr=output, check=False)
+    except FileNotFoundError:
+        raise PipelineError(f"{root}: `dvc` not found on PATH") from None
+    if done.returncode != 0:
+        raise PipelineError(f"{root}: `{shown}` failed (exit {done.returncode}); see above")
