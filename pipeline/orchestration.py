@@ -142,7 +142,7 @@ def sync_command(root: Path, inputs: str | None) -> str:
             f"trap 'rm -f {file}' EXIT",
             f"cd {project}",
             f'if [ -d {venv_bin} ]; then export PATH={venv_bin}:"$PATH"; fi',
-            f"export MT_PROJECT_DIR={project}",
+            f'export MT_PROJECT_DIR={project} PYTHONPATH={project}"${{PYTHONPATH:+:$PYTHONPATH}}"',
             f"mt stage sync --inputs {file}",
         ]
     )

@@ -21,7 +21,7 @@ import secrets
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import psutil
 import requests
 
 from tests.airflow_harness import DAG_ID, VENV_BIN, AirflowServer, base_env, free_port
-from tests.postgres import POSTGRES_URL, postgres_database
+from tests.postgres import postgres_database
 
 REDIS_URL = "redis://127.0.0.1:6379"
 STARTUP_TIMEOUT_S = 420  # a loaded 2-core machine: migrate + 4 components can take minutes
@@ -145,13 +145,19 @@ class CeleryAirflow:
     workers_started: int = 0
     server: AirflowServer | None = None
 
-    def start(self, name: str, *args: str) -> Component:
+    def start(
+        self,
+        name: str,
+        *args: str,
+        prefix: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> Component:
         log_file = self.home / "logs" / f"{name}.log"
         log_file.parent.mkdir(parents=True, exist_ok=True)
         with log_file.open("ab") as sink:
             process = subprocess.Popen(
-                [str(VENV_BIN / "airflow"), *args],
-                env=self.env,
+                [*prefix, str(VENV_BIN / "airflow"), *args],
+                env=env or self.env,
                 cwd=self.home,
                 stdout=sink,
                 stderr=subprocess.STDOUT,
@@ -175,14 +181,28 @@ class CeleryAirflow:
         finally:
             extra.stop()
 
-    def _worker(self, name: str) -> Component:
+    def _worker(
+        self,
+        name: str,
+        queues: str = "default,gpu",
+        prefix: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+    ) -> Component:
         worker = self.start(
-            name, "celery", "worker", "--concurrency", "1", "--queues", "default,gpu",
+            name, "celery", "worker", "--concurrency", "1", "--queues", queues,
             "--celery-hostname", f"{name}@%h", "--skip-serve-logs",
             "--without-mingle", "--without-gossip",
+            prefix=prefix, env=env,
         )  # fmt: skip
         wait_for(lambda: _worker_ready(worker), STARTUP_TIMEOUT_S, f"{name} ready", self)
         return worker
+
+    def remote_worker(
+        self, name: str, queues: str, prefix: Sequence[str], env: dict[str, str]
+    ) -> Component:
+        """A worker on "another host": run under `prefix` (e.g. `ip netns exec NS`) with
+        `env` over the stack's (its own project checkout, its own server addresses)."""
+        return self._worker(name, queues, prefix, {**self.env, **env})
 
     def worker(self) -> Component:
         """The most recently started worker."""
@@ -252,19 +272,19 @@ def wait_for(
 
 
 def celery_env(
-    home: Path, project: Path, db_url: str, broker_url: str, port: int
+    home: Path, project: Path, db_url: str, broker_url: str, port: int, host: str = "127.0.0.1"
 ) -> dict[str, str]:
-    """The settings every component shares (docker/compose.yaml's x-airflow-env, on 127.0.0.1)."""
-    base_url = f"http://127.0.0.1:{port}"
-    database = db_url.rsplit("/", 1)[1]
+    """The settings every component shares (docker/compose.yaml's x-airflow-env), with the
+    api-server on `host`."""
+    base_url = f"http://{host}:{port}"
     env = base_env(home, project, db_url)
     env.update(
         {
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CELERY__BROKER_URL": broker_url,
-            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{POSTGRES_URL}/{database}",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{db_url}",
             "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
-            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__HOST": host,
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API__BASE_URL": base_url,
             "AIRFLOW__API__WORKERS": "1",
@@ -290,20 +310,28 @@ def celery_airflow(
     project: Path,
     extra_env: dict[str, str] | None = None,
     broker_url: str | None = None,
+    database_url: str | None = None,
+    host: str = "127.0.0.1",
+    with_worker: bool = True,
 ) -> Iterator[CeleryAirflow]:
     """Migrate a fresh metadata DB, start api-server, scheduler, dag-processor and one worker.
 
     The broker is a free db of the machine's Redis unless `broker_url` names another (a
-    private redis-server that a test may stop).
+    private redis-server that a test may stop); the metadata DB a fresh one on the machine's
+    PostgreSQL unless `database_url` names one. The api-server listens on `host`. Without
+    `with_worker` the caller starts its own workers (tests/test_multi_host.py, elsewhere).
     """
     home.mkdir(parents=True, exist_ok=True)
     claimed = contextlib.nullcontext(broker_url) if broker_url else redis_broker()
-    with postgres_database("mt_airflow") as db_url, claimed as broker:
+    database = (
+        contextlib.nullcontext(database_url) if database_url else postgres_database("mt_airflow")
+    )
+    with database as db_url, claimed as broker:
         port = free_port()
-        env = {**celery_env(home, project, db_url, broker, port), **(extra_env or {})}
+        env = {**celery_env(home, project, db_url, broker, port, host), **(extra_env or {})}
         password = secrets.token_hex(8)
         (home / "passwords.json").write_text(json.dumps({ADMIN: password}), encoding="utf-8")
-        stack = CeleryAirflow(home, env, f"http://127.0.0.1:{port}")
+        stack = CeleryAirflow(home, env, f"http://{host}:{port}")
         try:
             _migrate(stack)
             stack.start("api-server", "api-server")
@@ -312,7 +340,8 @@ def celery_airflow(
             wait_for(lambda: _healthy(stack.base_url), STARTUP_TIMEOUT_S, "Airflow health", stack)
             stack.server = AirflowServer(stack.base_url, ADMIN, password, home / "logs")
             stack.api().login()
-            stack.start_worker()
+            if with_worker:
+                stack.start_worker()
             yield stack
         except BaseException:
             print(stack.tails())
