@@ -1,8 +1,9 @@
 """Real MLflow processes for tests: a tracking server, a scoring server, a throw-away database.
 
 `MlflowServer` runs `mlflow server` with a given backend store and artifact directory on a free
-127.0.0.1 port; `kill()` sends SIGKILL (a crash, not a shutdown) and `start()` brings it back on
-the same port and stores. With `auth=BasicAuth.write(...)` it runs `--app-name basic-auth`.
+port of 127.0.0.1 (or of `host`); `kill()` sends SIGKILL (a crash, not a shutdown) and `start()`
+brings it back on the same port and stores. With `auth=BasicAuth.write(...)` it runs
+`--app-name basic-auth`.
 `ModelServer` runs `mlflow models serve --env-manager local`.
 Throw-away PostgreSQL databases come from `tests.postgres.postgres_database()`.
 """
@@ -112,7 +113,11 @@ class BasicAuth:
 
 @dataclass
 class MlflowServer:
-    """`mlflow server` over `backend_uri`, proxying artifacts into `artifacts_dir`."""
+    """`mlflow server` over `backend_uri`, proxying artifacts into `artifacts_dir`.
+
+    `host` may be a veth address (tests/netns.py): MLflow's default allowed Host headers
+    include the private ranges, and clients reach artifacts as `mlflow-artifacts:` over HTTP.
+    """
 
     backend_uri: str
     artifacts_dir: Path
@@ -120,17 +125,18 @@ class MlflowServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     auth: BasicAuth | None = None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 180) -> MlflowServer:
         command = [
             str(BIN_DIR / "mlflow"), "server",
             "--backend-store-uri", self.backend_uri,
             "--artifacts-destination", self.artifacts_dir.as_uri(),
-            "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+            "--host", self.host, "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
         env = venv_environ()
         if self.auth is not None:

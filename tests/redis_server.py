@@ -1,10 +1,10 @@
 """A private `redis-server` for tests that stop the broker for real.
 
 The machine's Redis on 6379 is shared with other test runs, so a test that kills the broker
-starts its own: a free 127.0.0.1 port, a throw-away folder, no persistence (`--save ''`,
-`--appendonly no`), so a restart comes back empty, as a broker that lost its host does.
-`kill()` is SIGKILL (no graceful shutdown, no final save); `start()` brings it back on the same
-port, so every client's configured URL is right again.
+starts its own: a free port on 127.0.0.1 (or on `host`, e.g. a veth address from tests/netns.py),
+a throw-away folder, no persistence (`--save ''`, `--appendonly no`), so a restart comes back
+empty, as a broker that lost its host does. `kill()` is SIGKILL (no graceful shutdown, no final
+save); `start()` brings it back on the same port, so every client's configured URL is right again.
 """
 
 from __future__ import annotations
@@ -26,22 +26,25 @@ STARTUP_TIMEOUT_S = 30
 
 @dataclass
 class RedisServer:
-    """One `redis-server` process on `port`, logging to `folder/redis.log`."""
+    """One `redis-server` process on `host:port`, logging to `folder/redis.log`."""
 
     folder: Path
     port: int
     process: subprocess.Popen[bytes] | None = None
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> RedisServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         command = [
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+            REDIS_SERVER, "--port", str(self.port), "--bind", self.host,
             "--save", "", "--appendonly", "no", "--dir", str(self.folder),
             "--logfile", str(self.folder / "redis.log"),
+            # Protected mode turns away clients from other hosts when there is no password.
+            "--protected-mode", "yes" if self.host == "127.0.0.1" else "no",
         ]  # fmt: skip
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -61,7 +64,7 @@ class RedisServer:
     def _wait_until_answering(self) -> None:
         import redis
 
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        client = redis.Redis(host=self.host, port=self.port, socket_timeout=2)
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
         try:
             while time.monotonic() < deadline:
@@ -81,9 +84,9 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def private_redis(folder: Path) -> Iterator[RedisServer]:
-    """A running private Redis on a free port; killed and its folder removed afterwards."""
-    server = RedisServer(folder, free_port()).start()
+def private_redis(folder: Path, host: str = "127.0.0.1") -> Iterator[RedisServer]:
+    """A running private Redis on `host` and a free port; killed, its folder removed after."""
+    server = RedisServer(folder, free_port(), host=host).start()
     try:
         yield server
     finally:
