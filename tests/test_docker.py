@@ -30,6 +30,8 @@ import jsonschema
 import pytest
 import yaml
 
+from pipeline.config import load_config
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
@@ -51,6 +53,7 @@ REQUIRED_SERVICES = {
 # The pipeline image's services that talk to MLflow, and whom they log in as (basic-auth).
 PIPELINE_LOGINS = {
     "airflow-worker": ("mt-pipeline", "MT_PIPELINE_PASSWORD"),
+    "airflow-worker-gpu": ("mt-pipeline", "MT_PIPELINE_PASSWORD"),
     "mt": ("mt-pipeline", "MT_PIPELINE_PASSWORD"),
     "translator": ("mt-pipeline", "MT_PIPELINE_PASSWORD"),
     "registry-webhooks": ("mt-pipeline", "MT_PIPELINE_PASSWORD"),
@@ -372,10 +375,20 @@ def test_no_latest_tags_and_every_image_versioned(compose: dict[str, Any]) -> No
         assert re.search(r"\d+\.\d+", tag), f"{name}: {image} is not pinned to a version"
 
 
-def test_gpu_is_reserved_for_the_worker(compose: dict[str, Any]) -> None:
-    devices = compose["services"]["airflow-worker"]["deploy"]["resources"]["reservations"]
+def test_one_worker_per_queue_and_the_gpu_for_the_train_worker(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    gpu_worker, worker = services["airflow-worker-gpu"], services["airflow-worker"]
+    devices = gpu_worker["deploy"]["resources"]["reservations"]
     assert devices["devices"] == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
-    assert compose["services"]["airflow-worker"]["image"].startswith("mt-pipeline:")
+    assert "deploy" not in worker
+    assert gpu_worker["image"] == worker["image"]
+    assert worker["image"].startswith("mt-pipeline:")
+    settings = load_config(REPO / "params.yaml").orchestration
+    assert worker["command"][:2] == ["--queues", f"${{MT_WORKER_QUEUES:-{settings.queue}}}"]
+    assert gpu_worker["command"][:2] == [
+        "--queues",
+        f"${{MT_GPU_WORKER_QUEUES:-{settings.train_queue}}}",
+    ]
 
 
 def test_airflow_runs_celery_with_postgres_and_redis(compose: dict[str, Any]) -> None:

@@ -91,5 +91,7 @@ def test_a_worker_on_another_commit_is_refused_naming_both(tmp_path: Path) -> No
     head = git_checkout(tmp_path / "checkout")
     require_commit(tmp_path / "checkout", head)
     other = "f" * 40
-    with pytest.raises(ConfigError, match=f"at commit {head[:12]}, the run started at ffffffffffff"):
+    with pytest.raises(
+        ConfigError, match=f"at commit {head[:12]}, the run started at ffffffffffff"
+    ):
         require_commit(tmp_path / "checkout", other)
