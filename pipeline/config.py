@@ -201,7 +201,7 @@ class OrchestrationConfig:
     queue: str = field(metadata=CELERY_QUEUE)
     train_queue: str = field(metadata=CELERY_QUEUE)
     # "" = one host (tasks share the project folder); env MT_DVC_REMOTE overrides per worker.
-    dvc_remote: str = field(metadata=matching(r"|\S+", "a DVC remote URL, or empty"))
+    dvc_remote: str = field(metadata=matching(r"(\S+)?", "a DVC remote URL, or empty"))
 
     def __post_init__(self) -> None:
         _require(

@@ -57,7 +57,8 @@ def params_held(root: Path, run: RunRef, params_text: str) -> Iterator[None]:
         if backup.original.is_file():
             log.warning("an earlier try of this run left params.yaml held: %s", backup.restore())
         lock.take(run)
-        backup.save(params_text)
+        if params_text != current_params(root):
+            backup.save(params_text)
     try:
         yield
     finally:
