@@ -7,7 +7,8 @@ Outputs (see dvc.yaml): models/seq2seq.keras (float32, renamed into place), and 
 reports/train/: history.csv (one row per epoch), metrics.json (best epoch), run.json (the
 MLflow run). models/checkpoints/ holds the resume state while a run is in flight: a run that
 fails anywhere (killed mid-epoch or while saving, MLflow down, disk full) is finished by the
-next `mt train` from where it stopped; the directory is deleted after a successful run.
+next `mt train` from where it stopped (on another host too, with `MT_CHECKPOINT_MIRROR`: see
+`pipeline.training.checkpoint_mirror`); the directory is deleted after a successful run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pipeline.model.seq2seq import build_seq2seq
 from pipeline.paths import ProjectPaths, project_paths
 from pipeline.pause_points import pause_point
 from pipeline.training.averaging import choose_final_weights
+from pipeline.training.checkpoint_mirror import CheckpointMirror, mirror_uri
 from pipeline.training.checkpoints import (
     EpochJournal,
     JournalEntry,
@@ -159,6 +161,7 @@ class TrainingJob:
     data: TrainingData
     plan: DevicePlan
     checkpoint: TrainingCheckpoint
+    mirror: CheckpointMirror  # the checkpoint's copy for a retry on another host
 
 
 def train_epochs(
@@ -182,9 +185,14 @@ def train_epochs(
             resume.epoch + 1,
         )
     keras.utils.set_random_seed(job.config.seed)
+
+    def epoch_saved(entry: JournalEntry) -> None:  # Keras has backed the epoch up: see fit
+        epoch_logger.submit(entry)
+        job.mirror.upload(job.checkpoint.directory, entry.epoch)
+
     with dtype_policy(job.plan.precision):
         model = build_and_compile(job.config, job.data, job.plan)
-        return fit(model, job.data, job.config, job.checkpoint, resume, epoch_logger.submit)
+        return fit(model, job.data, job.config, job.checkpoint, resume, epoch_saved)
 
 
 def finish_outputs(
@@ -252,21 +260,21 @@ def start_run(job: TrainingJob, hashes: dict[str, str]) -> tuple[TrainingRun, Ep
 
 def run_training(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     """Train (or finish an interrupted run), write every output, then drop the checkpoints."""
+    mirror_to = mirror_uri(paths)  # a bad MT_CHECKPOINT_MIRROR fails before any work
     data = load_training_data(paths, config.train.max_tokens)
     hashes = input_hashes(paths)
     plan = plan_devices(config.train.precision, gpu_count())
-    job = TrainingJob(
-        config,
-        paths,
-        data,
-        plan,
-        TrainingCheckpoint(paths.checkpoints_dir, config.train.average_last),
-    )
+    fingerprint = run_fingerprint(config, hashes)
+    checkpoint = TrainingCheckpoint(paths.checkpoints_dir, config.train.average_last)
+    mirror = CheckpointMirror(mirror_to, fingerprint)
+    job = TrainingJob(config, paths, data, plan, checkpoint, mirror)
     checkpoints = job.checkpoint.directory
     with full_disk_reported(checkpoints, "writing checkpoints", checkpoints):
-        job.checkpoint.prepare(run_fingerprint(config, hashes))
+        job.checkpoint.prepare(fingerprint)
         # Before the MLflow run is opened: a checkpoint found unusable is discarded with its run.
         resume = job.checkpoint.resume_point(config.train.epochs)
+        if not resume.finished and mirror.restore(checkpoints, resume.epoch):
+            resume = job.checkpoint.resume_point(config.train.epochs)  # another host's epochs
         log.info(
             "training on %d pairs (%d target tokens), validating on %d",
             len(data.train),
@@ -276,6 +284,7 @@ def run_training(config: Config, paths: ProjectPaths) -> dict[str, Any]:
         run, epoch_logger = start_run(job, hashes)
         metrics = train_and_finish(job, resume, run, epoch_logger)
     job.checkpoint.remove()
+    mirror.finish()
     return metrics
 
 
