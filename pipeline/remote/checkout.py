@@ -67,6 +67,21 @@ def params_held(root: Path, run: RunRef, params_text: str) -> Iterator[None]:
             lock.release()
 
 
+def release_if_left_by(root: Path, run: RunRef | None) -> str | None:
+    """A try of `run` killed on this host left params.yaml held: restore it and free it
+    (what the run's sync task does for its checkout). None when there was nothing to do."""
+    paths = project_paths(root)
+    lock = ParamsLock(paths)
+    with lock.exclusive():
+        owner = lock.owner()
+        if run is None or owner is None or owner.run != run:
+            return None
+        outcome = ParamsBackup(paths).restore()
+        lock.release()
+    log.warning("a killed try of this run had left params.yaml held here: %s", outcome)
+    return outcome
+
+
 def current_params(root: Path) -> str:
     path = project_paths(root).params
     if not path.is_file():

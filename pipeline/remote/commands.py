@@ -42,10 +42,10 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     root = project_paths().root
     inputs = _read_inputs(args.inputs)
-    if args.action == "sync":
-        print(sync_checkout(root, inputs))
-        return 0
     run = RunRef.from_airflow_env()
+    if args.action == "sync":
+        print(sync_checkout(root, inputs, run))
+        return 0
     if run is None:
         raise ConfigError("`mt stage run` runs inside an Airflow task (AIRFLOW_CTX_* unset)")
     result = run_stage(root, args.stage, inputs, run)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from pipeline.errors import PipelineError
 from pipeline.params_lock import RunRef
 from pipeline.remote.carried import (
     RunInputs,
@@ -24,7 +25,7 @@ from pipeline.remote.carried import (
     write_carried_files,
     write_lock_entries,
 )
-from pipeline.remote.checkout import params_held, require_commit
+from pipeline.remote.checkout import params_held, release_if_left_by, require_commit
 from pipeline.remote.settings import configure_remote, dvc, remote_url
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,12 @@ def run_stage(root: Path, stage: str, inputs: RunInputs, run: RunRef) -> StageRe
     return result
 
 
-def sync_checkout(root: Path, inputs: RunInputs) -> str:
-    """Bring this checkout's dvc.lock and outputs to the run's end state (no stage runs)."""
+def sync_checkout(root: Path, inputs: RunInputs, run: RunRef | None) -> str:
+    """Bring this checkout's dvc.lock and outputs to the run's end state (no stage runs),
+    after freeing params.yaml if a killed try of this run left it held here."""
     _connected_remote(root)
     require_commit(root, inputs.commit)
+    release_if_left_by(root, run)
     _bring_in(root, inputs, list(load_pipeline(root)["stages"]))
     return f"{root}: dvc.lock and outputs of {', '.join(inputs.stages)} as the run left them"
 
@@ -66,8 +69,31 @@ def _connected_remote(root: Path) -> str:
 
 
 def _bring_in(root: Path, inputs: RunInputs, order: list[str]) -> None:
+    """The run's earlier outputs into this checkout, and the remote's run-cache entries."""
+    _fetch_run_cache(root)
     if not inputs.results:
         return
     write_lock_entries(root, inputs.results, order)
     write_carried_files(root, inputs.results)
-    dvc(root, "--wait-for-lock", "pull", "--force", "--run-cache", *inputs.stages)
+    dvc(root, "--wait-for-lock", "pull", "--force", *inputs.stages)
+
+
+def _fetch_run_cache(root: Path) -> None:
+    """What `dvc fetch --run-cache` does first, without fetching any output: the remote's
+    run-cache entries (small YAML files), so `repro --pull` can skip a stage that ran with the
+    same inputs on another host. Fails first, in one line, when the remote cannot be reached:
+    before a stage runs for an hour and then cannot push."""
+    from dvc.repo import Repo
+
+    with Repo(str(root)) as repo:
+        odb = repo.cloud.get_remote_odb(None)
+        try:
+            odb.fs.info(odb.path)
+        except FileNotFoundError:
+            pass  # reachable; nothing pushed there yet
+        except Exception as error:  # any transport error (fsspec's differ by protocol)
+            raise PipelineError(
+                f"DVC remote {remote_url(root)}: unreachable from this worker "
+                f"({type(error).__name__}: {error}); nothing ran"
+            ) from None
+        repo.stage_cache.pull(None)
