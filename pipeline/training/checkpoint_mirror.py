@@ -1,26 +1,17 @@
 """A copy of models/checkpoints/ on the MLflow tracking server, so a retry on another host resumes.
 
 Airflow retries a failed `train` task on whichever Celery worker is free, and workers share no
-disk: without a copy elsewhere, the retry would start again from epoch 1. `MT_CHECKPOINT_MIRROR`
-turns the copy on: unset, empty or `off` (the default) it does nothing and needs no network;
-`mlflow` mirrors to the tracking server of `MLFLOW_TRACKING_URI` (an http(s) server; a local
-store is on this host anyway, so a local URI only gets a warning).
+disk. `MT_CHECKPOINT_MIRROR=mlflow` keeps the checkpoint on the server of `MLFLOW_TRACKING_URI`
+too; unset, empty or `off` (the default) this module does nothing and needs no network.
 
 On the server: experiment `mt-train-checkpoints`, one run per checkpoint fingerprint (tag
-`mt.checkpoint.fingerprint`, the hash in `fingerprint.txt`), holding
-
-- `epoch-N/`: the checkpoint directory after epoch N, without what a resume does not need
-- `latest.json`: `{"epoch": N, "path": "epoch-N"}`, the snapshot a restore takes
-
-After each epoch is checkpointed on disk: upload `epoch-N/` whole, THEN point `latest.json` at
-it, THEN delete the older snapshots. A host killed at any step leaves `latest.json` naming a
-complete snapshot. Uploads are best effort: a failure is one warning and training goes on.
-At the start, a server snapshot newer than the local checkpoint replaces it (downloaded beside
-it, then renamed into place); it brings `mlflow_run.json`, so metrics continue on the same
-training run. Once the outputs are written the snapshots are deleted and the run is FINISHED.
-
-Test hook: `MT_TEST_PAUSE_AT=train.epoch_mirrored` (`pipeline.pause_points`) holds the process
-after the first epoch whose snapshot and pointer are on the server.
+`mt.checkpoint.fingerprint`), holding `epoch-N/` (the checkpoint after epoch N) and
+`latest.json` (`{"epoch": N, "path": "epoch-N"}`). Each epoch: upload `epoch-N/` whole, THEN
+point `latest.json` at it, THEN delete older snapshots, so a host killed at any step leaves a
+pointer to a complete snapshot. At the start a newer snapshot replaces the local checkpoint,
+with its `mlflow_run.json`: metrics go on in the same training run. Once the outputs are
+written the snapshots are deleted and the run is FINISHED. See "Checkpoints across hosts" in
+docs/training.md; test hook: pause point `train.epoch_mirrored` (`pipeline.pause_points`).
 """
 
 from __future__ import annotations
@@ -150,10 +141,10 @@ class CheckpointMirror:
         except Exception as error:  # a server that fails us is as good as no copy at all
             log.warning(
                 "could not restore the checkpoint from MLflow at %s (%s); training goes on "
-                "from this host's checkpoint of epoch %d",
+                "at epoch %d",
                 self.uri,
                 _reason(error),
-                local_epoch,
+                local_epoch + 1,
             )
             return False
         log.info(
@@ -197,34 +188,29 @@ class CheckpointMirror:
         if self._repository_cache is not None:
             return self._repository_cache
         client = self._client()
-        self._run_id = self._find_run(client) or (self._create_run(client) if create else None)
+        self._run_id = self._run_of(client, create)
         if self._run_id is None:
             return None
         artifact_uri = client.get_run(self._run_id).info.artifact_uri
         self._repository_cache = get_artifact_repository(artifact_uri, tracking_uri=self.uri)
         return self._repository_cache
 
-    def _find_run(self, client: Any) -> str | None:
+    def _run_of(self, client: Any, create: bool) -> str | None:
+        """This fingerprint's RUNNING run, else a new one when `create`: a FINISHED run is an
+        earlier training of the same inputs, whose snapshots are gone."""
         experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
-        if experiment is None:
+        if experiment is not None:
+            query = f"tags.`{FINGERPRINT_TAG}` = '{self.fingerprint}'"
+            query += " and attributes.status = 'RUNNING'"
+            found = client.search_runs([experiment.experiment_id], query, max_results=1)
+            if found:
+                return str(found[0].info.run_id)
+        if not create:
             return None
-        # A FINISHED run is an earlier training of the same inputs; its snapshots are gone.
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`{FINGERPRINT_TAG}` = '{self.fingerprint}' "
-            "and attributes.status = 'RUNNING'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-        return str(runs[0].info.run_id) if runs else None
-
-    def _create_run(self, client: Any) -> str:
-        experiment = client.get_experiment_by_name(EXPERIMENT_NAME)
         experiment_id = (
             experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT_NAME)
         )
-        tags = {FINGERPRINT_TAG: self.fingerprint}
-        name = f"checkpoints-{self.fingerprint[:12]}"
+        tags, name = {FINGERPRINT_TAG: self.fingerprint}, f"checkpoints-{self.fingerprint[:12]}"
         return str(client.create_run(experiment_id, tags=tags, run_name=name).info.run_id)
 
 
