@@ -7,11 +7,14 @@ user and password) only at the host side of its veth pair (tests/netns.py). The 
 api-server and dag-processor run on the host. Stage outputs move through the DVC remote, the
 run's commit, params and dvc.lock entries through XCom (pipeline/remote/).
 
-1. A run on the tiny corpus: `train` runs on the "gpu" worker, every other stage on the
-   "default" one; a version is registered; both checkouts end with the same dvc.lock and model.
-2. The "gpu" worker is SIGKILLed (its whole tree) mid-train; the default worker, told to
-   consume the gpu queue too, runs the retry, which restores the last epoch's checkpoint from
-   the MLflow server (MT_CHECKPOINT_MIRROR) and resumes there instead of starting over.
+One run on the tiny corpus proves both halves of the issue (one run, not two: CI time):
+- `train` starts on the "gpu" worker, every other task runs on the "default" one;
+- the "gpu" worker is SIGKILLed (its whole tree, a lost host) mid-train; the default worker,
+  told to consume the gpu queue too, runs the retry, which restores the last mirrored epoch's
+  checkpoint from the MLflow server (MT_CHECKPOINT_MIRROR) and resumes there;
+- a replacement "gpu" worker comes up meanwhile and runs the gpu queue's sync task; the run
+  registers one version, and both checkouts end with the same dvc.lock and model, params.yaml
+  free (the sync task frees the one the killed try left held).
 """
 
 from __future__ import annotations
@@ -56,18 +59,16 @@ from tests.webdav_server import WebdavServer, private_webdav
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 1200
-FIRST_RUN_EPOCHS = 2
 KILL_RUN_EPOCHS = 30  # about 1-2 s an epoch on the tiny corpus: a window to kill in
 REMOTE_USER, REMOTE_PASSWORD = "mt-worker", "dav-secret"
 PROJECT_OVERRIDES: dict[str, Any] = {
     "train": {"patience": 1000},
     "orchestration": {"schedule": "none", "retry_delay_s": 2, "max_retry_delay_s": 10},
 }
-SYNC_TASKS = {"sync_checkout_default", "sync_checkout_gpu"}
-ON_GPU_HOST = {"train", "sync_checkout_gpu"}
-ON_DEFAULT_HOST = {
-    "apply_run_params", *STAGES, "choose_promotion", "restore_params", *SYNC_TASKS
-} - ON_GPU_HOST  # fmt: skip
+EXECUTED_TASKS = {
+    "apply_run_params", *STAGES, "choose_promotion", "restore_params",
+    "sync_checkout_default", "sync_checkout_gpu",
+}  # fmt: skip
 SKIPPED_TASKS = {"approve_promotion", "promote_challenger"}
 
 
@@ -150,88 +151,98 @@ def assert_params_free_and_clean(checkout: Path) -> None:
     assert diff.returncode == 0
 
 
-def test_stages_move_between_hosts_through_the_dvc_remote(hosts: Hosts) -> None:
-    stack, checkouts = hosts.stack, hosts.checkouts
-    with stack.logs_on_failure():
-        run_id = stack.api().trigger({"epochs": FIRST_RUN_EPOCHS})
-        state = stack.api().wait_for_run(run_id, RUN_TIMEOUT_S)
-        instances = task_instances(stack, run_id)
-        assert state == "success", {task: ti["state"] for task, ti in instances.items()}
-        assert {task: ti["state"] for task, ti in instances.items()} == {
-            **{task: "success" for task in ON_DEFAULT_HOST | ON_GPU_HOST},
-            **{task: "skipped" for task in SKIPPED_TASKS},
-        }
-        ran_on = {name: executed_by(w.log_text(), run_id) for name, w in hosts.workers.items()}
-        assert ran_on["gpu"] == {task: [1] for task in ON_GPU_HOST}
-        assert ran_on["default"] == {task: [1] for task in ON_DEFAULT_HOST}
-
-        assert versions_of_run(hosts.mlflow.url, run_id) == ["1"]
-        locks = {name: (path / "dvc.lock").read_text("utf-8") for name, path in checkouts.items()}
-        assert locks["default"] == locks["gpu"]
-        assert all(f"\n  {stage}:\n" in locks["gpu"] for stage in STAGES)
-        models = {
-            name: (path / "models/seq2seq.keras").read_bytes() for name, path in checkouts.items()
-        }
-        assert models["default"] == models["gpu"]
-        for checkout in checkouts.values():
-            assert_params_free_and_clean(checkout)
-        # The model reached the default host through the remote: DVC's objects and run-cache.
-        stored = [path for path in hosts.webdav.root.rglob("*") if path.is_file()]
-        assert any("runs" in path.parts for path in stored)
-        assert len(stored) > 10
-
-
-def add_gpu_queue(hosts: Hosts, worker: str) -> None:
-    """Tell a running worker to consume the gpu queue too (Celery's remote control)."""
+def control_gpu_queue(hosts: Hosts, worker: str, action: str) -> None:
+    """Make a running worker start or stop consuming the gpu queue (Celery remote control)."""
     from celery import Celery
 
     app = Celery(broker=hosts.redis.url)
     destination = f"worker-{worker}@{socket.gethostname()}"
-    replies = app.control.add_consumer("gpu", destination=[destination], reply=True, timeout=30)
-    assert replies == [{destination: {"ok": "add consumer gpu"}}]
+    command = app.control.add_consumer if action == "add" else app.control.cancel_consumer
+    replies = command("gpu", destination=[destination], reply=True, timeout=30)
+    assert [list(reply) for reply in replies] == [[destination]], replies
+    assert "ok" in replies[0][destination], replies
 
 
-def test_a_killed_gpu_host_s_train_resumes_on_the_other_host(hosts: Hosts) -> None:
+def train_try(stack: CeleryAirflow, run_id: str) -> tuple[str | None, int]:
+    train = task_instances(stack, run_id).get("train", {})
+    return train.get("state"), int(train.get("try_number") or 0)
+
+
+def kill_gpu_host_mid_train(hosts: Hosts, run_id: str) -> int:
+    """SIGKILL the gpu worker's tree after 2 epochs; the epochs checkpointed by then."""
+    stack, gpu_checkout = hosts.stack, hosts.checkouts["gpu"]
+    wait_for(lambda: train_try(stack, run_id) == ("running", 1), RUN_TIMEOUT_S, "train", stack)
+    control_gpu_queue(hosts, "default", "add")
+    wait_for(lambda: recorded_epochs(gpu_checkout) >= 2, 600, "2 epochs", stack, 0.05)
+    killed = hosts.workers["gpu"].kill()
+    assert running(killed) == []
+    epochs_at_kill = recorded_epochs(gpu_checkout)
+    assert 2 <= epochs_at_kill < KILL_RUN_EPOCHS
+    return epochs_at_kill
+
+
+def replace_gpu_host(hosts: Hosts, run_id: str) -> Component:
+    """Once the retry runs on the default host, a new gpu worker takes the gpu queue back."""
+    stack = hosts.stack
+    wait_for(lambda: train_try(stack, run_id) == ("running", 2), RUN_TIMEOUT_S, "retry", stack)
+    control_gpu_queue(hosts, "default", "cancel")
+    env = worker_env(hosts.checkouts["gpu"], hosts.mlflow, hosts.webdav)
+    prefix = hosts.network.namespace("gpu").command([])
+    return stack.remote_worker("worker-gpu-2", "gpu", prefix, env)
+
+
+def test_stages_move_between_hosts_and_a_lost_host_s_train_resumes_on_another(
+    hosts: Hosts,
+) -> None:
     stack, checkouts = hosts.stack, hosts.checkouts
     with stack.logs_on_failure():
         run_id = stack.api().trigger({"epochs": KILL_RUN_EPOCHS})
-
-        def train_state() -> str | None:
-            state: str | None = task_instances(stack, run_id).get("train", {}).get("state")
-            return state
-
-        wait_for(lambda: train_state() == "running", RUN_TIMEOUT_S, "train running", stack)
-        add_gpu_queue(hosts, "default")
-        gpu_checkout = checkouts["gpu"]
-        wait_for(lambda: recorded_epochs(gpu_checkout) >= 2, 600, "2 epochs", stack, 0.05)
-        killed = hosts.workers["gpu"].kill()
-        assert running(killed) == []
-        epochs_at_kill = recorded_epochs(gpu_checkout)
-        assert 2 <= epochs_at_kill < KILL_RUN_EPOCHS
-
+        epochs_at_kill = kill_gpu_host_mid_train(hosts, run_id)
+        new_gpu_worker = replace_gpu_host(hosts, run_id)
         state = stack.api().wait_for_run(run_id, RUN_TIMEOUT_S)
         instances = task_instances(stack, run_id)
-        assert state == "success", {task: ti["state"] for task, ti in instances.items()}
-        assert instances["train"]["try_number"] == 2
-        assert executed_by(hosts.workers["gpu"].log_text(), run_id) == {"train": [1]}
-        assert executed_by(hosts.workers["default"].log_text(), run_id)["train"] == [2]
+        assert {task: ti["state"] for task, ti in instances.items()} == {
+            **{task: "success" for task in EXECUTED_TASKS},
+            **{task: "skipped" for task in SKIPPED_TASKS},
+        }, state
 
+        # Who ran what: train's first try on the gpu host, its retry on the default host.
+        assert executed_by(hosts.workers["gpu"].log_text(), run_id) == {"train": [1]}
+        assert executed_by(new_gpu_worker.log_text(), run_id) == {"sync_checkout_gpu": [1]}
+        on_default = EXECUTED_TASKS - {"sync_checkout_gpu"}
+        assert executed_by(hosts.workers["default"].log_text(), run_id) == {
+            **{task: [1] for task in on_default},
+            "train": [2],
+        }
+        scheduler_log = stack.components["scheduler"].log_text()
+        assert "Detected a task instance without a heartbeat" in scheduler_log
+
+        # The retry restored the mirrored checkpoint and resumed there, on the same MLflow run.
         retry_log = stack.api().task_log(run_id, "train", try_number=2)
         restored = re.search(r"restored the checkpoint of epoch (\d+) from MLflow", retry_log)
         resumed = re.search(r"resumed from the checkpoint of epoch (\d+);", retry_log)
         assert restored and resumed, retry_log[-4000:]
-        # The history row of an epoch is stored just before its Keras backup: one may lead.
         assert int(restored.group(1)) == int(resumed.group(1))
+        # An epoch's upload follows its journal entry: the last one may not have been mirrored.
         assert epochs_at_kill - 1 <= int(resumed.group(1)) <= epochs_at_kill
-        # The scheduler failed try 1 for its missing heartbeats; try 2 went on with the same
-        # MLflow training run (its id came with the checkpoint), and finished every epoch once.
-        scheduler_log = stack.components["scheduler"].log_text()
-        assert "Detected a task instance without a heartbeat" in scheduler_log
         assert "continuing MLflow run" in retry_log
         default_checkout = checkouts["default"]
         assert history_epochs(default_checkout) == list(range(1, KILL_RUN_EPOCHS + 1))
         assert not (default_checkout / "models" / "checkpoints").exists()
-        assert len(versions_of_run(hosts.mlflow.url, run_id)) == 1
+
+        # One version; both checkouts where the run ended, their params.yaml free and as in git.
+        assert versions_of_run(hosts.mlflow.url, run_id) == ["1"]
+        locks = {name: (path / "dvc.lock").read_text("utf-8") for name, path in checkouts.items()}
+        assert locks["default"] == locks["gpu"]
+        assert all(f"\n  {stage}:\n" in locks["gpu"] for stage in STAGES)
+        model = "models/seq2seq.keras"
+        assert (checkouts["default"] / model).read_bytes() == (
+            checkouts["gpu"] / model
+        ).read_bytes()
+        for checkout in checkouts.values():
+            assert_params_free_and_clean(checkout)
         assert dvc_changed_outs(default_checkout) == {}
         assert leftover_temp_files(default_checkout) == []
-        assert_params_free_and_clean(default_checkout)
+        # The model reached the default host through the remote: DVC's objects and run-cache.
+        stored = [path for path in hosts.webdav.root.rglob("*") if path.is_file()]
+        assert any("runs" in path.parts for path in stored)
