@@ -9,7 +9,7 @@ outside tests) a point is one environment lookup.
 
 Points (name: where the process stops):
 - `train.epochs_checkpointed`: every epoch is checkpointed, no train output written yet
-- `train.epoch_mirrored`: an epoch's checkpoint is uploaded to the MLflow server (MT_CHECKPOINT_MIRROR)
+- `train.epoch_mirrored`: an epoch's checkpoint is uploaded to MLflow (MT_CHECKPOINT_MIRROR)
 - `evaluate.between_outputs`: reports/eval/ is replaced, metrics.json not yet
 - `atomic.old_moved_aside.<name>`: a directory output `<name>` has been moved aside and the
   new one is not in place yet
