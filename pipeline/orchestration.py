@@ -106,19 +106,22 @@ def stage_command(root: Path, stage: str, inputs: str | None = None) -> str:
     """
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    return "\n".join(
+        [*_in_project(root), 'echo "dvc: $(command -v dvc)"', _stage_line(stage, inputs)]
+    )
+
+
+def _in_project(root: Path) -> list[str]:
+    """The first lines of every task script: in the project, with its venv and its code."""
     project = shlex.quote(str(root))
     venv_bin = shlex.quote(str(root / ".venv" / "bin"))
-    return "\n".join(
-        [
-            "set -euo pipefail",
-            f"cd {project}",
-            f'if [ -d {venv_bin} ]; then export PATH={venv_bin}:"$PATH"; fi',
-            f'export MT_PROJECT_DIR={project} PYTHONPATH={project}"${{PYTHONPATH:+:$PYTHONPATH}}"',
-            "export PYTHONUNBUFFERED=1",
-            'echo "dvc: $(command -v dvc)"',
-            _stage_line(stage, inputs),
-        ]
-    )
+    return [
+        "set -euo pipefail",
+        f"cd {project}",
+        f'if [ -d {venv_bin} ]; then export PATH={venv_bin}:"$PATH"; fi',
+        f'export MT_PROJECT_DIR={project} PYTHONPATH={project}"${{PYTHONPATH:+:$PYTHONPATH}}"',
+        "export PYTHONUNBUFFERED=1",
+    ]
 
 
 def _stage_line(stage: str, inputs: str | None) -> str:
@@ -134,17 +137,9 @@ def sync_command(root: Path, inputs: str | None) -> str:
     """The bash script of a sync task: this checkout to the run's end state (several hosts)."""
     if inputs is None:
         return "echo 'one host: the stages ran in this project folder, nothing to sync'"
-    project, file = shlex.quote(str(root)), shlex.quote(str(write_inputs_file(inputs)))
-    venv_bin = shlex.quote(str(root / ".venv" / "bin"))
+    file = shlex.quote(str(write_inputs_file(inputs)))
     return "\n".join(
-        [
-            "set -euo pipefail",
-            f"trap 'rm -f {file}' EXIT",
-            f"cd {project}",
-            f'if [ -d {venv_bin} ]; then export PATH={venv_bin}:"$PATH"; fi',
-            f'export MT_PROJECT_DIR={project} PYTHONPATH={project}"${{PYTHONPATH:+:$PYTHONPATH}}"',
-            f"mt stage sync --inputs {file}",
-        ]
+        [*_in_project(root), f"trap 'rm -f {file}' EXIT", f"mt stage sync --inputs {file}"]
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -163,3 +164,14 @@ def multi30k_dir() -> Path:
     if not (MULTI30K_DIR / "train.en.gz").is_file():
         pytest.fail(f"Multi30k not found at {MULTI30K_DIR}; set MT_DATA_DIR")
     return MULTI30K_DIR
+
+
+@pytest.fixture
+def processes() -> Iterator[list[subprocess.Popen[str]]]:
+    """Trainers a test starts; any still running at the end (a failed test) are killed."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

@@ -69,17 +69,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
         started.kill()
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    """Trainers a test starts; any still running at the end (a failed test) are killed."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-
-
 def mirror_env(server: MlflowServer) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": server.url, MIRROR_ENV: "mlflow"}
 

@@ -48,17 +48,6 @@ def start_training(root: Path, env: dict[str, str] | None = None) -> subprocess.
     )
 
 
-@pytest.fixture
-def processes() -> Iterator[list[subprocess.Popen[str]]]:
-    """Trainers a test starts; any still running at the end (a failed test) are killed."""
-    started: list[subprocess.Popen[str]] = []
-    yield started
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-
-
 def finish(process: subprocess.Popen[str]) -> tuple[int, str]:
     output, _ = process.communicate(timeout=900)
     return process.returncode, output
