@@ -3,6 +3,7 @@ which uncached outputs travel, how lock entries merge into dvc.lock, the commit 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -95,3 +96,21 @@ def test_a_worker_on_another_commit_is_refused_naming_both(tmp_path: Path) -> No
         ConfigError, match=f"at commit {head[:12]}, the run started at ffffffffffff"
     ):
         require_commit(tmp_path / "checkout", other)
+
+
+def test_a_multi_host_task_script_runs_mt_stage_on_inputs_in_a_private_file(
+    tmp_path: Path,
+) -> None:
+    from pipeline.orchestration import stage_command, sync_command
+
+    inputs = RunInputs("abc", "seed: 1\n").to_json()
+    for script in (stage_command(tmp_path, "train", inputs), sync_command(tmp_path, inputs)):
+        found = re.search(r"mt stage (run train|sync) --inputs (\S+)$", script)
+        assert found, script
+        file = Path(found.group(2))
+        assert file.read_text("utf-8") == inputs
+        assert file.stat().st_mode & 0o777 == 0o600  # the params text may be private
+        assert f"trap 'rm -f {file}' EXIT" in script
+        file.unlink()
+    assert "dvc --wait-for-lock repro --single-item train" in stage_command(tmp_path, "train")
+    assert sync_command(tmp_path, None).startswith("echo 'one host:")
