@@ -31,7 +31,7 @@ from pipeline.paths import ProjectPaths
 from pipeline.pause_points import pause_point
 from pipeline.tracking import tracking_uri
 from pipeline.training.checkpoints import FINGERPRINT_FILE
-from pipeline.training.tracking import _reason
+from pipeline.training.tracking import failure_reason
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class CheckpointMirror:
                 "on, and a retry on another host would resume from an earlier epoch",
                 epoch,
                 self.uri,
-                _reason(error),
+                failure_reason(error),
             )
             return
         pause_point(EPOCH_MIRRORED)
@@ -143,7 +143,7 @@ class CheckpointMirror:
                 "could not restore the checkpoint from MLflow at %s (%s); training goes on "
                 "at epoch %d",
                 self.uri,
-                _reason(error),
+                failure_reason(error),
                 local_epoch + 1,
             )
             return False
@@ -171,7 +171,7 @@ class CheckpointMirror:
                 "that run of experiment %s by hand",
                 self._run_id,
                 self.uri,
-                _reason(error),
+                failure_reason(error),
                 EXPERIMENT_NAME,
             )
 

@@ -45,7 +45,7 @@ class MlflowUnavailable(PipelineError):
     """MLflow could not be reached (or refused a write) at a point the stage cannot go on."""
 
 
-def _reason(error: BaseException) -> str:
+def failure_reason(error: BaseException) -> str:
     """The root cause of an MLflow or HTTP error on one short line ("[Errno 111] Connection
     refused"): MLflow's own message repeats the URL and the whole chain of wrappers."""
     root = error
@@ -65,7 +65,7 @@ def mlflow_needed(uri: str, doing: str, advice: str) -> Iterator[None]:
         yield
     except (MlflowException, requests.RequestException) as error:
         raise MlflowUnavailable(
-            f"MLflow at {uri} failed while {doing} ({_reason(error)}); {advice}"
+            f"MLflow at {uri} failed while {doing} ({failure_reason(error)}); {advice}"
         ) from error
 
 
@@ -263,10 +263,10 @@ class EpochMetricsLogger:
                 "MLflow at %s is unreachable (%s); training goes on, and the metrics of epoch "
                 "%d onwards are kept and logged once it is back",
                 self._run.uri,
-                _reason(error),
+                failure_reason(error),
                 first_epoch,
             )
-        self._outage = _reason(error)
+        self._outage = failure_reason(error)
 
     def _record_progress(self) -> None:
         try:
@@ -306,4 +306,4 @@ def mark_failed(run: TrainingRun) -> None:
     try:
         run.client.set_terminated(run.run_id, "FAILED")
     except (MlflowException, requests.RequestException) as error:
-        log.debug("could not mark MLflow run %s FAILED: %s", run.run_id, _reason(error))
+        log.debug("could not mark MLflow run %s FAILED: %s", run.run_id, failure_reason(error))
