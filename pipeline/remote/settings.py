@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from pipeline.errors import ConfigError, PipelineError
 
 REMOTE_ENV = "MT_DVC_REMOTE"
@@ -27,11 +29,7 @@ KNOWN_SCHEMES = ("s3://", "ssh://", "webdav://", "webdavs://", "gs://", "azure:/
 
 def remote_url(root: Path) -> str:
     """The remote of this worker, or "" when the deployment is one host."""
-    url = os.environ.get(REMOTE_ENV, "").strip()
-    if not url:
-        from pipeline.config import load_config
-
-        url = load_config(root / "params.yaml").orchestration.dvc_remote.strip()
+    url = os.environ.get(REMOTE_ENV, "").strip() or _params_remote(root)
     if url and not url.startswith(KNOWN_SCHEMES):
         raise ConfigError(
             f"DVC remote {url!r} (env {REMOTE_ENV} or orchestration.dvc_remote): not a remote "
@@ -39,6 +37,17 @@ def remote_url(root: Path) -> str:
             "webdav://host:8080/dvc"
         )
     return url
+
+
+def _params_remote(root: Path) -> str:
+    """orchestration.dvc_remote, read raw: the whole config is checked where it is used (and
+    load_config caches what it read, which must not be params.yaml before a run's overrides)."""
+    try:
+        raw = yaml.safe_load((root / "params.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        return ""  # the stage itself reports an unreadable params.yaml, in its own words
+    value = (raw.get("orchestration") or {}).get("dvc_remote") or ""
+    return str(value).strip()
 
 
 def configure_remote(root: Path, url: str) -> None:
