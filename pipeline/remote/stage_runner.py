@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from pipeline.errors import PipelineError
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.params_lock import RunRef
 from pipeline.remote.carried import (
     RunInputs,
@@ -58,8 +58,6 @@ def sync_checkout(root: Path, inputs: RunInputs, run: RunRef | None) -> str:
 def _connected_remote(root: Path) -> str:
     url = remote_url(root)
     if not url:
-        from pipeline.errors import ConfigError
-
         raise ConfigError(
             "no DVC remote on this worker (env MT_DVC_REMOTE or orchestration.dvc_remote): "
             "tasks on several hosts need one"
