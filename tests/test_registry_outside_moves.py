@@ -445,3 +445,18 @@ def test_champion_lock_excludes_a_second_holder_and_is_taken_over_from_a_dead_on
             assert client.get_registered_model(name).tags["holder"] == "taker"
         assert client.get_registered_model(f"{name}.stale.{token}").tags["holder"] == token
     assert not client.search_registered_models(f"name = '{name}'")
+
+
+def test_champion_lock_takes_a_lock_with_its_own_token_as_acquired(project: Path) -> None:
+    """MLflow's client retries a request answered with a 5xx: a create the server did anyway
+    is then answered "already exists". The lock found holds this acquire's own token: it is
+    ours, not a holder to wait for (which would time out waiting for itself)."""
+    from pipeline.registry.lock import _acquire, _release, _try_create
+
+    registry = open_registry()
+    client, name = registry.client, lock_name(registry.name)
+    assert _try_create(registry, name, "our-token", "retried mover")  # the lost first try
+    _acquire(registry, name, "our-token", "retried mover", wait_s=0)  # the retry: no wait
+    assert client.get_registered_model(name).tags["holder"] == "retried mover"
+    _release(registry, name, "our-token")
+    assert not client.search_registered_models(f"name = '{name}'")

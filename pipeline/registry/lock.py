@@ -88,6 +88,8 @@ def _acquire(registry: Registry, name: str, token: str, actor: str, wait_s: floa
         held = _read(registry, name)
         if held is None:
             continue  # released between our two calls
+        if held.tags.get("token") == token:
+            return  # ours: a create the server did, whose answer was lost and retried
         if _abandoned(held):
             _take_over(registry, held)
             continue
@@ -175,10 +177,16 @@ def _drop_old_stale_locks(registry: Registry, name: str) -> None:
 
 def _release(registry: Registry, name: str, token: str) -> None:
     held = _read(registry, name)
-    if held is not None and held.tags.get("token") == token:
-        registry.client.delete_registered_model(name)
-    else:
+    if held is None or held.tags.get("token") != token:
         log.warning("the lock %s was taken over before this process released it", name)
+        return
+    try:
+        registry.client.delete_registered_model(name)
+    except MlflowException as error:
+        # Gone is released. MLflow's client retries a DELETE whose answer was lost (a 5xx
+        # under load): the server deleted the lock on the first try and answers the retry 404.
+        if error.error_code != GONE:
+            raise
 
 
 def _busy_message(held: RegisteredModel, wait_s: float) -> str:
