@@ -40,12 +40,18 @@ class StageResult:
     files: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps({"stage": self.stage, "entry": self.entry, "files": self.files})
+        return json.dumps(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "entry": self.entry, "files": self.files}
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> StageResult:
+        return cls(payload["stage"], payload["entry"], payload.get("files", {}))
 
     @classmethod
     def from_json(cls, text: str) -> StageResult:
-        payload = json.loads(text)
-        return cls(payload["stage"], payload["entry"], payload.get("files", {}))
+        return cls.from_dict(json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -61,14 +67,14 @@ class RunInputs:
             {
                 "commit": self.commit,
                 "params_text": self.params_text,
-                "results": [json.loads(result.to_json()) for result in self.results],
+                "results": [result.to_dict() for result in self.results],
             }
         )
 
     @classmethod
     def from_json(cls, text: str) -> RunInputs:
         payload = json.loads(text)
-        results = tuple(StageResult.from_json(json.dumps(r)) for r in payload.get("results", []))
+        results = tuple(StageResult.from_dict(r) for r in payload.get("results", []))
         return cls(payload["commit"], payload["params_text"], results)
 
     @property
