@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,6 +118,13 @@ def build_and_compile(config: Config, data: TrainingData, plan: DevicePlan) -> k
     return model
 
 
+def progress_verbosity() -> int:
+    """Keras's bar (1) on a terminal; one line per epoch (2) in a log file or CI, where the
+    bar's carriage-return frames would fill the log with one frame per step."""
+    interactive = sys.stdout.isatty() and os.environ.get("CI", "").lower() != "true"
+    return 1 if interactive else 2
+
+
 def fit(
     model: keras.Model,
     data: TrainingData,
@@ -147,7 +155,7 @@ def fit(
         epochs=config.train.epochs,
         callbacks=[early_stopping, journal, backup, saved],
         shuffle=False,  # make_dataset shuffles, with the seed
-        verbose=2 if os.environ.get("CI", "").lower() == "true" else 1,
+        verbose=progress_verbosity(),
     )
     return entries
 

@@ -1,0 +1,215 @@
+"""`make repro` on a fresh clone, as a new user runs it: where the README's figures come from.
+
+For each seed: clone this repository's HEAD into a temporary directory (with `../shared` beside it
+as a link, so the Makefile finds the team's Multi30k mirror there), set params.yaml's `seed`, run
+`make repro` under `/usr/bin/time -v`, and read back what it did: wall time, peak RSS, the CPU
+(model and the flags that choose `train.precision: auto`), the precision used, epochs and seconds
+per epoch (from the one-line-per-epoch log), and the val and test scores of metrics.json.
+
+Writes benchmarks/results/fresh_clone.json (the first seed: the defaults) and, with more than one
+seed, benchmarks/results/seed_spread.json (every seed and mean ± sd of each score). Each seed's
+result is written as soon as it is known, so an interrupted run keeps what it measured.
+
+    python benchmarks/fresh_clone.py                       # the defaults, one fresh clone
+    python benchmarks/fresh_clone.py --seeds 1234 1 2      # the spread over three seeds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+# The flags pipeline/training/devices.py reads to choose mixed_bfloat16 on a CPU.
+PRECISION_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+EPOCH_LINE = re.compile(r"^\s*\d+/\d+ - (\d+)s ")
+TIME_FIELDS = {
+    "Elapsed (wall clock) time (h:mm:ss or m:ss)": "wall",
+    "Maximum resident set size (kbytes)": "peak_rss_kb",
+}
+
+
+def cpu_description() -> dict[str, Any]:
+    """The CPU's model name and the precision-relevant flags it has."""
+    model, flags = platform.processor() or "unknown", set[str]()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+    return {"model": model, "flags": [f for f in PRECISION_FLAGS if f in flags]}
+
+
+def clone(workdir: Path) -> Path:
+    """A clone of HEAD at workdir/main; workdir/shared links to the team's shared folder."""
+    checkout = workdir / "main"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(checkout)], check=True)
+    shared = REPO.parent / "shared"
+    if shared.is_dir():
+        (workdir / "shared").symlink_to(shared)
+    return checkout
+
+
+def set_seed(checkout: Path, seed: int) -> None:
+    """Rewrite the top-level `seed:` line, leaving every other line (and comment) as it is."""
+    params = checkout / "params.yaml"
+    text, count = re.subn(r"(?m)^seed: \d+$", f"seed: {seed}", params.read_text())
+    if count != 1:
+        raise SystemExit(f"{params}: expected one top-level `seed:` line, found {count}")
+    params.write_text(text)
+
+
+def wall_seconds(value: str) -> float:
+    """/usr/bin/time's h:mm:ss or m:ss.ss as seconds."""
+    seconds = 0.0
+    for part in value.split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds
+
+
+def parse_time_report(stderr_tail: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for line in stderr_tail.splitlines():
+        key, _, value = line.strip().rpartition(": ")
+        if key in TIME_FIELDS:
+            name = TIME_FIELDS[key]
+            found[name] = wall_seconds(value) if name == "wall" else float(value)
+    return found
+
+
+def precision_used(log: str) -> str | None:
+    match = re.search(r"precision (\w+), XLA", log)
+    return match.group(1) if match else None
+
+
+def scores(checkout: Path) -> dict[str, Any]:
+    metrics = json.loads((checkout / "metrics.json").read_text())
+    train = json.loads((checkout / "reports" / "train" / "metrics.json").read_text())
+    summary = {
+        split: {k: values[k] for k in ("bleu", "bleu_ci95", "bleu_lowercase", "chrf", "ter")}
+        for split, values in metrics.items()
+        if isinstance(values, dict) and "bleu" in values
+    }
+    summary["train"] = {
+        k: train.get(k) for k in ("epochs", "best_epoch", "val_nll_best_epoch", "exported_weights")
+    }
+    return summary
+
+
+def run_once(seed: int, keep: bool) -> dict[str, Any]:
+    """One fresh clone, one `make repro`; its measurements."""
+    workdir = Path(tempfile.mkdtemp(prefix="mt-fresh-clone-"))
+    checkout = clone(workdir)
+    set_seed(checkout, seed)
+    log_path = workdir / "repro.log"
+    print(f"seed {seed}: make repro in {checkout} (log: {log_path})", flush=True)
+    started = time.time()
+    with log_path.open("w") as log:
+        done = subprocess.run(
+            ["/usr/bin/time", "-v", "make", "repro"],
+            cwd=checkout,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    text = log_path.read_text(errors="replace")
+    if done.returncode != 0:
+        raise SystemExit(f"seed {seed}: make repro failed ({done.returncode}); see {log_path}")
+    timing = parse_time_report(text[-4000:])
+    epochs = [int(m.group(1)) for line in text.splitlines() if (m := EPOCH_LINE.match(line))]
+    result = {
+        "seed": seed,
+        "commit": subprocess.check_output(
+            ["git", "rev-parse", "HEAD"], cwd=checkout, text=True
+        ).strip(),
+        "date": time.strftime("%Y-%m-%d", time.gmtime(started)),
+        "wall_s": timing.get("wall"),
+        "peak_rss_gib": round(timing.get("peak_rss_kb", 0) / 2**20, 2),
+        "precision": precision_used(text),
+        "epoch_seconds": epochs,
+        "log_bytes": len(text.encode()),
+        "scores": scores(checkout),
+    }
+    if not keep:
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+    return result
+
+
+def spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean, sd, min and max of each split's cased BLEU over the seeds."""
+    table: dict[str, Any] = {}
+    for split in ("test_2016_flickr", "val"):
+        values = [r["scores"][split]["bleu"] for r in runs if split in r["scores"]]
+        if values:
+            table[split] = {
+                "mean": round(statistics.mean(values), 2),
+                "sd": round(statistics.stdev(values), 2) if len(values) > 1 else None,
+                "min": min(values),
+                "max": max(values),
+            }
+    return table
+
+
+def write(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def print_table(runs: list[dict[str, Any]]) -> None:
+    print(
+        f"{'seed':>6} {'wall':>8} {'rss GiB':>8} {'epochs':>6} {'s/epoch':>8} "
+        f"{'val BLEU':>9} {'test BLEU':>10}"
+    )
+    for r in runs:
+        per_epoch = statistics.mean(r["epoch_seconds"]) if r["epoch_seconds"] else 0
+        wall = f"{int(r['wall_s'] // 60)}:{int(r['wall_s'] % 60):02d}" if r["wall_s"] else "?"
+        print(
+            f"{r['seed']:>6} {wall:>8} {r['peak_rss_gib']:>8} {len(r['epoch_seconds']):>6} "
+            f"{per_epoch:>8.0f} {r['scores']['val']['bleu']:>9.2f} "
+            f"{r['scores']['test_2016_flickr']['bleu']:>10.2f}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[1234],
+        help="params.yaml seed of each fresh clone; the first is the default's",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep each clone and its log")
+    args = parser.parse_args(argv)
+    machine = {
+        "cpu": cpu_description(),
+        "cores": len(__import__("os").sched_getaffinity(0)),
+        "python": platform.python_version(),
+    }
+    runs: list[dict[str, Any]] = []
+    for seed in args.seeds:
+        runs.append(run_once(seed, args.keep))
+        if len(runs) == 1:
+            write(RESULTS / "fresh_clone.json", {"machine": machine, **runs[0]})
+        if len(args.seeds) > 1:
+            write(
+                RESULTS / "seed_spread.json",
+                {"machine": machine, "seeds": args.seeds, "runs": runs, "bleu": spread(runs)},
+            )
+        print_table(runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
