@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 MT_DATA_DIR ?= $(shell [ -d ../shared/data/multi30k ] && cd ../shared/data/multi30k && pwd)
 export MT_DATA_DIR
 
-.PHONY: install browser repro test lint typecheck pytest benchmarks clean-venv
+.PHONY: install browser repro test test-fast lint typecheck pytest benchmarks clean-venv
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ pytest: install browser
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The inner loop: lint, types and every test not marked slow (no live servers, no training beyond
+# the memorising fixtures); `make test` before pushing (docs/testing.md says which when).
+test-fast: lint typecheck
+	$(MAKE) pytest PYTEST_ARGS='-m "not slow" $(PYTEST_ARGS)'
 
 benchmarks: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python benchmarks/data_stages.py
