@@ -8,7 +8,7 @@ pipeline/monitor/alerts.py, built from params.yaml `monitor:`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from airflow.sdk import Asset, CronTriggerTimetable, dag, task
 
@@ -106,7 +106,8 @@ def _schedule() -> Any:
     default_args=task_defaults(SETTINGS, MONITOR),
 )
 def watch_champion() -> None:
-    record = watch()
+    # At parse time `watch()` is an XComArg; Airflow hands each task the dict it resolves to.
+    record = cast("dict[str, Any]", watch())
     found = has_findings(record)
     found >> [alert(record), request_retrain(record)]
 

@@ -11,10 +11,12 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata
 
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline.cli")
+DISTRIBUTION = "mt-pipeline"  # pyproject.toml [project] name
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -88,10 +90,22 @@ def configure_logging() -> None:
 
 
 def usage() -> str:
-    lines = ["usage: mt COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_text}" for name, (_, _, help_text) in COMMANDS.items()]
+    # The longest name sets the column, so every description starts in the same one.
+    width = max(map(len, COMMANDS))
+    lines = ["usage: mt COMMAND [options]", "       mt --version", "", "commands:"]
+    lines += [f"  {name:<{width}}  {help_text}" for name, (_, _, help_text) in COMMANDS.items()]
     lines += ["", "`mt COMMAND --help` for a command's options."]
     return "\n".join(lines)
+
+
+def print_version() -> int:
+    """`mt <version>` of the installed distribution: the version `pip show` reports."""
+    try:
+        print(f"mt {metadata.version(DISTRIBUTION)}")
+    except metadata.PackageNotFoundError:
+        print(f"mt: {DISTRIBUTION} is not installed: run `make install`", file=sys.stderr)
+        return 2
+    return 0
 
 
 def resolve(command: str) -> Callable[[list[str]], int | None]:
@@ -106,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in {"-h", "--help"}:
         print(usage())
         return 0 if args else 2
+    if args[0] == "--version":
+        return print_version()
     command, rest = args[0], args[1:]
     if command not in COMMANDS:
         print(f"mt: unknown command {command!r}\n\n{usage()}", file=sys.stderr)

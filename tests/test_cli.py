@@ -1,5 +1,7 @@
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +45,41 @@ def test_bad_params_give_a_clear_error_and_exit_code(tmp_path, monkeypatch) -> N
     assert "fetch failed:" in result.stderr
     assert "missing key `data`" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def command_lines(help_text: str) -> list[str]:
+    """The lines of the `commands:` block of `mt --help`."""
+    block = help_text.split("commands:\n", 1)[1].split("\n\n", 1)[0]
+    return block.splitlines()
+
+
+def test_version_is_the_installed_distributions() -> None:
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    mt = Path(sys.executable).with_name("mt")
+    result = subprocess.run([mt, "--version"], capture_output=True, text=True, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"mt {pyproject['project']['version']}\n",
+        "",
+    )
+
+
+def test_python_m_pipeline_lists_the_same_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "--help"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert [line.split()[0] for line in command_lines(result.stdout)] == list(cli.COMMANDS)
+
+
+def test_every_help_description_starts_in_one_column() -> None:
+    lines = command_lines(cli.usage())
+    columns = {
+        line.index(help_text)
+        for line, (_, _, help_text) in zip(lines, cli.COMMANDS.values(), strict=True)
+    }
+    assert columns == {2 + max(map(len, cli.COMMANDS)) + 2}
