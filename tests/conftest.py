@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from tests.machine import machine_summary
+from tests.mlflow_server import MlflowServer
+from tests.postgres import postgres_database
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MULTI30K_DIR = Path(os.environ.get("MT_DATA_DIR") or REPO_ROOT.parent / "shared/data/multi30k")
@@ -66,6 +68,36 @@ def mlflow_uris_do_not_leak() -> Iterator[None]:
 
         tracking_utils._tracking_uri = None
         registry_utils._registry_uri = None
+
+
+# The shared server lets tests install webhooks to 127.0.0.1 and sees them at once.
+SHARED_MLFLOW_ENV = {
+    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
+    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
+    "MLFLOW_WEBHOOK_CACHE_TTL": "0",
+}
+
+
+@pytest.fixture(scope="session")
+def shared_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """One `mlflow server` (PostgreSQL store, proxied artifacts) for the whole test run.
+
+    For every test that needs a live server and leaves it running: starting one costs 15-30 s
+    on 2 cores. A test using it names its registered models and experiments after itself
+    (`request.node.name`), so tests never see each other's versions. Tests that kill, stop or
+    reconfigure a server (faults, auth, other hosts) start their own.
+    """
+    directory = tmp_path_factory.mktemp("shared-mlflow")
+    with postgres_database("mt_test_shared_mlflow") as backend_uri:
+        server = MlflowServer(
+            backend_uri, directory / "artifacts", directory / "server.log",
+            extra_env=SHARED_MLFLOW_ENV,
+        )  # fmt: skip
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -126,6 +126,7 @@ class MlflowServer:
     process: subprocess.Popen[bytes] | None = None
     auth: BasicAuth | None = None
     host: str = "127.0.0.1"
+    extra_env: dict[str, str] = field(default_factory=dict)  # the server's own settings
 
     @property
     def url(self) -> str:
@@ -138,7 +139,7 @@ class MlflowServer:
             "--artifacts-destination", self.artifacts_dir.as_uri(),
             "--host", self.host, "--port", str(self.port), "--workers", "1",
         ]  # fmt: skip
-        env = venv_environ()
+        env = venv_environ() | self.extra_env
         if self.auth is not None:
             command += ["--app-name", "basic-auth"]
             env |= self.auth.environ()

@@ -1,5 +1,6 @@
-"""Moves of @champion made outside mt, the champion lock, and the smoke check, against one real
-`mlflow server` on SQLite (webhooks need a SQL backend) and the webhook receiver as a process.
+"""Moves of @champion made outside mt, the champion lock, and the smoke check, against the test
+run's real `mlflow server` (tests/conftest.py `shared_mlflow`: PostgreSQL; webhooks need a SQL
+backend) and the webhook receiver as a process.
 
 The alias is moved the way an MLflow user moves it: the server's REST API
 (`POST /api/2.0/mlflow/registered-models/alias`). `mt registry history` and `rollback` run as
@@ -48,26 +49,13 @@ pytestmark = pytest.mark.slow
 
 SECRET = "webhook-secret-of-this-test"
 WAIT_S = 60
-SERVER_ENV = {
-    "MLFLOW_WEBHOOK_ALLOWED_SCHEMES": "http,https",
-    "MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS": "true",
-    "MLFLOW_WEBHOOK_CACHE_TTL": "0",  # a webhook installed by a test is used at once
-}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    directory = tmp_path_factory.mktemp("mlflow-webhooks")
-    backend = f"sqlite:///{directory / 'mlflow.db'}"
-    server = MlflowServer(backend, directory / "artifacts", directory / "server.log")
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in SERVER_ENV.items():
-            patch.setenv(key, value)
-        server.start()
-    try:
-        yield server
-    finally:
-        server.kill()  # a throw-away store: no graceful shutdown to wait for
+def server(shared_mlflow: MlflowServer) -> MlflowServer:
+    """The test run's server (tests/conftest.py: webhooks to 127.0.0.1 allowed, used at once);
+    every test here names its model after itself."""
+    return shared_mlflow
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +30,6 @@ from tests.mlflow_server import (
     register_standin,
     wrong_every_other,
 )
-from tests.postgres import postgres_database
 from tests.test_serving import assert_serves_champion
 
 pytestmark = pytest.mark.slow
@@ -43,14 +42,9 @@ WEAKEST = [line if index % 4 == 1 else "Ein Hund." for index, line in enumerate(
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
-    directory = tmp_path_factory.mktemp("mlflow-server")
-    with postgres_database() as backend_uri:
-        server = MlflowServer(backend_uri, directory / "artifacts", directory / "server.log")
-        try:
-            yield server.start()
-        finally:
-            server.stop()
+def server(shared_mlflow: MlflowServer) -> MlflowServer:
+    """The test run's PostgreSQL-backed server (tests/conftest.py); models named per test."""
+    return shared_mlflow
 
 
 @pytest.fixture
