@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -114,7 +115,7 @@ def run_once(seed: int, keep: bool) -> dict[str, Any]:
     set_seed(checkout, seed)
     log_path = workdir / "repro.log"
     print(f"seed {seed}: make repro in {checkout} (log: {log_path})", flush=True)
-    started = time.time()
+    started, load_before = time.time(), os.getloadavg()[0]
     with log_path.open("w") as log:
         done = subprocess.run(
             ["/usr/bin/time", "-v", "make", "repro"],
@@ -139,6 +140,9 @@ def run_once(seed: int, keep: bool) -> dict[str, Any]:
         "precision": precision_used(text),
         "epoch_seconds": epochs,
         "log_bytes": len(text.encode()),
+        # A wall time is the machine's only when nothing else ran: the 1-minute load average
+        # before and after says whether something did (2 cores: ~2 is this run alone).
+        "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "scores": scores(checkout),
     }
     if not keep:
@@ -194,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     machine = {
         "cpu": cpu_description(),
-        "cores": len(__import__("os").sched_getaffinity(0)),
+        "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
     }
     runs: list[dict[str, Any]] = []
