@@ -4,7 +4,8 @@
 normalises each text exactly as the clean stage did (pipeline.data.clean.normalize_text), cuts
 it into pieces, decodes the non-empty ones in length-sorted batches (similar lengths waste
 little padding) and detokenises the result back into the input order. The MLflow pyfunc in
-pipeline/serving.py wraps this class; `mt translate` is its command line.
+pipeline/serving.py wraps this class; `mt translate` is its command line, which shows its
+progress on stderr (`with_progress`: a bar on a terminal, a line per tenth in a log).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import numpy as np
 from tqdm import tqdm
@@ -99,7 +100,10 @@ class Translator:
         return Translator(self.model, self.tokenizers, settings)
 
     def translate(self, texts: Sequence[str], progress: bool = False) -> list[str]:
-        """One detokenised translation per text, same order; empty text gives ""."""
+        """One detokenised translation per text, same order; empty text gives "".
+
+        `progress`: show the batches done on stderr (`with_progress`).
+        """
         hypotheses = self._translate_ids(self.encode_sources(texts), progress)
         return [self.tokenizers.tgt.decode(hypothesis.ids) for hypothesis in hypotheses]
 
@@ -144,8 +148,7 @@ class Translator:
         """Decode every non-empty source in length-sorted batches; empty ones stay empty."""
         results = [_Hypothesis([], np.zeros((0, 0), np.float32)) for _ in sources]
         batches = list(self._length_sorted_batches(sources))
-        quiet = not progress or os.environ.get("CI", "").lower() == "true"
-        for rows in tqdm(batches, desc="translating", unit="batch", disable=quiet):
+        for rows in with_progress(batches, "translating", "batch") if progress else batches:
             batch = pad_batch([sources[row] for row in rows])
             decoded = decode(self.model, batch, self.settings)
             for position, row in enumerate(rows):
@@ -173,6 +176,37 @@ def pad_batch(rows: Sequence[Sequence[int]]) -> np.ndarray:
     for index, row in enumerate(rows):
         batch[index, : len(row)] = row
     return batch
+
+
+# -------------------------------------------------------------------------------- progress
+
+# Off a terminal, one plain progress line per this fraction of the work (a tenth).
+PROGRESS_LINES = 10
+
+T = TypeVar("T")
+
+
+def progress_on_terminal() -> bool:
+    """tqdm's bar only where a person watches it: stderr is a terminal, and not under CI."""
+    return sys.stderr.isatty() and os.environ.get("CI", "").lower() != "true"
+
+
+def with_progress(items: Sequence[T], what: str, unit: str) -> Iterator[T]:
+    """`items` one by one, showing how far the loop has come on stderr.
+
+    On a terminal, tqdm's bar. In a log file or CI a bar's carriage-return frames become one
+    line per update, so there each tenth of the items done is one plain log line instead
+    ("translating: batch 3 of 30 (10%)"), at most ten per loop.
+    """
+    if progress_on_terminal():
+        yield from tqdm(items, desc=what, unit=unit)
+        return
+    total = len(items)
+    tenths = {-(-total * step // PROGRESS_LINES) for step in range(1, PROGRESS_LINES + 1)}
+    for done, item in enumerate(items, start=1):
+        yield item
+        if done in tenths:
+            log.info("%s: %s %d of %d (%d%%)", what, unit, done, total, 100 * done // total)
 
 
 # ------------------------------------------------------------------------------ mt translate
@@ -324,7 +358,7 @@ def translate_with_mlflow(
     model = load_mlflow_model(uri)
     params = beam_params(uri, model, beam_size)
     outputs: list[str] = []
-    for start in range(0, len(texts), batch_size):
+    for start in with_progress(range(0, len(texts), batch_size), "translating", "request"):
         chunk = texts[start : start + batch_size]
         try:
             predicted = model.predict(pd.DataFrame({"text": chunk}), params=params)
@@ -357,7 +391,7 @@ def main(argv: list[str]) -> int | None:
     else:
         directory = local_model_dir(args.model)
         translator = Translator.load(directory / MODEL_FILE, directory / TOKENIZER_DIR, settings)
-        outputs = translator.translate(texts)
+        outputs = translator.translate(texts, progress=True)
     write_output(args.output, "".join(line + "\n" for line in outputs))
     log.info("translated %d lines", len(texts))
     return 0

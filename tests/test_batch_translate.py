@@ -8,6 +8,7 @@ The project has a tiny tokenizer and corpus profile, so the drift check runs for
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from pipeline.atomic import atomic_write_json
 from pipeline.config import TokenizeConfig, _load_cached, load_config
 from pipeline.errors import ConfigError
 from pipeline.monitor.batch_manifest import BatchKey
+from pipeline.monitor.batch_model import translate_lines
 from pipeline.monitor.batch_request import batch_requests
 from pipeline.monitor.drift import check_incoming
 from pipeline.monitor.profile import profile_corpus
@@ -80,10 +82,11 @@ def write_profile(root: Path) -> None:
 def mt(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], *args: str
 ) -> tuple[int, str, str]:
-    """`mt translate-batch ARGS` in this process: exit code, stdout, the error line."""
+    """`mt translate-batch ARGS` in this process: exit code, stdout, the error line (the
+    command's log stays in `caplog`)."""
     caplog.clear()
     capsys.readouterr()
-    with caplog.at_level(logging.ERROR, logger="pipeline.cli"):
+    with caplog.at_level(logging.INFO, logger="pipeline"):
         code = cli.main(["translate-batch", *args])
     errors = [r.getMessage() for r in caplog.records if r.name == "pipeline.cli"]
     return code, capsys.readouterr().out, "\n".join(errors)
@@ -126,12 +129,17 @@ def test_a_file_is_translated_by_the_champion_with_a_manifest(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("CI", "true")  # progress as log lines, even on a terminal
     source = write_lines(tmp_path / "in" / "news.txt", TRAIN_SOURCES)
     output = tmp_path / "out" / "news.de.txt"
     code, out, error = mt(caplog, capsys, "--input", str(source), "--output", str(output))
     assert (code, error) == (0, "")
     assert out == f"{output}: translated: 60 lines from {source} by version 1\n"
+    assert progress_lines(caplog) == [
+        f"translating news.txt: request {done} of 20 ({done * 5}%)" for done in range(2, 21, 2)
+    ]
     assert output.read_text("utf-8") == "".join(f"{line.upper()}\n" for line in TRAIN_SOURCES)
     manifest = manifest_of(output)
     started, finished = manifest.pop("started_at"), manifest.pop("finished_at")
@@ -377,6 +385,53 @@ def test_bad_arguments_are_refused_in_one_line(
             f"translate-batch failed: {message}",
         )
     assert not (tmp_path / "o.txt").exists()
+
+
+# ---- progress ------------------------------------------------------------------------------
+
+
+def progress_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pipeline.monitor.batch_model"]
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class UpperCasing:
+    """The stand-in's translation without MLflow: each text in capitals."""
+
+    def predict(self, frame: Any, params: dict[str, Any]) -> dict[str, list[str]]:
+        return {"translation": [text.upper() for text in frame["text"]]}
+
+
+def test_requests_off_a_terminal_log_a_line_per_tenth_and_on_one_draw_a_bar(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    lines = ["a dog.", "a cat.", "a bird.", "a fish.", "a cow."]
+    spans = [(0, 2), (2, 4), (4, 5)]
+    monkeypatch.delenv("CI", raising=False)
+    stderr = io.StringIO()  # a log file: no terminal
+    monkeypatch.setattr("sys.stderr", stderr)
+    with caplog.at_level(logging.INFO, logger="pipeline.monitor.batch_model"):
+        translated = translate_lines(UpperCasing(), lines, spans, 1, "translating in.txt")
+        assert translate_lines(UpperCasing(), lines, spans, 1) == translated  # no progress
+    assert translated == [line.upper() for line in lines]
+    assert progress_lines(caplog) == [
+        "translating in.txt: request 1 of 3 (33%)",
+        "translating in.txt: request 2 of 3 (66%)",
+        "translating in.txt: request 3 of 3 (100%)",
+    ]
+    assert stderr.getvalue() == ""
+
+    caplog.clear()
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    with caplog.at_level(logging.INFO, logger="pipeline.monitor.batch_model"):
+        translate_lines(UpperCasing(), lines, spans, 1, "translating in.txt")
+    assert progress_lines(caplog) == []
+    assert "\r" in terminal.getvalue() and "translating in.txt: 100%" in terminal.getvalue()
 
 
 # ---- killed runs ---------------------------------------------------------------------------

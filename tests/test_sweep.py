@@ -8,6 +8,7 @@ of git as this repository (so the winner's registration has to remake them).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from pipeline import cli
 from pipeline.errors import ConfigError
 from pipeline.params_lock import ParamsLock, RunRef
 from pipeline.paths import project_paths
+from pipeline.sweep import runner
+from pipeline.sweep.commands import run_points
 from pipeline.sweep.errors import SweepError
 from pipeline.sweep.experiments import stage_env
 from pipeline.sweep.grid import (
@@ -34,6 +37,7 @@ from pipeline.sweep.grid import (
     parse_grid,
 )
 from pipeline.sweep.table import PointRow, duration, ranked, render, winner
+from pipeline.sweep.tracking import Sweep
 from pipeline.tracking import experiment_run_tags
 from tests.airflow_harness import make_project
 from tests.conftest import REPO_ROOT, write_tiny_corpus
@@ -190,6 +194,34 @@ def test_the_table_is_markdown_with_each_swept_key() -> None:
 def test_no_finished_point_means_no_winner() -> None:
     with pytest.raises(SweepError, match="sweep s: no point has finished with a val BLEU"):
         winner([ROWS[1]], "s")
+
+
+# -------------------------------------------------------------- progress of `mt sweep run`
+
+
+def test_each_point_logs_its_params_as_it_starts_and_its_result_as_it_ends(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    rates = [{"train.learning_rate": "0.01"}, {"train.learning_rate": "0.02"}]
+    points = (Point("s-1", rates[0]), Point("s-2", rates[1]))
+    sweep = Sweep("s", "parent", "1", "f" * 40, points, ("train.learning_rate",))
+
+    def run_and_record(root: Path, sweep: Sweep, point: Point) -> PointRow:
+        if point.name == "s-2":
+            raise SweepError("`dvc exp run` failed (exit 1)")
+        return ROWS[0]
+
+    monkeypatch.setattr(runner, "run_and_record", run_and_record)
+    with caplog.at_level(logging.INFO, logger="pipeline.sweep.runner"):
+        assert run_points(sweep, jobs=1) == ["s-2: `dvc exp run` failed (exit 1)"]
+    assert [r.getMessage() for r in caplog.records if r.name == "pipeline.sweep.runner"] == [
+        "point 1 of 2 (s-1): train.learning_rate=0.01",
+        "point 1 of 2 (s-1): val BLEU 21.50, training 1 min 01 s",
+        "point 2 of 2 (s-2): train.learning_rate=0.02",
+        "point 2 of 2 (s-2) failed: `dvc exp run` failed (exit 1)",
+    ]
+    # A DAG's mapped task gets the sweep without its points.
+    assert runner.point_place(Sweep.from_header(sweep.header()), points[1]) == "point s-2"
 
 
 # ----------------------------------------------------------- what a point's processes are told

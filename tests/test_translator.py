@@ -8,13 +8,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from pipeline import cli
 from pipeline.model.decoding import DecodingSettings
-from pipeline.translator import Translator, pad_batch, read_input_lines
+from pipeline.translator import Translator, pad_batch, read_input_lines, with_progress
 from tests.conftest import REPO_ROOT
 from tests.tiny_translator import MEMORISED_PAIRS, memorised_model_dir
 
@@ -119,6 +120,94 @@ def test_load_without_a_model_file_names_it(tmp_path: Path) -> None:
         Translator.load(tmp_path / "seq2seq.keras", tmp_path / "tokenizer")
 
 
+# --------------------------------------------------------------------- progress on stderr
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def progress_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "pipeline.translator"]
+
+
+def test_progress_off_a_terminal_is_one_log_line_per_tenth_and_nothing_else(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    stderr = io.StringIO()  # a log file: no terminal
+    monkeypatch.setattr("sys.stderr", stderr)
+    with caplog.at_level(logging.INFO, logger="pipeline.translator"):
+        assert list(with_progress(range(25), "translating", "batch")) == list(range(25))
+        assert list(with_progress(["a", "b", "c"], "translating", "request")) == ["a", "b", "c"]
+    assert progress_lines(caplog) == [
+        "translating: batch 3 of 25 (12%)",
+        "translating: batch 5 of 25 (20%)",
+        "translating: batch 8 of 25 (32%)",
+        "translating: batch 10 of 25 (40%)",
+        "translating: batch 13 of 25 (52%)",
+        "translating: batch 15 of 25 (60%)",
+        "translating: batch 18 of 25 (72%)",
+        "translating: batch 20 of 25 (80%)",
+        "translating: batch 23 of 25 (92%)",
+        "translating: batch 25 of 25 (100%)",
+        "translating: request 1 of 3 (33%)",
+        "translating: request 2 of 3 (66%)",
+        "translating: request 3 of 3 (100%)",
+    ]
+    assert stderr.getvalue() == ""  # no bar frames
+
+
+def test_progress_on_a_terminal_is_a_tqdm_bar_and_under_ci_plain_lines(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    terminal = FakeTerminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    with caplog.at_level(logging.INFO, logger="pipeline.translator"):
+        assert list(with_progress(range(4), "translating", "batch")) == list(range(4))
+        assert progress_lines(caplog) == []
+        assert "\r" in terminal.getvalue() and "translating: 100%" in terminal.getvalue()
+        assert "4/4" in terminal.getvalue()
+
+        monkeypatch.setenv("CI", "true")
+        before = terminal.getvalue()
+        assert list(with_progress(range(2), "translating", "batch")) == [0, 1]
+    assert terminal.getvalue() == before
+    assert progress_lines(caplog) == [
+        "translating: batch 1 of 2 (50%)",
+        "translating: batch 2 of 2 (100%)",
+    ]
+
+
+class UpperCasing:
+    """A stand-in pyfunc: each text in capitals."""
+
+    def predict(self, frame: Any, params: Any = None) -> dict[str, list[str]]:
+        return {"translation": [text.upper() for text in frame["text"]]}
+
+
+def test_mt_translate_off_a_terminal_logs_its_requests_by_the_tenth(
+    project_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setattr("pipeline.translator.load_mlflow_model", lambda uri: UpperCasing())
+    (project_dir / "in.txt").write_text("a dog.\na cat.\n\na bird.\na fish.\n", encoding="utf-8")
+    args = ["--model", "models:/stand-in@champion", "--input", "in.txt", "--batch-size", "2"]
+    assert cli.main(["translate", *args]) == 0
+    assert capsys.readouterr().out == "A DOG.\nA CAT.\n\nA BIRD.\nA FISH.\n"
+    assert progress_lines(caplog) == [
+        "translating: request 1 of 3 (33%)",
+        "translating: request 2 of 3 (66%)",
+        "translating: request 3 of 3 (100%)",
+        "translated 5 lines",
+    ]
+
+
 # --------------------------------------------------------------------------- mt translate
 
 
@@ -138,13 +227,18 @@ def test_mt_translate_reads_stdin_and_writes_one_line_per_input_line(
 
 @pytest.mark.slow
 def test_mt_translate_uses_the_project_models_by_default_and_writes_output_file(
-    model_dir: Path, project_dir: Path
+    model_dir: Path,
+    project_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    monkeypatch.setenv("CI", "true")
     shutil.copytree(model_dir, project_dir / "models")
     (project_dir / "in.txt").write_text(f"{TRAIN_PAIRS[5][0]}\n", encoding="utf-8")
     code = cli.main(["translate", "--input", "in.txt", "--output", "out.txt", "--batch-size", "1"])
     assert code == 0
     assert (project_dir / "out.txt").read_text(encoding="utf-8") == f"{TRAIN_PAIRS[5][1]}\n"
+    assert progress_lines(caplog) == ["translating: batch 1 of 1 (100%)", "translated 1 lines"]
 
 
 def test_mt_translate_without_a_model_exits_non_zero_naming_it(

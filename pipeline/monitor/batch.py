@@ -197,7 +197,8 @@ def produce_text(plan: PlannedFile, model: Any) -> str:
     if plan.copy_from is not None:
         return plan.copy_from.read_text(encoding="utf-8")
     beam = int(plan.key.decoding["beam_size"])
-    return output_text(translate_lines(model, plan.file.lines, plan.spans, beam))
+    progress = f"translating {plan.file.source.name}"
+    return output_text(translate_lines(model, plan.file.lines, plan.spans, beam, progress))
 
 
 def utc_now() -> str:

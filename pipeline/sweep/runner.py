@@ -3,7 +3,8 @@
 1. `plan_sweep`: check the grid (every point against params.yaml's rules), refuse a name used
    before, open the MLflow parent run. Nothing runs before this has passed.
 2. `run_one_point`, once per point (in threads for `--jobs N`, in mapped Airflow tasks):
-   `dvc exp run --temp` up to evaluate, then its val scores onto its training run.
+   `dvc exp run --temp` up to evaluate, then its val scores onto its training run; a log line
+   as it starts (`point 2 of 6 (lr-2): train.learning_rate=0.002`) and as it ends.
 3. `register_best`: the point with the best val BLEU goes through the register stage, the
    normal gate, from its own experiment commit.
 
@@ -26,7 +27,7 @@ from pipeline.paths import ProjectPaths, project_paths
 from pipeline.sweep import experiments
 from pipeline.sweep.errors import SweepError
 from pipeline.sweep.grid import Point, check_points, check_sweep_name, grid_points, parse_grid
-from pipeline.sweep.table import FINISHED, PointRow, winner
+from pipeline.sweep.table import FINISHED, PointRow, duration, winner
 from pipeline.sweep.tracking import (
     Sweep,
     close_sweep,
@@ -93,6 +94,30 @@ def plan_sweep(root: Path, name: str, sets: Sequence[str]) -> Sweep:
 
 
 def run_one_point(root: Path, sweep: Sweep, point: Point) -> PointRow:
+    """One point, logged as it starts (its params) and as it ends (its val BLEU, or why it
+    failed): a point trains for minutes, and with `--jobs N` several run at once."""
+    place = point_place(sweep, point)
+    log.info("%s: %s", place, point.describe())
+    try:
+        row = run_and_record(root, sweep, point)
+    except PipelineError as error:
+        log.warning("%s failed: %s", place, error)
+        raise
+    log.info(
+        "%s: val BLEU %.2f, training %s", place, row.val_bleu or 0.0, duration(row.train_seconds)
+    )
+    return row
+
+
+def point_place(sweep: Sweep, point: Point) -> str:
+    """`point 2 of 6 (lr-2)`; `point lr-2` in a DAG's mapped task, whose sweep comes without
+    its points (Airflow numbers the mapped tasks)."""
+    if point not in sweep.points:
+        return f"point {point.name}"
+    return f"point {sweep.points.index(point) + 1} of {len(sweep.points)} ({point.name})"
+
+
+def run_and_record(root: Path, sweep: Sweep, point: Point) -> PointRow:
     """One point through `dvc exp run --temp`, its val scores recorded; its state on the
     parent run says `failed: why` when it does not finish."""
     paths = project_paths(root)
@@ -104,7 +129,6 @@ def run_one_point(root: Path, sweep: Sweep, point: Point) -> PointRow:
         mark(paths, sweep, point, f"failed: {error}")
         raise
     mark(paths, sweep, point, FINISHED)
-    log.info("%s: val BLEU %.2f", point.name, row.val_bleu or 0.0)
     return row
 
 
