@@ -75,6 +75,7 @@ from pipeline.training.tracking import (
     flatten_params,
     log_final,
     log_run_context,
+    log_split_datasets,
     mark_failed,
     open_training_run,
 )
@@ -258,11 +259,12 @@ def validation_scorer(job: TrainingJob) -> Callable[[Sequence[np.ndarray]], floa
 
 
 def start_run(job: TrainingJob, hashes: dict[str, str]) -> tuple[TrainingRun, EpochMetricsLogger]:
-    """The MLflow run with its params and tags, and the logger for its epoch metrics."""
+    """The MLflow run with its params, tags and datasets, and the logger for its epoch metrics."""
     run, logged_epochs = open_training_run(job.paths, job.checkpoint.run_file)
     tags = {**hardware_tags(), "precision": job.plan.precision, "stage": "train"}
     tags.update({f"sha256.{name}": digest for name, digest in hashes.items()})
     log_run_context(run, flatten_params(config_as_dict(job.config)), tags)
+    log_split_datasets(run, job.paths, hashes)
     return run, EpochMetricsLogger(run, job.checkpoint.run_file, logged_epochs)
 
 

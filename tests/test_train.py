@@ -6,6 +6,7 @@ tests/test_train_faults.py.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -445,6 +446,36 @@ def test_mt_train_writes_outputs_and_records_an_mlflow_run(
     assert run.data.params["train.epochs"] == "2"
     assert run.data.tags["hardware.gpus"] == "none"
     assert "sha256.data/tokens/train.npz" in run.data.tags
+    # The splits it learned from and was validated on, as the run's datasets.
+    digests = {
+        split: hashlib.sha256((project_dir / f"data/tokens/{split}.npz").read_bytes()).hexdigest()
+        for split in ("train", "val")
+    }
+    assert sorted(
+        (
+            item.dataset.name,
+            item.dataset.digest,
+            item.dataset.source_type,
+            json.loads(item.dataset.source),
+            {tag.key: tag.value for tag in item.tags},
+        )
+        for item in run.inputs.dataset_inputs
+    ) == [
+        (
+            "train",
+            digests["train"][:36],
+            "local",
+            {"uri": "data/tokens/train.npz"},
+            {"mlflow.data.context": "training"},
+        ),
+        (
+            "val",
+            digests["val"][:36],
+            "local",
+            {"uri": "data/tokens/val.npz"},
+            {"mlflow.data.context": "validation"},
+        ),
+    ]
     val_loss = client.get_metric_history(run.info.run_id, "val_loss")
     assert [point.step for point in val_loss] == [1, 2]
     assert {"loss", "perplexity", "val_perplexity", "learning_rate"} <= set(run.data.metrics)

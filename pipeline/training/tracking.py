@@ -20,7 +20,8 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
+import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ from pipeline.training.checkpoints import JournalEntry
 log = logging.getLogger(__name__)
 
 RETRY_INTERVAL_S = 30.0
+# The splits logged as the run's datasets, with their MLflow input context.
+SPLIT_CONTEXTS = {"train": "training", "val": "validation"}
+# MLflow stores a dataset digest in 36 characters (mlflow.utils.validation).
+MAX_DIGEST_CHARS = 36
 
 
 class MlflowUnavailable(PipelineError):
@@ -147,6 +152,41 @@ def log_run_context(run: TrainingRun, params: dict[str, Any], tags: dict[str, st
             params=[Param(key, str(value)) for key, value in params.items() if key not in logged],
             tags=[RunTag(key, value) for key, value in tags.items()],
         )
+
+
+def log_split_datasets(run: TrainingRun, paths: ProjectPaths, hashes: Mapping[str, str]) -> None:
+    """The train and val token files as the run's datasets (contexts `training` and
+    `validation`), so its page shows what the model learned from and was validated on.
+
+    Each is a MetaDataset: the file's path under the project and its sha256 (from `hashes`, as
+    the run's `sha256.<file>` tags; cut to MLflow's 36-character digest) with no rows loaded.
+    A continued run logs the same datasets again, which MLflow stores once.
+    """
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    inputs = []
+    for split, context in SPLIT_CONTEXTS.items():
+        location = str((paths.tokens_dir / f"{split}.npz").relative_to(paths.root))
+        dataset = _file_dataset(split, location, hashes[location][:MAX_DIGEST_CHARS])
+        # The entity as MLflow's own flavours build it for MlflowClient.log_inputs.
+        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags))
+    with mlflow_needed(run.uri, "logging the run's datasets", "rerun `mt train` once it is back"):
+        run.client.log_inputs(run.run_id, datasets=inputs)
+
+
+def _file_dataset(name: str, location: str, digest: str) -> Any:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        # A plain path matches both local-file dataset sources MLflow registers ("" and
+        # "file" schemes, the same class); it warns and takes the first, which is right.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be")
+        source = resolve_dataset_source(location)
+    # `profile` is abstract in name only (mlflow's Dataset is no ABC); MetaDataset has none.
+    return MetaDataset(source, name=name, digest=digest)  # type: ignore[abstract]
 
 
 def flatten_params(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
