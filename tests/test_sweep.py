@@ -12,7 +12,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -340,15 +339,9 @@ def table_rows(output: str) -> list[list[str]]:
 
 
 @pytest.fixture
-def sweep_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A real `mlflow server` (SQLite) and the environment `mt` runs in against it."""
-    server = MlflowServer(
-        f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts", tmp_path / "mlflow.log"
-    ).start()
-    try:
-        yield project_env(MLFLOW_TRACKING_URI=server.url)
-    finally:
-        server.stop()
+def sweep_env(shared_mlflow: MlflowServer) -> dict[str, str]:
+    """The environment `mt` runs in against the test run's real `mlflow server`."""
+    return project_env(MLFLOW_TRACKING_URI=shared_mlflow.url)
 
 
 @pytest.mark.slow
