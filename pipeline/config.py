@@ -226,6 +226,7 @@ class MonitorConfig:
     char_class_psi: float = field(metadata=ranged(gt=0, le=100))
     max_unknown_rate: float = field(metadata=ranged(ge=0, le=1))
     min_language_share: float = field(metadata=ranged(ge=0, le=1))
+    min_drift_lines: int = field(metadata=ranged(ge=1, le=1_000_000))
     retrain_on_alert: bool
     watch_schedule: str = field(
         metadata=satisfying(

@@ -1,29 +1,38 @@
 """Drift of incoming text: the statistics (exact values on tiny inputs), language identification
-on real Multi30k text, and `check_incoming` end to end (JSON, GX Data Docs page, MLflow run)."""
+on real Multi30k text, `check_incoming` end to end (JSON, GX Data Docs page, MLflow run), and
+the minimum sample of a verdict (monitor.min_drift_lines): small batches are recorded as too few
+lines to judge and pooled, on tiny text and on real Multi30k val batches."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import hashlib
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config
+from pipeline.aligned_text import text_lines
+from pipeline.config import _load_cached, load_config
 from pipeline.errors import DataError
 from pipeline.monitor import drift_stats
 from pipeline.monitor.drift import (
+    POOL_FOLDER,
     DriftResult,
     check_incoming,
     drift_results_since,
     drifted_features,
+    pool_batch_id,
 )
+from pipeline.monitor.findings import Finding, drift_findings
 from pipeline.monitor.monitoring_runs import MONITORING_EXPERIMENT
 from pipeline.monitor.profile import profile_corpus
 from pipeline.monitor.text_features import detected_languages, language_share
 from pipeline.paths import project_paths
-from tests.conftest import tiny_pairs
+from pipeline.tokenize import SOURCE_MODEL, TARGET_MODEL, train_tokenizer_models
+from tests.conftest import MULTI30K_DIR, REPO_ROOT, tiny_pairs, write_params
 from tests.test_corpus_profile import tokenizer_dir  # noqa: F401  (module-scoped fixture)
 
 # ---- statistics: pure functions, exact values ----------------------------------------------
@@ -111,20 +120,32 @@ FRENCH = [
 ] * 10
 
 
+# The tiny project judges batches from 20 lines on, so that ENGLISH and FRENCH (40 lines each)
+# are judged and their statistics can be computed by hand.
+TINY_MIN_DRIFT_LINES = 20
+
+
+def install_reference(project_dir: Path, tokenizer: Path, profile: dict[str, object]) -> None:
+    """The tokenizer in models/tokenizer and the corpus profile, as the profile stage leaves."""
+    paths = project_paths()
+    paths.tokenizer_dir.parent.mkdir(parents=True)
+    paths.tokenizer_dir.symlink_to(tokenizer)
+    paths.monitoring_dir.mkdir(parents=True)
+    paths.corpus_profile.write_text(json.dumps(profile), encoding="utf-8")
+
+
 @pytest.fixture
 def monitored_project(
     project_dir: Path,
     tokenizer_dir: Path,  # noqa: F811  (the fixture imported above)
     monkeypatch: pytest.MonkeyPatch,
 ) -> Path:
-    """A project with the tiny tokenizer, the profile of ENGLISH and a local MLflow store."""
+    """A project with the tiny tokenizer, the profile of ENGLISH, a local MLflow store and
+    monitor.min_drift_lines = TINY_MIN_DRIFT_LINES."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    paths = project_paths()
-    paths.tokenizer_dir.parent.mkdir(parents=True)
-    paths.tokenizer_dir.symlink_to(tokenizer_dir)
-    paths.monitoring_dir.mkdir(parents=True)
-    profile = profile_corpus(ENGLISH, tokenizer_dir, "en")
-    paths.corpus_profile.write_text(json.dumps(profile), encoding="utf-8")
+    write_params(project_dir, {"monitor": {"min_drift_lines": TINY_MIN_DRIFT_LINES}})
+    _load_cached.cache_clear()
+    install_reference(project_dir, tokenizer_dir, profile_corpus(ENGLISH, tokenizer_dir, "en"))
     return project_dir
 
 
@@ -149,6 +170,12 @@ def test_check_incoming_writes_json_docs_and_an_mlflow_run(monitored_project: Pa
         "language_share": 1.0,
     }
     assert (clean.drifted, clean.gx_success, clean.gx_failed_rules) == ((), True, ())
+    assert (clean.status, clean.lines, clean.min_lines, clean.pooled_from) == (
+        "judged",
+        40,
+        TINY_MIN_DRIFT_LINES,
+        (),
+    )
     assert clean.thresholds["language_share"] == config.monitor.min_language_share
     written = json.loads((paths.drift_dir / "clean-1.json").read_text("utf-8"))
     assert DriftResult.from_json(written) == clean
@@ -178,6 +205,7 @@ def test_check_incoming_writes_json_docs_and_an_mlflow_run(monitored_project: Pa
     assert french_run.data.tags["monitor.kind"] == "drift"  # type: ignore[attr-defined]
     assert french_run.data.tags["monitor.drifted"] == ",".join(french.drifted)  # type: ignore[attr-defined]
     assert french_run.data.params["threshold.language_share"] == "0.9"  # type: ignore[attr-defined]
+    assert french_run.data.tags["monitor.status"] == "judged"  # type: ignore[attr-defined]
 
     assert drift_results_since(paths, None) == [clean, french]
     assert drift_results_since(paths, clean.checked_at) == [french]
@@ -208,4 +236,190 @@ def test_check_incoming_without_a_profile_names_the_stage_to_run(project_dir: Pa
     assert str(error.value) == (
         f"{paths.corpus_profile}: corpus profile not found; run `dvc repro profile` "
         "(or `mt profile`) before checking incoming text"
+    )
+
+
+def test_a_result_written_before_the_minimum_existed_reads_as_a_judged_verdict() -> None:
+    older = {
+        "batch_id": "old-1",
+        "checked_at": "2026-03-01T10:00:00+00:00",
+        "statistics": {"length_psi": 0.5},
+        "thresholds": {"length_psi": 0.2},
+        "drifted": ["length_psi"],
+        "gx_success": True,
+        "data_docs": "reports/monitoring/drift/data_docs/validations/old-1.html",
+    }
+    result = DriftResult.from_json(older)
+    assert (result.status, result.lines, result.min_lines, result.pooled_from) == (
+        "judged",
+        0,
+        0,
+        (),
+    )
+    assert result.alarming
+
+
+# ---- a verdict needs a sample (monitor.min_drift_lines) -------------------------------------
+
+
+def test_a_batch_below_the_minimum_is_recorded_as_too_few_lines_to_judge(
+    monitored_project: Path,
+) -> None:
+    paths, config = project_paths(), load_config()
+    lines = ENGLISH[:3]
+    result = check_incoming(lines, "small-1", paths, config)
+    assert result == DriftResult(
+        batch_id="small-1",
+        checked_at=result.checked_at,
+        statistics={},
+        thresholds={},
+        drifted=(),
+        gx_success=None,
+        data_docs="",
+        status="too_few_lines",
+        lines=3,
+        min_lines=TINY_MIN_DRIFT_LINES,
+    )
+    assert not result.alarming and drift_findings([result]) == []
+    written = json.loads((paths.drift_dir / "small-1.json").read_text("utf-8"))
+    assert DriftResult.from_json(written) == result
+    assert not (paths.drift_dir / "data_docs").exists()  # no GX suite ran
+    # Its lines wait in the pool for more small batches.
+    waiting = json.loads((paths.drift_dir / POOL_FOLDER / "small-1.json").read_text("utf-8"))
+    assert waiting == {"lines": lines}
+    run = monitoring_runs(monitored_project)["small-1"]
+    assert run.data.metrics == {"lines": 3.0}  # type: ignore[attr-defined]
+    assert run.data.params == {"min_drift_lines": "20"}  # type: ignore[attr-defined]
+    assert run.data.tags["monitor.status"] == "too_few_lines"  # type: ignore[attr-defined]
+
+
+def test_small_batches_are_pooled_and_judged_together_once_they_reach_the_minimum(
+    monitored_project: Path,
+) -> None:
+    paths, config = project_paths(), load_config()
+    # Three cycles of FRENCH's four sentences: 8 + 8 + 8 lines, the last one reaches 20.
+    parts = {"fr-a": FRENCH[:8], "fr-b": FRENCH[8:16], "fr-c": FRENCH[16:24]}
+    results = [check_incoming(lines, batch_id, paths, config) for batch_id, lines in parts.items()]
+    assert [(r.status, r.lines) for r in results] == [("too_few_lines", 8)] * 3
+    pool_id = pool_batch_id(["fr-a", "fr-b", "fr-c"])
+    assert pool_id == "pool-" + hashlib.sha256(b"fr-a\nfr-b\nfr-c").hexdigest()[:12]
+    collected = drift_results_since(paths, None)
+    # The pool is judged while fr-c is checked, before fr-c's own result is written.
+    assert [r.batch_id for r in collected] == ["fr-a", "fr-b", pool_id, "fr-c"]
+    pooled = collected[2]
+    assert (pooled.status, pooled.lines, pooled.pooled_from) == (
+        "judged",
+        24,
+        ("fr-a", "fr-b", "fr-c"),
+    )
+    # Six cycles of the sentences, so the same shares as FRENCH: the same drift.
+    assert pooled.drifted == ("length_psi", "length_ks", "unknown_rate", "language_share")
+    assert pooled.statistics["length_psi"] == pytest.approx(0.45 * math.log(7), 1e-12)
+    assert (pooled.gx_success, pooled.gx_failed_rules) == (False, ("language", "unknown_rate"))
+    assert list((paths.drift_dir / POOL_FOLDER).glob("*.json")) == []  # judged once, emptied
+    [finding] = drift_findings(collected)
+    assert finding.kind == "drift"
+    assert finding.message.startswith(
+        f"pool {pool_id} of 24 lines from the small incoming batches fr-a, fr-b, fr-c (checked "
+        f"{pooled.checked_at}) drifted from the training corpus: length_psi "
+        f"{0.45 * math.log(7):.3f} (threshold 0.2); length_ks 0.750 (threshold 0.2); "
+    )
+    assert finding.message.endswith(
+        "; its Great Expectations suite failed (language, unknown_rate); Data Docs: "
+        f"{pooled.data_docs}"
+    )
+    run = monitoring_runs(monitored_project)[pool_id]
+    assert run.data.tags["monitor.pooled_from"] == "fr-a,fr-b,fr-c"  # type: ignore[attr-defined]
+    assert run.data.metrics["lines"] == 24.0  # type: ignore[attr-defined]
+
+
+# Real Multi30k: a reference built as `mt tokenize` and `mt profile` build it, from the first
+# REFERENCE_LINES train sources (a third of train: the same distribution, a third of the time)
+# and a smaller vocabulary trained on the first TOKENIZER_PAIRS pairs.
+REFERENCE_LINES = 10_000
+TOKENIZER_PAIRS = 2_000
+# The sizes the val batches are chosen around (params.yaml, benchmarks/drift_sample_size.py).
+REPO_MIN_DRIFT_LINES = 125
+
+
+def multi30k_split(directory: Path, split: str, lang: str) -> list[str]:
+    with gzip.open(directory / f"{split}.{lang}.gz", "rt", encoding="utf-8") as handle:
+        return text_lines(handle.read())
+
+
+@pytest.fixture(scope="module")
+def multi30k_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """(tokenizer folder, corpus profile) of Multi30k train, for the module."""
+    if not (MULTI30K_DIR / "train.en.gz").is_file():
+        pytest.fail(f"Multi30k not found at {MULTI30K_DIR}; set MT_DATA_DIR")
+    english = multi30k_split(MULTI30K_DIR, "train", "en")
+    german = multi30k_split(MULTI30K_DIR, "train", "de")[:TOKENIZER_PAIRS]
+    config = load_config(REPO_ROOT / "params.yaml")
+    small = dataclasses.replace(config.tokenize, vocab_size=1000)
+    models = train_tokenizer_models(english[:TOKENIZER_PAIRS], german, small, config.seed)
+    directory = tmp_path_factory.mktemp("multi30k-tokenizer")
+    (directory / SOURCE_MODEL).write_bytes(models[0])
+    (directory / TARGET_MODEL).write_bytes(models[1])
+    return directory, profile_corpus(english[:REFERENCE_LINES], directory, "en")
+
+
+@pytest.fixture
+def multi30k_project(
+    project_dir: Path,
+    multi30k_reference: tuple[Path, dict[str, object]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
+    """A project with the repo's params.yaml and the Multi30k reference."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    install_reference(project_dir, *multi30k_reference)
+    assert load_config().monitor.min_drift_lines == REPO_MIN_DRIFT_LINES
+    return project_dir
+
+
+def test_val_batches_below_at_and_above_the_minimum_give_no_finding(
+    multi30k_project: Path, multi30k_dir: Path
+) -> None:
+    paths, config = project_paths(), load_config()
+    val = iter(multi30k_split(multi30k_dir, "val", "en"))
+    # Disjoint runs of val lines; the first, 3 lines, is issue 23 §5's batch: three ordinary
+    # Multi30k-like sentences whose length PSI (5.8) and KS (0.71) were reported as drift.
+    sizes = {"val-3": 3, "val-124": 124, "val-125": 125, "val-500": 500}
+    results = {
+        batch_id: check_incoming([next(val) for _ in range(size)], batch_id, paths, config)
+        for batch_id, size in sizes.items()
+    }
+    assert {batch_id: (r.status, r.lines) for batch_id, r in results.items()} == {
+        "val-3": ("too_few_lines", 3),
+        "val-124": ("too_few_lines", 124),
+        "val-125": ("judged", 125),
+        "val-500": ("judged", 500),
+    }
+    pool_id = pool_batch_id(["val-124", "val-3"])  # 127 lines: judged when val-124 arrives
+    collected = drift_results_since(paths, None)
+    assert [r.batch_id for r in collected] == ["val-3", pool_id, "val-124", "val-125", "val-500"]
+    verdicts = {r.batch_id: (r.lines, r.drifted, r.gx_success) for r in collected if r.judged}
+    assert verdicts == {
+        pool_id: (127, (), True),
+        "val-125": (125, (), True),
+        "val-500": (500, (), True),
+    }
+    assert drift_findings(collected) == []
+
+
+def test_a_french_val_batch_at_the_minimum_still_drifts(
+    multi30k_project: Path, multi30k_dir: Path
+) -> None:
+    paths, config = project_paths(), load_config()
+    french = multi30k_split(multi30k_dir, "val", "fr")[:REPO_MIN_DRIFT_LINES]
+    result = check_incoming(french, "val-fr-125", paths, config)
+    assert (result.status, result.lines) == ("judged", 125)
+    assert result.drifted == ("language_share",)
+    assert result.statistics["language_share"] == 0.0
+    assert (result.gx_success, result.gx_failed_rules) == (False, ("language",))
+    [finding] = drift_findings([result])
+    assert finding == Finding(
+        "drift",
+        f"incoming batch val-fr-125 (checked {result.checked_at}) drifted from the training "
+        "corpus: language_share 0.000 (threshold 0.9); its Great Expectations suite failed "
+        f"(language); Data Docs: {result.data_docs}",
     )

@@ -30,10 +30,11 @@ from pipeline.config import _load_cached, load_config
 from pipeline.evaluate import choose_sample_rows
 from pipeline.monitor import alerts
 from pipeline.monitor.canary import RecordedCanary, pick_canary
-from pipeline.monitor.drift import DriftResult
+from pipeline.monitor.champion_check import ChampionCheck
+from pipeline.monitor.drift import DriftResult, too_few_lines
 from pipeline.monitor.findings import Finding, canary_findings, drift_findings
 from pipeline.monitor.monitoring_runs import MONITORING_EXPERIMENT
-from pipeline.monitor.watch import read_history, retrain_event_extra, run_watch
+from pipeline.monitor.watch import read_history, retrain_event_extra, run_watch, watch_record
 from pipeline.paths import ProjectPaths, project_paths
 from pipeline.registry.commands import build_candidate, registry_main
 from pipeline.registry.gate import GateRules
@@ -209,6 +210,7 @@ def test_healthy_champion_scores_as_recorded_and_raises_nothing(paths: ProjectPa
         "findings": 0.0,
         "drift.batches": 0.0,
         "drift.drifted_batches": 0.0,
+        "drift.too_few_lines_batches": 0.0,
         "canary.bleu": 100.0,
         "canary.recorded_bleu": 100.0,
     }
@@ -320,6 +322,35 @@ def test_each_drift_result_is_reported_once_and_the_report_shows_the_runs(
     png = (paths.watch_dir / "canary_bleu.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert (int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")) == (800, 400)
+
+
+def test_a_batch_too_small_to_judge_is_counted_and_never_a_finding(
+    paths: ProjectPaths, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Issue 23 §5: the noisy statistics of a 3-line batch became a drift finding (and, with
+    # monitor.retrain_on_alert, a retrain). Its result now says too few lines to judge.
+    small = replace(too_few_lines("small-3", 3, 125), checked_at="2026-03-01T10:00:00+00:00")
+    write_drift(paths, small)
+    assert cli.main(["monitor", "watch"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"champion: {MODEL} v1",
+        f"canary: BLEU 100.00 on 12 pairs of {SPLIT} (recorded 100.00; version the gate last "
+        "promoted is the champion itself)",
+        "drift: 1 batch(es) checked since the previous run (1 too few lines to judge)",
+        "no findings",
+    ]
+    [record] = read_history(paths)
+    assert (record["drift"], record["findings"]) == ([small.to_json()], [])
+    metrics = Registry.connect(paths, MODEL).client.get_run(record["mlflow_run_id"]).data.metrics
+    assert {key: value for key, value in metrics.items() if key.startswith("drift.")} == {
+        "drift.batches": 1.0,
+        "drift.drifted_batches": 0.0,
+        "drift.too_few_lines_batches": 1.0,
+    }
+    report = (paths.watch_dir / "report.md").read_text("utf-8").splitlines()
+    assert [line for line in report if line.startswith("| small-3 |")] == [
+        "| small-3 | 2026-03-01T10:00:00+00:00 | lines | 3 | min 125 | not judged: too few lines |"
+    ]
 
 
 # --- alerts through the real notifiers ------------------------------------------------------
@@ -620,3 +651,14 @@ def test_watch_dag_alerts_then_requests_a_retrain_on_the_raw_corpus_asset(
     _load_cached.cache_clear()
     with pytest.raises(AirflowSkipException, match="monitor.retrain_on_alert is false"):
         request.python_callable(record, outlet_events=OutletEventAccessors())
+
+
+def test_a_batch_too_small_to_judge_stops_at_the_watch_dags_short_circuit(
+    alerting_dagbag: tuple[Any, Path],
+) -> None:
+    dagbag, _ = alerting_dagbag  # its params set monitor.retrain_on_alert: true
+    healthy = ChampionCheck(MODEL, "1", True, None, ())
+    record = watch_record("2026-03-02T00:00:05+00:00", healthy, [too_few_lines("s", 3, 125)], None)
+    assert record["findings"] == []
+    has_findings = dagbag.dags["watch_champion"].get_task("has_findings")
+    assert has_findings.python_callable(record) is False  # alert and request_retrain skipped

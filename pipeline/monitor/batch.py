@@ -5,7 +5,9 @@ Order of work, so that bad input and a kill both leave nothing half made:
 2. resolve `models:/<name>@champion` to a version and read its request limits and default
    beam (batch_model.py); every line must fit one request, checked now;
 3. check each input for drift against the training corpus (pipeline/monitor/drift.py), once
-   per input: a rerun reuses the recorded result;
+   per input: a rerun reuses the recorded result (an input of fewer than
+   monitor.min_drift_lines lines is recorded as too few lines to judge, `drifted` empty, and
+   pooled with other small inputs);
 4. per output: nothing to do when its manifest already records this input, version and
    decoding; a copy when another output already holds that translation; else translate in
    requests of at most monitor.batch_size lines (batch_manifest.py);

@@ -15,11 +15,19 @@ from the profile (pipeline/monitor/drift_gx.py), whose Data Docs site is written
 reports/monitoring/drift/data_docs/ (one page per batch under validations/). The result goes to
 reports/monitoring/drift/<batch_id>.json (DriftResult.to_json) and to one run in the MLflow
 experiment `monitoring` (metrics: the statistics; tags: drifted features, GX verdict).
-Statistics of a batch of a few lines are noisy; thresholds are meant for batches of hundreds.
+
+A verdict needs a sample. A batch of fewer than monitor.min_drift_lines lines is not judged:
+its result has status `too_few_lines` (with its line count and the minimum), no statistics and
+no GX suite, and is never a drift finding. Its lines join the pool of small batches
+(pipeline/monitor/drift_pool.py); once the pool holds min_drift_lines lines, they are judged as
+one batch, `pool-<12 hex>`, whose result names the batches in `pooled_from`, and the pool is
+emptied. The minimum comes from benchmarks/drift_sample_size.py: below it, batches of the
+training distribution itself trip the PSI/KS thresholds too often (docs/monitoring.md).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import tempfile
@@ -27,18 +35,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from pipeline.atomic import atomic_write_json
 from pipeline.config import Config
 from pipeline.errors import DataError
-from pipeline.monitor import drift_stats, text_features
+from pipeline.monitor import drift_pool, drift_stats, text_features
 from pipeline.monitor.monitoring_runs import log_monitoring_run
 from pipeline.paths import ProjectPaths
 
 # A batch id becomes a file name, a GX asset name and an MLflow run name.
 BATCH_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 DOCS_FOLDER = "data_docs"
+POOL_FOLDER = "pool"
+# judged: statistics and GX suite measured; too_few_lines: fewer than monitor.min_drift_lines.
+DriftStatus = Literal["judged", "too_few_lines"]
+STATUSES: tuple[DriftStatus, ...] = ("judged", "too_few_lines")
 # statistic -> (monitor.* threshold, whether a value above it (True) or below it drifts)
 THRESHOLDS: dict[str, tuple[str, bool]] = {
     "length_psi": ("length_psi", True),
@@ -51,35 +63,79 @@ THRESHOLDS: dict[str, tuple[str, bool]] = {
 
 @dataclass(frozen=True)
 class DriftResult:
-    """What one drift check of one incoming batch found."""
+    """What one drift check of one incoming batch (or of the pool of small ones) found."""
 
     batch_id: str
     checked_at: str  # ISO 8601, UTC
-    statistics: dict[str, float]
-    thresholds: dict[str, float]
+    statistics: dict[str, float]  # empty when too_few_lines
+    thresholds: dict[str, float]  # empty when too_few_lines
     drifted: tuple[str, ...]  # statistics beyond their threshold, in THRESHOLDS order
-    gx_success: bool
-    data_docs: str  # the batch's GX validation page, relative to the project root
+    gx_success: bool | None  # None: no suite ran (too_few_lines)
+    data_docs: str  # the batch's GX validation page, relative to the project root ("": none)
     gx_failed_rules: tuple[str, ...] = field(default=())
+    status: DriftStatus = "judged"
+    lines: int = 0  # lines checked (0 in results written before monitor.min_drift_lines)
+    min_lines: int = 0  # monitor.min_drift_lines at the check (0: likewise)
+    pooled_from: tuple[str, ...] = field(default=())  # a pool's verdict: its small batches
+
+    @property
+    def judged(self) -> bool:
+        return self.status == "judged"
+
+    @property
+    def alarming(self) -> bool:
+        """A verdict the watch reports: judged, and drifted or failed by its GX suite."""
+        return self.judged and (bool(self.drifted) or self.gx_success is False)
 
     def to_json(self) -> dict[str, Any]:
         payload = asdict(self)
-        payload["drifted"] = list(self.drifted)
-        payload["gx_failed_rules"] = list(self.gx_failed_rules)
+        for name in ("drifted", "gx_failed_rules", "pooled_from"):
+            payload[name] = list(payload[name])
         return payload
 
     @classmethod
     def from_json(cls, payload: Mapping[str, Any]) -> DriftResult:
+        gx_success = payload["gx_success"]
         return cls(
             batch_id=str(payload["batch_id"]),
             checked_at=str(payload["checked_at"]),
             statistics={key: float(value) for key, value in payload["statistics"].items()},
             thresholds={key: float(value) for key, value in payload["thresholds"].items()},
             drifted=tuple(payload["drifted"]),
-            gx_success=bool(payload["gx_success"]),
+            gx_success=None if gx_success is None else bool(gx_success),
             data_docs=str(payload["data_docs"]),
             gx_failed_rules=tuple(payload.get("gx_failed_rules", ())),
+            status=_status(payload.get("status", "judged")),
+            lines=int(payload.get("lines", 0)),
+            min_lines=int(payload.get("min_lines", 0)),
+            pooled_from=tuple(payload.get("pooled_from", ())),
         )
+
+
+def _status(value: Any) -> DriftStatus:
+    if value not in STATUSES:
+        raise ValueError(f"status {value!r} is not one of {', '.join(STATUSES)}")
+    return cast(DriftStatus, value)
+
+
+def too_few_lines(batch_id: str, lines: int, minimum: int) -> DriftResult:
+    """The result of a batch too small to judge: no statistics, no suite, never a finding."""
+    return DriftResult(
+        batch_id=batch_id,
+        checked_at=_now(),
+        statistics={},
+        thresholds={},
+        drifted=(),
+        gx_success=None,
+        data_docs="",
+        status="too_few_lines",
+        lines=lines,
+        min_lines=minimum,
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def thresholds_of(config: Config) -> dict[str, float]:
@@ -138,15 +194,64 @@ def check_incoming(
     config: Config,
     tokenizer_dir: Path | None = None,
 ) -> DriftResult:
-    """Statistics and GX suite of one batch; writes its JSON and Data Docs, logs to MLflow.
+    """The drift result of one batch; writes its JSON (and Data Docs page), logs to MLflow.
 
-    `tokenizer_dir` holds the tokenizer of the model that will translate the batch (the
-    champion's); default: the project's models/tokenizer.
+    A batch of at least monitor.min_drift_lines lines is judged now. A smaller one is recorded
+    as too few lines to judge, and its lines join the pool, which is judged once it is large
+    enough (the module doc). `tokenizer_dir` holds the tokenizer of the model that will
+    translate the batch (the champion's); default: the project's models/tokenizer.
     """
-    from pipeline.monitor import drift_gx
-
     _check_batch(lines, batch_id)
     profile = load_profile(paths)
+    minimum = config.monitor.min_drift_lines
+    if len(lines) >= minimum:
+        return judge_batch(lines, batch_id, paths, config, profile, tokenizer_dir)
+    pool_small_batch(lines, batch_id, paths, config, profile, tokenizer_dir)
+    result = too_few_lines(batch_id, len(lines), minimum)
+    _log_too_few(paths, result)
+    atomic_write_json(paths.drift_dir / f"{batch_id}.json", result.to_json())
+    return result
+
+
+def pool_small_batch(
+    lines: Sequence[str],
+    batch_id: str,
+    paths: ProjectPaths,
+    config: Config,
+    profile: Mapping[str, Any],
+    tokenizer_dir: Path | None = None,
+) -> DriftResult | None:
+    """Add a small batch's lines to the pool; once the pool holds monitor.min_drift_lines lines,
+    judge them as one batch and empty it. The pool's verdict, or None while it is too small."""
+    with drift_pool.locked_pool(paths.drift_dir / POOL_FOLDER) as pool:
+        pool.add(batch_id, lines)
+        members = pool.members()
+        pooled = pool.lines_of(members)
+        if len(pooled) < config.monitor.min_drift_lines:
+            return None
+        pool_id = pool_batch_id(members)
+        verdict = judge_batch(pooled, pool_id, paths, config, profile, tokenizer_dir, members)
+        pool.remove(members)
+        return verdict
+
+
+def pool_batch_id(members: Sequence[str]) -> str:
+    """The batch id of a pool's verdict: the same members always give the same id."""
+    return "pool-" + hashlib.sha256("\n".join(members).encode("utf-8")).hexdigest()[:12]
+
+
+def judge_batch(
+    lines: Sequence[str],
+    batch_id: str,
+    paths: ProjectPaths,
+    config: Config,
+    profile: Mapping[str, Any],
+    tokenizer_dir: Path | None = None,
+    pooled_from: Sequence[str] = (),
+) -> DriftResult:
+    """Statistics and GX suite of a batch; writes its JSON and Data Docs page, logs to MLflow."""
+    from pipeline.monitor import drift_gx
+
     languages = text_features.detected_languages(lines)
     unknown = text_features.unknown_piece_counts(lines, tokenizer_dir or paths.tokenizer_dir)
     statistics = batch_statistics(lines, profile, languages, unknown)
@@ -162,15 +267,18 @@ def check_incoming(
         page = drift_gx.validation_page(Path(staging))
         result = DriftResult(
             batch_id=batch_id,
-            checked_at=datetime.now(UTC).isoformat(timespec="microseconds"),
+            checked_at=_now(),
             statistics=statistics,
             thresholds=thresholds,
             drifted=drifted_features(statistics, thresholds),
             gx_success=success,
             data_docs=str((site / page.relative_to(staging)).relative_to(paths.root)),
             gx_failed_rules=failed,
+            lines=len(lines),
+            min_lines=config.monitor.min_drift_lines,
+            pooled_from=tuple(pooled_from),
         )
-        _log_result(paths, result, lines_checked=len(lines), page=page)
+        _log_result(paths, result, page=page)
         drift_gx.publish_page(Path(staging), page, site)
     atomic_write_json(paths.drift_dir / f"{batch_id}.json", result.to_json())
     return result
@@ -186,19 +294,36 @@ def _check_batch(lines: Sequence[str], batch_id: str) -> None:
         raise DataError(f"batch {batch_id}: no lines to check; an incoming batch needs text")
 
 
-def _log_result(paths: ProjectPaths, result: DriftResult, lines_checked: int, page: Path) -> None:
+def _log_result(paths: ProjectPaths, result: DriftResult, page: Path) -> None:
+    pooled = {"monitor.pooled_from": ",".join(result.pooled_from)} if result.pooled_from else {}
     log_monitoring_run(
         paths,
         kind="drift",
         run_name=f"drift {result.batch_id}",
-        metrics={**result.statistics, "lines": float(lines_checked)},
+        metrics={**result.statistics, "lines": float(result.lines)},
         tags={
             "monitor.batch_id": result.batch_id,
+            "monitor.status": result.status,
             "monitor.drifted": ",".join(result.drifted) or "none",
             "monitor.gx_success": str(result.gx_success).lower(),
+            **pooled,
         },
-        params={f"threshold.{name}": value for name, value in result.thresholds.items()},
+        params={
+            **{f"threshold.{name}": value for name, value in result.thresholds.items()},
+            "min_drift_lines": result.min_lines,
+        },
         artifacts={DOCS_FOLDER: page},
+    )
+
+
+def _log_too_few(paths: ProjectPaths, result: DriftResult) -> None:
+    log_monitoring_run(
+        paths,
+        kind="drift",
+        run_name=f"drift {result.batch_id}",
+        metrics={"lines": float(result.lines)},
+        tags={"monitor.batch_id": result.batch_id, "monitor.status": result.status},
+        params={"min_drift_lines": result.min_lines},
     )
 
 

@@ -95,10 +95,9 @@ def _drop_findings(
 
 
 def drift_findings(results: Sequence[DriftResult]) -> list[Finding]:
-    """One finding per checked batch that drifted or failed its GX suite."""
-    return [
-        _drift_finding(result) for result in results if result.drifted or not result.gx_success
-    ]
+    """One finding per judged batch that drifted or failed its GX suite; a batch of too few
+    lines to judge (fewer than monitor.min_drift_lines) is never one."""
+    return [_drift_finding(result) for result in results if result.alarming]
 
 
 def _drift_finding(result: DriftResult) -> Finding:
@@ -111,6 +110,15 @@ def _drift_finding(result: DriftResult) -> Finding:
         measured.append(f"its Great Expectations suite failed ({failed})")
     return Finding(
         "drift",
-        f"incoming batch {result.batch_id} (checked {result.checked_at}) drifted from the "
+        f"{_subject(result)} (checked {result.checked_at}) drifted from the "
         f"training corpus: {'; '.join(measured)}; Data Docs: {result.data_docs}",
+    )
+
+
+def _subject(result: DriftResult) -> str:
+    if not result.pooled_from:
+        return f"incoming batch {result.batch_id}"
+    return (
+        f"pool {result.batch_id} of {result.lines} lines from the small incoming batches "
+        f"{', '.join(result.pooled_from)}"
     )

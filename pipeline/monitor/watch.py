@@ -5,7 +5,9 @@ A run:
    canary BLEU against its recorded one and that of the version the gate last promoted;
 2. collects the drift results of the incoming batches checked since the previous run
    (pipeline/monitor/drift.py, `drift_results_since`): every batch is looked at once;
-3. turns both into findings (pipeline/monitor/findings.py);
+3. turns both into findings (pipeline/monitor/findings.py); a batch of too few lines to judge
+   (fewer than monitor.min_drift_lines) is counted, never a finding, so it cannot alert nor
+   request a retrain;
 4. logs the numbers as one run of the MLflow experiment `monitoring` (tag monitor.kind=watch);
 5. appends its record to reports/monitoring/watch/history.jsonl and rewrites report.md and
    canary_bleu.png there (pipeline/monitor/watch_report.py).
@@ -78,13 +80,13 @@ def watch_record(
 def watch_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The numbers of a run as MLflow metrics (absent where not measured)."""
     canary = record["canary"] or {}
+    drift = [DriftResult.from_json(item) for item in record["drift"]]
     metrics = {
         "loads": float(record["loads"]),
         "findings": float(len(record["findings"])),
         "drift.batches": float(len(record["drift"])),
-        "drift.drifted_batches": float(
-            sum(1 for item in record["drift"] if item["drifted"] or not item["gx_success"])
-        ),
+        "drift.drifted_batches": float(sum(1 for result in drift if result.alarming)),
+        "drift.too_few_lines_batches": float(sum(1 for result in drift if not result.judged)),
     }
     for key in CANARY_METRICS:
         if canary.get(key) is not None:
@@ -160,11 +162,18 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
             f" (recorded {_number(canary['recorded_bleu'])}; version the gate last promoted "
             f"{_baseline(canary)})"
         )
-    lines.append(f"drift: {len(record['drift'])} batch(es) checked since the previous run")
+    lines.append(drift_line(record["drift"]))
     findings = record["findings"]
     lines += [f"finding ({item['kind']}): {item['message']}" for item in findings]
     lines.append(f"{len(findings)} finding(s)" if findings else "no findings")
     return lines
+
+
+def drift_line(drift: list[dict[str, Any]]) -> str:
+    """How many batches were checked, and how many of them were too small to judge."""
+    line = f"drift: {len(drift)} batch(es) checked since the previous run"
+    unjudged = sum(1 for item in drift if not DriftResult.from_json(item).judged)
+    return f"{line} ({unjudged} too few lines to judge)" if unjudged else line
 
 
 def _number(value: float | None) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.atomic import atomic_write_text
 from pipeline.config import MonitorConfig
+from pipeline.monitor.drift import DriftResult
 
 REPORT_FILE = "report.md"
 CHART_FILE = "canary_bleu.png"
@@ -98,14 +99,13 @@ def _baseline_cell(canary: dict[str, Any]) -> str:
 
 
 def drift_section(history: Sequence[dict[str, Any]]) -> list[str]:
-    """One row per statistic of each batch the last runs collected (newest run first)."""
+    """One row per statistic of each batch the last runs collected (newest run first); one row
+    with its line count for a batch too small to judge."""
     rows = [
-        f"| {result['batch_id']} | {result['checked_at']} | {name} | {value:.4f} | "
-        f"{result['thresholds'].get(name, math.nan):g} | "
-        f"{'**yes**' if name in result['drifted'] else 'no'} |"
+        row
         for record in reversed(history)
         for result in record["drift"]
-        for name, value in sorted(result["statistics"].items())
+        for row in _drift_rows(result)
     ]
     if not rows:
         return [f"No batch was checked during the last {len(history)} run(s)."]
@@ -114,6 +114,20 @@ def drift_section(history: Sequence[dict[str, Any]]) -> list[str]:
         "| --- | --- | --- | ---: | ---: | --- |",
     ]
     return header + rows
+
+
+def _drift_rows(result: dict[str, Any]) -> list[str]:
+    start = f"| {result['batch_id']} | {result['checked_at']} |"
+    if not DriftResult.from_json(result).judged:
+        return [
+            f"{start} lines | {result['lines']} | min {result['min_lines']} | "
+            "not judged: too few lines |"
+        ]
+    return [
+        f"{start} {name} | {value:.4f} | {result['thresholds'].get(name, math.nan):g} | "
+        f"{'**yes**' if name in result['drifted'] else 'no'} |"
+        for name, value in sorted(result["statistics"].items())
+    ]
 
 
 def chart_png(history: Sequence[dict[str, Any]], monitor: MonitorConfig) -> bytes:
