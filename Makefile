@@ -62,6 +62,13 @@ gpu-carry: install
 clean-venv:
 	rm -rf $(VENV)
 
+# The pictures in docs/img (scripts/screenshots.py): the MLflow UI over this project's registered
+# model (run `make repro` first; SCREENSHOTS_ARGS='--project DIR' for another project) and the
+# Airflow UI running a tiny retrain in a throw-away project.
+.PHONY: screenshots
+screenshots: install browser
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python scripts/screenshots.py $(SCREENSHOTS_ARGS)
+
 # Airflow on this machine (docs/airflow.md): `airflow standalone` with AIRFLOW_HOME=./airflow_home,
 # the DAGs in dags/, the UI on http://localhost:$(AIRFLOW_PORT), stages run in this project.
 .PHONY: airflow airflow-postgres
