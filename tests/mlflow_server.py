@@ -27,9 +27,16 @@ from typing import Any
 BIN_DIR = Path(sys.executable).parent
 
 
+# MLflow 3's server starts ~8 Huey job consumers (GenAI jobs, trace rollups) unless told not
+# to: ~250 MB and a full `import mlflow` each, most of a server's start-up on 2 cores. The
+# pipeline runs no server jobs.
+NO_SERVER_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def venv_environ() -> dict[str, str]:
     """This environment with the venv's bin first: MLflow execs uvicorn/gunicorn by name."""
-    return {**os.environ, "PATH": f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"}
+    path = f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, **NO_SERVER_JOBS, "PATH": path}
 
 
 def free_port() -> int:
