@@ -108,6 +108,7 @@ def test_a_triggered_run_registers_and_a_human_promotes(
     assert registered_versions(project, MODEL) == ["1"]
     assert (project / "params.yaml").read_bytes() == params_before  # restored before the wait
 
+    wait_until_the_deferral_is_settled(server, run_id)
     approve = {"chosen_options": ["Approve"], "params_input": {}}
     server.api("PATCH", hitl_path(run_id), json=approve)
     assert server.wait_for_run(run_id, RUN_TIMEOUT_S) == "success"
@@ -136,6 +137,26 @@ def wait_for_approval_request(server: AirflowServer, run_id: str) -> dict[str, A
         assert run_state in {"queued", "running"}, f"run ended ({run_state}): {states}"
         time.sleep(5)
     raise TimeoutError(f"approve_promotion did not wait for input within {RUN_TIMEOUT_S}s")
+
+
+def wait_until_the_deferral_is_settled(server: AirflowServer, run_id: str) -> None:
+    """Wait for the scheduler to drain the exit of the worker that deferred approve_promotion.
+
+    Airflow 3.3 fails a deferred task that resumes before the scheduler has processed its
+    worker's defer-exit: the stale 'success' meets a queued task instance, "state mismatch"
+    (apache/airflow#67287, #72716; docs/airflow.md, *Manual approval*). A person answers in
+    seconds; this test answers as soon as the request exists, so it first waits for the
+    scheduler's "TaskInstance Finished" line of that exit.
+    """
+    import time
+
+    marker = f"TaskInstance Finished: dag_id={DAG_ID}, task_id=approve_promotion, run_id={run_id}"
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if marker in server.log_file.read_text(encoding="utf-8", errors="replace"):
+            return
+        time.sleep(1)
+    raise TimeoutError(f"the scheduler never processed approve_promotion's deferral: {marker}")
 
 
 def champion(project: Path) -> str:
