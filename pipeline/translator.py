@@ -13,16 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import os
 import sys
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 import numpy as np
-from tqdm import tqdm
 
 from pipeline.aligned_text import decode_utf8, text_lines
 from pipeline.atomic import atomic_write_text
@@ -32,6 +30,7 @@ from pipeline.errors import PipelineError
 from pipeline.model.decoding import DecodeResult, DecodingSettings, decode
 from pipeline.param_rules import rule_of
 from pipeline.paths import project_paths
+from pipeline.progress import with_progress
 from pipeline.tokenize import PAD_ID, TokenizerPair, load_tokenizers
 
 log = logging.getLogger(__name__)
@@ -176,37 +175,6 @@ def pad_batch(rows: Sequence[Sequence[int]]) -> np.ndarray:
     for index, row in enumerate(rows):
         batch[index, : len(row)] = row
     return batch
-
-
-# -------------------------------------------------------------------------------- progress
-
-# Off a terminal, one plain progress line per this fraction of the work (a tenth).
-PROGRESS_LINES = 10
-
-T = TypeVar("T")
-
-
-def progress_on_terminal() -> bool:
-    """tqdm's bar only where a person watches it: stderr is a terminal, and not under CI."""
-    return sys.stderr.isatty() and os.environ.get("CI", "").lower() != "true"
-
-
-def with_progress(items: Sequence[T], what: str, unit: str) -> Iterator[T]:
-    """`items` one by one, showing how far the loop has come on stderr.
-
-    On a terminal, tqdm's bar. In a log file or CI a bar's carriage-return frames become one
-    line per update, so there each tenth of the items done is one plain log line instead
-    ("translating: batch 3 of 30 (10%)"), at most ten per loop.
-    """
-    if progress_on_terminal():
-        yield from tqdm(items, desc=what, unit=unit)
-        return
-    total = len(items)
-    tenths = {-(-total * step // PROGRESS_LINES) for step in range(1, PROGRESS_LINES + 1)}
-    for done, item in enumerate(items, start=1):
-        yield item
-        if done in tenths:
-            log.info("%s: %s %d of %d (%d%%)", what, unit, done, total, 100 * done // total)
 
 
 # ------------------------------------------------------------------------------ mt translate

@@ -393,7 +393,7 @@ def test_bad_arguments_are_refused_in_one_line(
 
 
 def progress_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "pipeline.monitor.batch_model"]
+    return [r.getMessage() for r in caplog.records if r.name == "pipeline.progress"]
 
 
 class FakeTerminal(io.StringIO):

@@ -15,7 +15,8 @@ import pytest
 
 from pipeline import cli
 from pipeline.model.decoding import DecodingSettings
-from pipeline.translator import Translator, pad_batch, read_input_lines, with_progress
+from pipeline.progress import with_progress
+from pipeline.translator import Translator, pad_batch, read_input_lines
 from tests.conftest import REPO_ROOT
 from tests.tiny_translator import MEMORISED_PAIRS, memorised_model_dir
 
@@ -129,7 +130,9 @@ class FakeTerminal(io.StringIO):
 
 
 def progress_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "pipeline.translator"]
+    """What `mt translate` tells a log: its progress lines and its own summary."""
+    loggers = ("pipeline.progress", "pipeline.translator")
+    return [r.getMessage() for r in caplog.records if r.name in loggers]
 
 
 def test_progress_off_a_terminal_is_one_log_line_per_tenth_and_nothing_else(
@@ -138,7 +141,7 @@ def test_progress_off_a_terminal_is_one_log_line_per_tenth_and_nothing_else(
     monkeypatch.delenv("CI", raising=False)
     stderr = io.StringIO()  # a log file: no terminal
     monkeypatch.setattr("sys.stderr", stderr)
-    with caplog.at_level(logging.INFO, logger="pipeline.translator"):
+    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
         assert list(with_progress(range(25), "translating", "batch")) == list(range(25))
         assert list(with_progress(["a", "b", "c"], "translating", "request")) == ["a", "b", "c"]
     assert progress_lines(caplog) == [
@@ -165,7 +168,7 @@ def test_progress_on_a_terminal_is_a_tqdm_bar_and_under_ci_plain_lines(
     monkeypatch.delenv("CI", raising=False)
     terminal = FakeTerminal()
     monkeypatch.setattr("sys.stderr", terminal)
-    with caplog.at_level(logging.INFO, logger="pipeline.translator"):
+    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
         assert list(with_progress(range(4), "translating", "batch")) == list(range(4))
         assert progress_lines(caplog) == []
         assert "\r" in terminal.getvalue() and "translating: 100%" in terminal.getvalue()

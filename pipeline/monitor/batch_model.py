@@ -10,18 +10,15 @@ version that translated every line. Requests are cut to fit the version's own li
 from __future__ import annotations
 
 import logging
-import os
 import re
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tqdm import tqdm
-
 from pipeline.errors import DataError, PipelineError
 from pipeline.paths import ProjectPaths
 from pipeline.pause_points import pause_point
+from pipeline.progress import with_progress
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.store import CHAMPION, Registry
 
@@ -29,8 +26,6 @@ log = logging.getLogger(__name__)
 
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
 BEAM_SIZE_PARAM = "beam_size"  # the request parameter of pipeline/serving.py
-# Off a terminal, one plain progress line per this fraction of a file's requests (a tenth).
-PROGRESS_LINES = 10
 
 
 @dataclass(frozen=True)
@@ -187,7 +182,7 @@ def translate_lines(
     from mlflow.exceptions import MlflowException
 
     outputs: list[str] = []
-    for start, end in with_progress(spans, progress) if progress else spans:
+    for start, end in with_progress(spans, progress, "request") if progress else spans:
         frame = pd.DataFrame({"text": list(lines[start:end])})
         try:
             predicted = model.predict(frame, params={BEAM_SIZE_PARAM: beam_size})
@@ -196,26 +191,3 @@ def translate_lines(
         outputs.extend(str(text) for text in predicted["translation"])
         pause_point("batch.request_translated")
     return outputs
-
-
-def progress_on_terminal() -> bool:
-    """tqdm's bar only where a person watches it: stderr is a terminal, and not under CI."""
-    return sys.stderr.isatty() and os.environ.get("CI", "").lower() != "true"
-
-
-def with_progress(spans: Sequence[tuple[int, int]], what: str) -> Iterator[tuple[int, int]]:
-    """The request spans one by one, showing how many are done: tqdm's bar on a terminal; in
-    a log file or CI (where a bar's frames are a line each) a log line per tenth done.
-
-    The twin of pipeline.translator.with_progress, which this module cannot import without
-    loading Keras (seconds, for a command whose model may not need it).
-    """
-    if progress_on_terminal():
-        yield from tqdm(spans, desc=what, unit="request")
-        return
-    total = len(spans)
-    tenths = {-(-total * step // PROGRESS_LINES) for step in range(1, PROGRESS_LINES + 1)}
-    for done, span in enumerate(spans, start=1):
-        yield span
-        if done in tenths:
-            log.info("%s: request %d of %d (%d%%)", what, done, total, 100 * done // total)
