@@ -22,7 +22,10 @@ RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin mlflow \
     && mkdir -p /mlflow/artifacts /mlflow/auth \
     && chown mlflow:mlflow /mlflow/artifacts /mlflow/auth
 
-ENV PYTHONUNBUFFERED=1
+# No MLflow server jobs (GenAI evaluation, trace rollups): the pipeline runs none, and their ~8
+# Huey consumers cost ~1.4 GB and 20 CPU s per start (benchmarks/mlflow_server_start.py).
+ENV PYTHONUNBUFFERED=1 \
+    MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 USER 1000
 WORKDIR /home/mlflow
 EXPOSE 5000
