@@ -6,12 +6,14 @@ as a link, so the Makefile finds the team's Multi30k mirror there), set params.y
 (model and the flags that choose `train.precision: auto`), the precision used, epochs and seconds
 per epoch (from the one-line-per-epoch log), and the val and test scores of metrics.json.
 
-Writes benchmarks/results/fresh_clone.json (the first seed: the defaults) and, with more than one
-seed, benchmarks/results/seed_spread.json (every seed and mean ± sd of each score). Each seed's
-result is written as soon as it is known, so an interrupted run keeps what it measured.
+Writes benchmarks/results/fresh_clone.json (the run with params.yaml's own seed: the defaults)
+and, with more than one seed, benchmarks/results/seed_spread.json (every seed and mean ± sd of
+each score). Each seed's result is written as soon as it is known, so an interrupted run keeps
+what it measured; `--add` measures more seeds of the same commit beside the recorded ones.
 
     python benchmarks/fresh_clone.py                       # the defaults, one fresh clone
     python benchmarks/fresh_clone.py --seeds 1234 1 2      # the spread over three seeds
+    python benchmarks/fresh_clone.py --seeds 2 --add       # one more seed, same commit
 """
 
 from __future__ import annotations
@@ -108,6 +110,46 @@ def scores(checkout: Path) -> dict[str, Any]:
     return summary
 
 
+def default_seed() -> int:
+    """params.yaml's top-level seed: the run that fresh_clone.json records."""
+    match = re.search(r"(?m)^seed: (\d+)$", (REPO / "params.yaml").read_text())
+    if match is None:
+        raise SystemExit(f"{REPO / 'params.yaml'}: no top-level `seed:` line")
+    return int(match.group(1))
+
+
+# What `make repro` runs: a recorded run of a commit that differs from HEAD only elsewhere (docs,
+# tests, benchmarks) measured the same pipeline.
+PIPELINE_FILES = (
+    "pipeline",
+    "dvc.yaml",
+    "params.yaml",
+    "requirements.lock",
+    "pyproject.toml",
+    "Makefile",
+)
+
+
+def same_pipeline(commit: str) -> bool:
+    """Whether `make repro` at `commit` runs what it runs at HEAD."""
+    diff = ["git", "diff", "--quiet", commit, "HEAD", "--", *PIPELINE_FILES]
+    return subprocess.run(diff, cwd=REPO, capture_output=True, check=False).returncode == 0
+
+
+def earlier_runs(machine: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs already recorded (fresh_clone.json, seed_spread.json) of this pipeline on this
+    kind of machine, one per seed."""
+    by_seed: dict[int, dict[str, Any]] = {}
+    for name in ("seed_spread.json", "fresh_clone.json"):
+        path = RESULTS / name
+        recorded = json.loads(path.read_text()) if path.is_file() else {}
+        runs = recorded.get("runs") or ([recorded] if "seed" in recorded else [])
+        for run in runs:
+            if recorded.get("machine") == machine and same_pipeline(run["commit"]):
+                by_seed[run["seed"]] = {k: v for k, v in run.items() if k != "machine"}
+    return list(by_seed.values())
+
+
 def run_once(seed: int, keep: bool) -> dict[str, Any]:
     """One fresh clone, one `make repro`; its measurements."""
     workdir = Path(tempfile.mkdtemp(prefix="mt-fresh-clone-"))
@@ -192,24 +234,32 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         nargs="+",
         default=[1234],
-        help="params.yaml seed of each fresh clone; the first is the default's",
+        help="params.yaml seed of each fresh clone (its own seed's run is fresh_clone.json)",
     )
     parser.add_argument("--keep", action="store_true", help="keep each clone and its log")
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="keep the recorded runs of the same pipeline and machine beside these (a seed run "
+        "again replaces its earlier run)",
+    )
     args = parser.parse_args(argv)
     machine = {
         "cpu": cpu_description(),
         "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
     }
-    runs: list[dict[str, Any]] = []
+    runs = earlier_runs(machine) if args.add else []
     for seed in args.seeds:
-        runs.append(run_once(seed, args.keep))
-        if len(runs) == 1:
-            write(RESULTS / "fresh_clone.json", {"machine": machine, **runs[0]})
-        if len(args.seeds) > 1:
+        run = run_once(seed, args.keep)
+        runs = [r for r in runs if r["seed"] != seed] + [run]
+        if seed == default_seed():
+            write(RESULTS / "fresh_clone.json", {"machine": machine, **run})
+        if len(runs) > 1:
+            seeds = [r["seed"] for r in runs]
             write(
                 RESULTS / "seed_spread.json",
-                {"machine": machine, "seeds": args.seeds, "runs": runs, "bleu": spread(runs)},
+                {"machine": machine, "seeds": seeds, "runs": runs, "bleu": spread(runs)},
             )
         print_table(runs)
     return 0
