@@ -46,22 +46,22 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(line)
 
 
-MLFLOW_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
 @pytest.fixture(scope="module", autouse=True)
-def mlflow_uris_do_not_leak() -> Iterator[None]:
-    """What a module points MLflow at (environment, or mlflow.set_tracking_uri/set_registry_uri,
-    which are process-wide: the smoke check and `mt translate` set them) is undone after it, so
-    the next module's client finds its own store. Per module, not per test: a module-scoped
-    fixture may rely on what it set for all of its tests."""
-    saved = {name: os.environ.get(name) for name in MLFLOW_URI_VARIABLES}
+def mlflow_settings_do_not_leak() -> Iterator[None]:
+    """What a module sets for MLflow is undone after it, so the next module starts from the
+    same environment: the tracking and registry URIs (environment, or mlflow.set_tracking_uri/
+    set_registry_uri, which are process-wide: the smoke check and `mt translate` set them) and
+    every other MLFLOW_* variable, such as the HTTP retry defaults the registry and the
+    checkpoint mirror write into os.environ (4 retries against the mirror's 1: inherited by a
+    later module's `mt train` subprocess, they turned its outage test's seconds into a minute).
+    Per module, not per test: a module-scoped fixture may rely on what it set for all of its
+    tests."""
+    saved = {name: value for name, value in os.environ.items() if name.startswith("MLFLOW_")}
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    for name in [name for name in os.environ if name.startswith("MLFLOW_")]:
+        if name not in saved:
+            del os.environ[name]
+    os.environ.update(saved)
     if "mlflow" in sys.modules:
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
