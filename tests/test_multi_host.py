@@ -59,7 +59,8 @@ from tests.webdav_server import WebdavServer, private_webdav
 pytestmark = pytest.mark.slow
 
 RUN_TIMEOUT_S = 1200
-KILL_RUN_EPOCHS = 8  # 1-2 s an epoch on the tiny corpus: the kill comes after epoch 2, polled at 50 ms
+# 1-2 s an epoch on the tiny corpus: the kill comes right after epoch 2 (polled every 50 ms).
+KILL_RUN_EPOCHS = 8
 REMOTE_USER, REMOTE_PASSWORD = "mt-worker", "dav-secret"
 PROJECT_OVERRIDES: dict[str, Any] = {
     "train": {"patience": 1000},

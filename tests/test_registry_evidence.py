@@ -209,6 +209,10 @@ def test_scores_are_numbers_on_the_run_and_on_the_logged_model(registered: Regis
         assert registered.client.get_run(result.run_id).data.metrics == expected
         model = mlflow.get_logged_model(registered.model_id(result.version))
         assert {metric.key: metric.value for metric in model.metrics} == expected
+        # the logged model names its version, so the MLflow UI shows it as registered
+        assert json.loads(model.tags["mlflow.modelVersions"]) == [
+            {"name": MODEL_NAME, "version": result.version}
+        ]
         digest = sha256_lines(REFERENCES)[:36]
         assert {(m.dataset_name, m.dataset_digest) for m in model.metrics} == {
             (GATE_SPLIT, digest)

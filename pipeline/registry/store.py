@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import getpass
+import json
 import logging
 import os
 import socket
@@ -28,6 +29,7 @@ import yaml
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS as MODEL_VERSIONS_TAG
 
 from pipeline.paths import ProjectPaths
 from pipeline.pause_points import pause_point
@@ -190,13 +192,36 @@ class Registry:
     ) -> ModelVersion:
         """One call: the version exists with all its tags and its description, or not at all."""
         with tracking_call(self.uri, f"creating a version of {self.name}"):
-            return self.client.create_model_version(
+            version = self.client.create_model_version(
                 self.name,
                 source=model_uri,
                 run_id=run_id,
                 tags=tags,
                 model_id=model_id,
                 description=description,
+            )
+        if model_id:
+            self._link_logged_model(model_id, str(version.version))
+        return version
+
+    def _link_logged_model(self, model_id: str, version: str) -> None:
+        """Name the version on its logged model (tag `mlflow.modelVersions`), as
+        `mlflow.register_model` does: the UI's logged-model page reads it, and shows "Not
+        registered" without it. Only a link for people: a failure is a warning, the version
+        stands."""
+        entry = {"name": self.name, "version": version}
+        try:
+            existing = self.client.get_logged_model(model_id).tags.get(MODEL_VERSIONS_TAG)
+            linked = [*json.loads(existing or "[]"), entry]
+            self.client.set_logged_model_tags(model_id, {MODEL_VERSIONS_TAG: json.dumps(linked)})
+        except (MlflowException, requests.RequestException, ValueError) as error:
+            log.warning(
+                "version %s of %s: could not name it on its logged model %s (%s); the MLflow UI "
+                "shows that model as not registered",
+                version,
+                self.name,
+                model_id,
+                error,
             )
 
     def set_description(self, version: str, description: str) -> None:
