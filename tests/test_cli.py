@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+import pipeline
 from pipeline import cli
 from tests.conftest import REPO_ROOT
 
@@ -62,6 +63,7 @@ def test_version_is_the_installed_distributions() -> None:
         f"mt {pyproject['project']['version']}\n",
         "",
     )
+    assert pipeline.__version__ == pyproject["project"]["version"]  # one source: pyproject.toml
 
 
 def test_python_m_pipeline_lists_the_same_commands() -> None:
