@@ -4,7 +4,7 @@ Clones this repository's HEAD into a temporary directory (with `../shared` besid
 as on the team's machines and in CI), runs `bash .ci/run` there under `/usr/bin/time -v` with
 CI=true and no stdin, and reads back: the wall time against the 20-minute budget, peak RSS, the
 pytest summary of each pass, the seconds of each phase (install, lint and types, the suite, the
-second pass), and `--durations` summed per test module (.ci/run lists every phase of 1 s or more), slowest first. The 1-minute load average
+second pass), and `--durations` summed per test module, slowest first. The 1-minute load average
 before and after says whether anything else ran (2 cores: ~2 is this run alone).
 
 Writes benchmarks/results/ci_time.json and prints the table.
@@ -91,7 +91,8 @@ def phase_seconds(stamped: list[tuple[float, str]], wall_s: float) -> dict[str, 
 
 
 def module_seconds(lines: list[str]) -> dict[str, float]:
-    """`--durations` summed per test module (.ci/run lists every phase of 1 s or more) (setup, call and teardown), slowest first."""
+    """`--durations` summed per test module (setup, call and teardown), slowest first; .ci/run
+    lists every phase of 1 s or more."""
     totals: dict[str, float] = collections.defaultdict(float)
     for line in lines:
         match = DURATION_LINE.match(line)
