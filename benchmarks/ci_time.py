@@ -29,40 +29,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from fresh_checkout import REPO, clone_head, run_timed, time_report
+
 RESULTS = REPO / "benchmarks" / "results"
 BUDGET_S = 20 * 60
 DURATION_LINE = re.compile(r"^([\d.]+)s (call|setup|teardown)\s+(tests/\S+?)::")
 SUMMARY_LINE = re.compile(r"^=+ (\d+ passed.*) in ([\d.]+)s")
-WALL_LINE = re.compile(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)")
-RSS_LINE = re.compile(r"Maximum resident set size \(kbytes\): (\d+)")
-
-
-def clone(workdir: Path) -> Path:
-    """A clone of HEAD at workdir/main; workdir/shared links to the team's shared folder."""
-    checkout = workdir / "main"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(checkout)], check=True)
-    shared = REPO.parent / "shared"
-    if shared.is_dir():
-        (workdir / "shared").symlink_to(shared)
-    return checkout
 
 
 def run_ci(checkout: Path, log_path: Path) -> tuple[int, list[str]]:
     """`.ci/run` under /usr/bin/time -v; its exit code and its output lines (also in the log)."""
     env = {**os.environ, "CI": "true", "PYTHONUNBUFFERED": "1"}
     env.pop("VIRTUAL_ENV", None)
-    with log_path.open("w") as log:
-        done = subprocess.run(
-            ["/usr/bin/time", "-v", "bash", ".ci/run"],
-            cwd=checkout,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    return done.returncode, log_path.read_text(errors="replace").splitlines()
+    code, text = run_timed(["bash", ".ci/run"], checkout, log_path, env)
+    return code, text.splitlines()
 
 
 def phase_seconds(passes: list[dict[str, Any]], wall_s: float) -> dict[str, float]:
@@ -91,10 +71,8 @@ def module_seconds(lines: list[str]) -> dict[str, float]:
 
 
 def summarise(code: int, lines: list[str]) -> dict[str, Any]:
-    text = "\n".join(lines)
-    wall = WALL_LINE.search(text)
-    rss = RSS_LINE.search(text)
-    wall_s = wall_seconds(wall.group(1)) if wall else 0.0
+    timing = time_report("\n".join(lines[-60:]))
+    wall_s = timing.get("wall_s", 0.0)
     passes = [
         {"summary": m.group(1), "seconds": float(m.group(2))}
         for line in lines
@@ -105,19 +83,13 @@ def summarise(code: int, lines: list[str]) -> dict[str, Any]:
         "wall_s": round(wall_s, 1),
         "budget_s": BUDGET_S,
         "within_budget": code == 0 and 0 < wall_s <= BUDGET_S,
-        "peak_rss_gib": round(int(rss.group(1)) / 2**20, 2) if rss else None,
+        "peak_rss_gib": round(timing["peak_rss_kb"] / 2**20, 2)
+        if "peak_rss_kb" in timing
+        else None,
         "pytest_passes": passes,
         "phases_s": phase_seconds(passes, wall_s),
         "modules_s": module_seconds(lines),
     }
-
-
-def wall_seconds(value: str) -> float:
-    """/usr/bin/time's h:mm:ss or m:ss.ss as seconds."""
-    seconds = 0.0
-    for part in value.split(":"):
-        seconds = seconds * 60 + float(part)
-    return seconds
 
 
 def cpu_model() -> str:
@@ -156,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = (workdir / "ci.log").read_text(errors="replace").splitlines()
     else:
         workdir = Path(tempfile.mkdtemp(prefix="mt-ci-time-"))
-        clone(workdir)
+        clone_head(workdir)
         print(f".ci/run in {workdir / 'main'} (log: {workdir / 'ci.log'})", flush=True)
         load_before = os.getloadavg()[0]
         code, lines = run_ci(workdir / "main", workdir / "ci.log")
@@ -184,8 +156,7 @@ def record(
 ) -> dict[str, Any]:
     """What ci_time.json holds; a summarised log's exit code is read from its last words."""
     if code is None:
-        status = re.search(r"Exit status: (\d+)", "\n".join(lines))
-        code = int(status.group(1)) if status else -1
+        code = int(time_report("\n".join(lines[-60:])).get("exit_status", -1))
     commit = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=checkout, text=True)
     return {
         "commit": commit.strip(),

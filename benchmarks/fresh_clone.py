@@ -31,15 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from fresh_checkout import REPO, clone_head, run_timed, time_report
+
 RESULTS = REPO / "benchmarks" / "results"
 # The flags pipeline/training/devices.py reads to choose mixed_bfloat16 on a CPU.
 PRECISION_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
 EPOCH_LINE = re.compile(r"^\s*\d+/\d+ - (\d+)s ")
-TIME_FIELDS = {
-    "Elapsed (wall clock) time (h:mm:ss or m:ss)": "wall",
-    "Maximum resident set size (kbytes)": "peak_rss_kb",
-}
 
 
 def cpu_description() -> dict[str, Any]:
@@ -54,16 +51,6 @@ def cpu_description() -> dict[str, Any]:
     return {"model": model, "flags": [f for f in PRECISION_FLAGS if f in flags]}
 
 
-def clone(workdir: Path) -> Path:
-    """A clone of HEAD at workdir/main; workdir/shared links to the team's shared folder."""
-    checkout = workdir / "main"
-    subprocess.run(["git", "clone", "-q", str(REPO), str(checkout)], check=True)
-    shared = REPO.parent / "shared"
-    if shared.is_dir():
-        (workdir / "shared").symlink_to(shared)
-    return checkout
-
-
 def set_seed(checkout: Path, seed: int) -> None:
     """Rewrite the top-level `seed:` line, leaving every other line (and comment) as it is."""
     params = checkout / "params.yaml"
@@ -71,24 +58,6 @@ def set_seed(checkout: Path, seed: int) -> None:
     if count != 1:
         raise SystemExit(f"{params}: expected one top-level `seed:` line, found {count}")
     params.write_text(text)
-
-
-def wall_seconds(value: str) -> float:
-    """/usr/bin/time's h:mm:ss or m:ss.ss as seconds."""
-    seconds = 0.0
-    for part in value.split(":"):
-        seconds = seconds * 60 + float(part)
-    return seconds
-
-
-def parse_time_report(stderr_tail: str) -> dict[str, float]:
-    found: dict[str, float] = {}
-    for line in stderr_tail.splitlines():
-        key, _, value = line.strip().rpartition(": ")
-        if key in TIME_FIELDS:
-            name = TIME_FIELDS[key]
-            found[name] = wall_seconds(value) if name == "wall" else float(value)
-    return found
 
 
 def precision_used(log: str) -> str | None:
@@ -153,23 +122,15 @@ def earlier_runs(machine: dict[str, Any]) -> list[dict[str, Any]]:
 def run_once(seed: int, keep: bool) -> dict[str, Any]:
     """One fresh clone, one `make repro`; its measurements."""
     workdir = Path(tempfile.mkdtemp(prefix="mt-fresh-clone-"))
-    checkout = clone(workdir)
+    checkout = clone_head(workdir)
     set_seed(checkout, seed)
     log_path = workdir / "repro.log"
     print(f"seed {seed}: make repro in {checkout} (log: {log_path})", flush=True)
     started, load_before = time.time(), os.getloadavg()[0]
-    with log_path.open("w") as log:
-        done = subprocess.run(
-            ["/usr/bin/time", "-v", "make", "repro"],
-            cwd=checkout,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            check=False,
-        )
-    text = log_path.read_text(errors="replace")
-    if done.returncode != 0:
-        raise SystemExit(f"seed {seed}: make repro failed ({done.returncode}); see {log_path}")
-    timing = parse_time_report(text[-4000:])
+    code, text = run_timed(["make", "repro"], checkout, log_path)
+    if code != 0:
+        raise SystemExit(f"seed {seed}: make repro failed ({code}); see {log_path}")
+    timing = time_report(text[-4000:])
     epochs = [int(m.group(1)) for line in text.splitlines() if (m := EPOCH_LINE.match(line))]
     result = {
         "seed": seed,
@@ -177,7 +138,7 @@ def run_once(seed: int, keep: bool) -> dict[str, Any]:
             ["git", "rev-parse", "HEAD"], cwd=checkout, text=True
         ).strip(),
         "date": time.strftime("%Y-%m-%d", time.gmtime(started)),
-        "wall_s": timing.get("wall"),
+        "wall_s": timing.get("wall_s"),
         "peak_rss_gib": round(timing.get("peak_rss_kb", 0) / 2**20, 2),
         "precision": precision_used(text),
         "epoch_seconds": epochs,
