@@ -145,15 +145,15 @@ def gx_train_timings(project: Path) -> dict[str, Any]:
     sys.path.insert(0, str(project))  # the scratch copy's code, as its `mt` runs it
     start = time.perf_counter()
     from pipeline.config import load_config
-    from pipeline.data import validate
+    from pipeline.data import validate_raw
 
     imported = time.perf_counter()
     config = load_config(project / "params.yaml")
     train, langs = config.data.train_split, (config.data.src_lang, config.data.tgt_lang)
-    frame = validate.read_split_frame(project / "data" / "raw", train, config.data)
+    frame = validate_raw.read_split_frame(project / "data" / "raw", train, config.data)
     framed = time.perf_counter()
-    expectations = validate.suite_expectations(validate.raw_bounds(config, train), langs)
-    results = validate.run_suites({train: frame}, {train: expectations}, "benchmark")
+    expectations = validate_raw.suite_expectations(validate_raw.raw_bounds(config, train), langs)
+    results = validate_raw.run_suites({train: frame}, {train: expectations}, "benchmark")
     validated = time.perf_counter()
     return {
         "rows": len(frame),

@@ -30,8 +30,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline.data.clean import normalize_text  # noqa: E402
 from pipeline.model.decoding import DecodingSettings  # noqa: E402
+from pipeline.text import normalize_text  # noqa: E402
 from pipeline.tokenize import BOS_ID, EOS_ID  # noqa: E402
 from pipeline.translator import Translator  # noqa: E402
 from tests.tiny_translator import read_gz_lines, train_quick_model  # noqa: E402

@@ -6,10 +6,11 @@ as a link, so the Makefile finds the team's Multi30k mirror there), set params.y
 (model and the flags that choose `train.precision: auto`), the precision used, epochs and seconds
 per epoch (from the one-line-per-epoch log), and the val and test scores of metrics.json.
 
-Writes benchmarks/results/fresh_clone.json (the run with params.yaml's own seed: the defaults)
-and, with more than one seed, benchmarks/results/seed_spread.json (every seed and mean ± sd of
-each score). Each seed's result is written as soon as it is known, so an interrupted run keeps
-what it measured; `--add` measures more seeds of the same commit beside the recorded ones.
+Writes benchmarks/results/fresh_clone-<machine>.json (the run with params.yaml's own seed: the
+defaults) and, with more than one seed, benchmarks/results/seed_spread-<machine>.json (every
+seed and mean ± sd of each score). Each seed's result is written as soon as it is known, so an
+interrupted run keeps what it measured; `--add` measures more seeds of the same commit beside
+the recorded ones.
 
     python benchmarks/fresh_clone.py                       # the defaults, one fresh clone
     python benchmarks/fresh_clone.py --seeds 1234 1 2      # the spread over three seeds
@@ -51,6 +52,15 @@ def cpu_description() -> dict[str, Any]:
     return {"model": model, "flags": [f for f in PRECISION_FLAGS if f in flags]}
 
 
+def machine_slug(cpu: dict[str, Any]) -> str:
+    """The kind of machine in a file name: vendor, family and the widest bf16 path it has
+    (`intel-xeon-amx`, `amd-epyc-avx512bf16`): the numeric path training takes on it."""
+    words = re.sub(r"\(r\)|\(tm\)|processor|\d+-core", " ", cpu["model"].lower()).split()
+    flags = set(cpu["flags"])
+    path = "amx" if "amx_bf16" in flags else "avx512bf16" if "avx512_bf16" in flags else "avx2"
+    return "-".join([*words[:2], path])
+
+
 def set_seed(checkout: Path, seed: int) -> None:
     """Rewrite the top-level `seed:` line, leaving every other line (and comment) as it is."""
     params = checkout / "params.yaml"
@@ -80,7 +90,7 @@ def scores(checkout: Path) -> dict[str, Any]:
 
 
 def default_seed() -> int:
-    """params.yaml's top-level seed: the run that fresh_clone.json records."""
+    """params.yaml's top-level seed: the run that fresh_clone-<machine>.json records."""
     match = re.search(r"(?m)^seed: (\d+)$", (REPO / "params.yaml").read_text())
     if match is None:
         raise SystemExit(f"{REPO / 'params.yaml'}: no top-level `seed:` line")
@@ -106,10 +116,11 @@ def same_pipeline(commit: str) -> bool:
 
 
 def earlier_runs(machine: dict[str, Any]) -> list[dict[str, Any]]:
-    """The runs already recorded (fresh_clone.json, seed_spread.json) of this pipeline on this
-    kind of machine, one per seed."""
+    """The runs already recorded (fresh_clone-, seed_spread-<machine>.json) of this pipeline on
+    this kind of machine, one per seed."""
     by_seed: dict[int, dict[str, Any]] = {}
-    for name in ("seed_spread.json", "fresh_clone.json"):
+    slug = machine_slug(machine["cpu"])
+    for name in (f"seed_spread-{slug}.json", f"fresh_clone-{slug}.json"):
         path = RESULTS / name
         recorded = json.loads(path.read_text()) if path.is_file() else {}
         runs = recorded.get("runs") or ([recorded] if "seed" in recorded else [])
@@ -195,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         nargs="+",
         default=[1234],
-        help="params.yaml seed of each fresh clone (its own seed's run is fresh_clone.json)",
+        help="params.yaml seed of each fresh clone (its own seed's run is fresh_clone-*.json)",
     )
     parser.add_argument("--keep", action="store_true", help="keep each clone and its log")
     parser.add_argument(
@@ -211,15 +222,16 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
     }
     runs = earlier_runs(machine) if args.add else []
+    slug = machine_slug(machine["cpu"])
     for seed in args.seeds:
         run = run_once(seed, args.keep)
         runs = [r for r in runs if r["seed"] != seed] + [run]
         if seed == default_seed():
-            write(RESULTS / "fresh_clone.json", {"machine": machine, **run})
+            write(RESULTS / f"fresh_clone-{slug}.json", {"machine": machine, **run})
         if len(runs) > 1:
             seeds = [r["seed"] for r in runs]
             write(
-                RESULTS / "seed_spread.json",
+                RESULTS / f"seed_spread-{slug}.json",
                 {"machine": machine, "seeds": seeds, "runs": runs, "bleu": spread(runs)},
             )
         print_table(runs)

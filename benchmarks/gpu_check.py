@@ -46,9 +46,10 @@ from gpu_check_training import TrainedModel, train, training_summary  # noqa: E4
 
 from pipeline.aligned_text import text_lines  # noqa: E402
 from pipeline.config import Config, parse_config  # noqa: E402
-from pipeline.data.clean import Pair, clean_corpus, remove_invisible  # noqa: E402
-from pipeline.data.sources import read_dir_source  # noqa: E402
+from pipeline.data.clean import Pair, clean_corpus  # noqa: E402
+from pipeline.data.fetch import read_dir_source  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
+from pipeline.text import remove_invisible  # noqa: E402
 from pipeline.tokenize import (  # noqa: E402
     TokenizerPair,
     processor_from_bytes,

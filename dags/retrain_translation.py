@@ -1,8 +1,9 @@
 """retrain_translation: the DVC pipeline as an Airflow 3 DAG (see docs/airflow.md).
 
 This file is configuration: no work and no heavy import at parse time. Every stage task runs
-`dvc repro --single-item <stage>` in the project; the other tasks call pipeline.orchestration,
-which imports MLflow only inside the functions that need it.
+`mt stage run <stage>`: `dvc repro --single-item <stage>` in the run's own workspace; the other
+tasks call pipeline.orchestration.tasks, which imports MLflow and DVC only inside the functions
+that need them.
 """
 
 from __future__ import annotations
@@ -23,12 +24,10 @@ from airflow.sdk import (
     teardown,
 )
 
-from pipeline import orchestration
-from pipeline.dag_defaults import parse_time_config, project_dir, task_defaults
-from pipeline.monitor import alerts
-from pipeline.orchestration import STAGES
-from pipeline.params_lock import RunRef, RunState
-from pipeline.run_params import KEEP, RUN_PARAM_SCHEMA
+from pipeline.orchestration import alerts, tasks
+from pipeline.orchestration.dag_defaults import parse_time_config, project_dir, task_defaults
+from pipeline.orchestration.run_params import KEEP, RUN_PARAM_SCHEMA
+from pipeline.orchestration.tasks import STAGES
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives schedule and retries.
 CONFIG = parse_time_config(__file__)
@@ -45,20 +44,25 @@ DOC_MD = """
 ### Retrain the English→German translator
 
 One task per DVC stage: **fetch → validate_raw → clean → tokenize → profile → train →
-evaluate → register**. Each runs `dvc repro --single-item <stage>` in the project folder (env
-`MT_PROJECT_DIR` or the Variable `mt_project_dir`); a stage whose inputs did not change does
-nothing, and the stage's own log streams into the task log.
+evaluate → register**. Each runs `dvc repro --single-item <stage>` in **the run's own
+workspace**: a git worktree of the project (env `MT_PROJECT_DIR` or the Variable
+`mt_project_dir`) at its HEAD commit, under `.dvc/tmp/runs/`, sharing the project's DVC cache.
+A stage whose inputs did not change does nothing, and the stage's own log streams into the
+task log. The project folder itself is never edited: a person's `dvc repro` there works
+during a run, and runs overlap (`orchestration.max_active_runs`).
 
 **Runs start** on the schedule in `params.yaml` (`orchestration.schedule`), when a producer
 updates the Asset `mt_raw_corpus` (new raw data; the event's `extra` may carry run params such
 as `data_path`, checked against this form's rules; it may tighten the promotion policy to
 manual, never loosen it, and cannot choose the model name), or from *Trigger* with the form.
 
-**Run params** override `params.yaml` for this run only: `apply_run_params` writes them (after
-validating them) and holds `params.yaml` for the run; `restore_params` takes them out again
-whatever happened, keeping edits made meanwhile. While a run holds it, another run, `airflow
-dags test` or a hand-run `mt`/`dvc repro` fails with a message naming the run. The train stage
-logs the params it ran with to MLflow; the register stage tags the version with this run's id.
+**Run params** override the committed `params.yaml` for this run only: `start_run` checks them
+and fixes the run (commit, params, experiment name) before any stage starts. The train stage
+logs the params it ran with to MLflow; the register stage tags the version with this run's id
+and its DVC experiment. **save_experiment** records the workspace as a DVC experiment named
+after this run (`dvc exp show` in the project lists it; `dvc exp apply <name>` brings its
+model into the checkout); **close_run** removes the workspace, or keeps a failed run's for
+`orchestration.keep_failed_days`.
 
 **Promotion**: policy `auto` lets the register stage's significance gate move `@champion`;
 `manual` stops at `approve_promotion`, which shows the challenger against the champion and waits
@@ -71,14 +75,13 @@ def _timeout(stage: str) -> timedelta:
     return timedelta(minutes=minutes)
 
 
-def _carried_inputs(context: dict[str, Any], stages: tuple[str, ...]) -> str | None:
-    """What a multi-host run carries into this task: its settings and the results of
-    `stages` (None on one host, where every task shares the project folder)."""
+def _inputs(context: dict[str, Any], stages: tuple[str, ...]) -> str:
+    """The run's inputs for this task: its settings, and on several hosts the results of
+    `stages` (on one host every task works in the same workspace)."""
     ti = context["ti"]
-    settings = ti.xcom_pull(task_ids="apply_run_params") or {}
-    distributed = settings.get("distributed")
-    results = [ti.xcom_pull(task_ids=name) for name in stages] if distributed else []
-    return orchestration.run_inputs(settings, results)
+    settings = ti.xcom_pull(task_ids="start_run")
+    results = [ti.xcom_pull(task_ids=name) for name in stages] if settings["distributed"] else []
+    return tasks.run_inputs(settings, results)
 
 
 def stage_task(stage: str) -> Any:
@@ -90,42 +93,50 @@ def stage_task(stage: str) -> Any:
         queue=SETTINGS.train_queue if stage == "train" else SETTINGS.queue,
         execution_timeout=_timeout(stage),
         retries=retries,
-        doc_md=f"`dvc repro --single-item {stage}` in the project folder (several hosts: "
+        doc_md=f"`dvc repro --single-item {stage}` in the run's workspace (several hosts: "
         "pulled from and pushed to the DVC remote).",
     )
     def run_stage(**context: Any) -> str:
         earlier = STAGES[: STAGES.index(stage)]
-        inputs = _carried_inputs(context, earlier)
-        return orchestration.stage_command(project_dir(), stage, inputs)
+        return tasks.stage_command(project_dir(), stage, _inputs(context, earlier))
 
     return run_stage()
 
 
-def sync_task(queue: str) -> Any:
-    """Several hosts: a worker of `queue` brings its checkout to the run's end state."""
-
-    @task.bash(task_id=f"sync_checkout_{queue}", queue=queue)
-    def sync_checkout(**context: Any) -> str:
-        return orchestration.sync_command(project_dir(), _carried_inputs(context, STAGES))
-
-    return sync_checkout()
+@task.bash(execution_timeout=timedelta(minutes=10))
+def save_experiment(**context: Any) -> str:
+    """`dvc exp save` of the run's workspace as the DVC experiment named after this run."""
+    return tasks.save_command(project_dir(), _inputs(context, STAGES))
 
 
-def _this_run(context: dict[str, Any]) -> RunRef:
-    return RunRef(context["dag"].dag_id, context["run_id"])
+def close_task(queue: str) -> Any:
+    """A worker of `queue` removes the run's workspace on its host (kept if the run failed)."""
+
+    @teardown
+    @task(task_id=f"close_run_{queue}", queue=queue, execution_timeout=timedelta(minutes=10))
+    def close_run(**context: Any) -> str:
+        ti = context["ti"]
+        settings = ti.xcom_pull(task_ids="start_run") or {}
+        if "experiment" not in settings:
+            return "start_run did not finish: no workspace was made"
+        saved = ti.xcom_pull(task_ids="save_experiment") is not None
+        return tasks.close_run(
+            project_dir(), settings["experiment"], saved, SETTINGS.keep_failed_days
+        )
+
+    return close_run()
 
 
 @setup
 @task(execution_timeout=timedelta(minutes=5))
-def apply_run_params(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
-    """Hold params.yaml for this run and write its overrides; returns policy and overrides."""
-    count_runs = context["ti"].get_dr_count
-
-    def state_of(run: RunRef) -> RunState:
-        return orchestration.dag_run_state(run, count_runs)
-
-    return orchestration.apply_run_params(
-        project_dir(), params or {}, _this_run(context), state_of, _asset_event_extras(context)
+def start_run(params: dict[str, Any] | None = None, **context: Any) -> dict[str, Any]:
+    """Check the run params and fix the run: commit, params text, experiment name."""
+    return tasks.start_run(
+        project_dir(),
+        params or {},
+        context["dag"].dag_id,
+        context["run_id"],
+        _asset_event_extras(context),
     )
 
 
@@ -135,24 +146,18 @@ def _asset_event_extras(context: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(event.extra or {}) for batch in events.values() for event in batch]
 
 
-@teardown
-@task(execution_timeout=timedelta(minutes=5))
-def restore_params(**context: Any) -> str:
-    """Take this run's overrides out of params.yaml and free it (runs even when a stage failed)."""
-    return orchestration.restore_params(project_dir(), _this_run(context))
-
-
 @task.branch(execution_timeout=timedelta(minutes=10))
-def choose_promotion(run_settings: dict[str, Any], **context: Any) -> str | None:
-    """Policy manual: describe the challenger for the approver; auto: the gate already decided."""
+def choose_promotion(run_settings: dict[str, Any], **context: Any) -> list[str]:
+    """Policy manual: describe the challenger for the approver; auto: the gate already decided.
+    The experiment is saved either way."""
     if run_settings["policy"] != "manual":
-        return None
-    orchestration.bring_in_reports(project_dir(), _carried_inputs(context, STAGES))
-    request = orchestration.challenger_awaiting_approval(project_dir(), context["run_id"])
+        return ["save_experiment"]
+    inputs = _inputs(context, STAGES)
+    request = tasks.challenger_awaiting_approval(project_dir(), inputs, context["run_id"])
     if request is None:
-        return None
+        return ["save_experiment"]
     context["ti"].xcom_push(key="approval", value=request)
-    return "approve_promotion"
+    return ["save_experiment", "approve_promotion"]
 
 
 @task(execution_timeout=timedelta(minutes=10))
@@ -163,7 +168,7 @@ def promote_challenger(**context: Any) -> str:
     answer = ti.xcom_pull(task_ids="approve_promotion") or {}
     approver = (answer.get("responded_by_user") or {}).get("name", "unknown")
     reason = f"approved by {approver} in Airflow run {context['run_id']}"
-    orchestration.promote_version(project_dir(), request["model_name"], request["version"], reason)
+    tasks.promote_version(project_dir(), request["model_name"], request["version"], reason)
     return str(request["version"])
 
 
@@ -225,7 +230,8 @@ def _schedule() -> Any:
     schedule=_schedule(),
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,
+    # Each run has its own workspace; the registry's champion lock orders their promotions.
+    max_active_runs=SETTINGS.max_active_runs,
     doc_md=DOC_MD,
     tags=["translation", "mlops", "dvc"],
     params=RUN_PARAMS,
@@ -235,13 +241,10 @@ def _schedule() -> Any:
     },
 )
 def retrain_translation() -> None:
-    run_settings = apply_run_params()
+    run_settings = start_run()
     stages = [stage_task(stage) for stage in STAGES]
-    restored = restore_params()
     chain(run_settings, *stages)
-    synced = [sync_task(queue) for queue in dict.fromkeys([SETTINGS.queue, SETTINGS.train_queue])]
-    stages[-1] >> synced >> restored
-    run_settings >> restored
+    choice, saved = choose_promotion(run_settings), save_experiment()
     approval = ApprovalOperator(
         task_id="approve_promotion",
         subject="Promote {{ ti.xcom_pull(task_ids='choose_promotion', key='approval').title }}?",
@@ -251,7 +254,12 @@ def retrain_translation() -> None:
         # Called once the request is in the UI (HITLOperator.execute), so the link works.
         notifiers=alerts.approval_notifiers(MONITOR),
     )
-    chain(stages[-1], choose_promotion(run_settings), approval, promote_challenger())
+    chain(stages[-1], choice, [saved, approval])
+    chain(approval, promote_challenger())
+    for queue in dict.fromkeys([SETTINGS.queue, SETTINGS.train_queue]):
+        closing = close_task(queue)
+        saved >> closing
+        run_settings >> closing
 
 
 retrain_translation()

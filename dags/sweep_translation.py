@@ -12,8 +12,7 @@ from typing import Any
 
 from airflow.sdk import Param, chain, dag, setup, task, teardown
 
-from pipeline.dag_defaults import parse_time_config, project_dir, task_defaults
-from pipeline.params_lock import RunRef
+from pipeline.orchestration.dag_defaults import parse_time_config, project_dir, task_defaults
 from pipeline.sweep.grid import MAX_POINTS, SWEEP_NAME
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives timeouts and retries.
@@ -25,29 +24,28 @@ DOC_MD = """
 
 **Grid**: one `KEY=V1,V2` per line, the syntax of `mt sweep run --set` and `dvc exp run -S`
 (comma lists, `range(start, stop[, step])`, `choice(...)`); the points are the cartesian
-product. `plan_sweep` checks every point against params.yaml's rules before anything runs (a
-typo or a value out of range fails it with one line) and opens the sweep's MLflow run. While
-the sweep runs it holds params.yaml, like a retrain_translation run: the points start from it.
+product. `plan_sweep` checks every point against the committed params.yaml's rules before
+anything runs (a typo or a value out of range fails it with one line) and opens the sweep's
+MLflow run. The points start from the project's HEAD commit; the project folder is never
+edited, so sweeps, retrain runs and a person's `dvc repro` run side by side.
 
-**run_point** (one mapped task per point, spread over the Celery workers) runs `dvc exp run
---temp` of its overrides up to `evaluate`, in its own DVC temporary workspace; its training run
-is a child of the sweep's MLflow run, tagged with its DVC experiment, and gets its val scores.
+**run_point** (one mapped task per point, spread over the Celery workers) runs the stages up
+to `evaluate` with its overrides in its own workspace (a git worktree sharing the project's
+DVC cache, like every retrain_translation run) and saves it as a DVC experiment named after
+the point; its training run is a child of the sweep's MLflow run, tagged with its DVC
+experiment, and gets its val scores.
 
 **register_best** takes the point with the best **val** BLEU through the register stage, the
 normal gate (smoke check, significance gate on the test split, audit), from a checkout of its
-experiment commit. **close_sweep** closes the MLflow run and frees params.yaml whatever
-happened. `mt sweep best --sweep <name>` prints the table.
+experiment commit. **close_sweep** closes the MLflow run whatever happened. `mt sweep best
+--sweep <name>` prints the table.
 """
-
-
-def _holder(context: dict[str, Any]) -> RunRef:
-    return RunRef(context["dag"].dag_id, context["run_id"])
 
 
 @setup
 @task(execution_timeout=timedelta(minutes=10))
 def plan_sweep(params: dict[str, Any] | None = None, **context: Any) -> list[dict[str, Any]]:
-    """Check the grid, hold params.yaml, open the sweep's MLflow run; one entry per point."""
+    """Check the grid and open the sweep's MLflow run; one entry per point."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from pipeline.errors import ConfigError
@@ -57,14 +55,15 @@ def plan_sweep(params: dict[str, Any] | None = None, **context: Any) -> list[dic
     params = params or {}
     name = params.get("name") or default_name()
     try:
-        return plan_for_dag(project_dir(), _holder(context), name, params.get("grid") or [])
-    except ConfigError as error:  # a bad grid or a held params.yaml: a retry cannot fix it
+        return plan_for_dag(project_dir(), name, params.get("grid") or [])
+    except ConfigError as error:  # a bad grid or a name used before: a retry cannot fix it
         raise AirflowFailException(str(error)) from None
 
 
 @task(execution_timeout=timedelta(minutes=SETTINGS.train_timeout_min))
 def run_point(sweep: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
-    """`dvc exp run --temp` of one point up to evaluate; its val BLEU."""
+    """One point up to evaluate in its own workspace, saved as its DVC experiment; its val
+    BLEU."""
     from pipeline.sweep.grid import Point
     from pipeline.sweep.runner import run_one_point
     from pipeline.sweep.tracking import Sweep
@@ -87,14 +86,14 @@ def register_best(plan: list[dict[str, Any]]) -> dict[str, Any]:
 
 @teardown
 @task(execution_timeout=timedelta(minutes=10))
-def close_sweep(plan: list[dict[str, Any]], **context: Any) -> str:
-    """The sweep's MLflow run FINISHED (FAILED if a point did not finish), params.yaml freed;
-    the table in the task log."""
+def close_sweep(plan: list[dict[str, Any]]) -> str:
+    """The sweep's MLflow run FINISHED (FAILED if a point did not finish); the table in the
+    task log."""
     from pipeline.sweep.commands import table_text
-    from pipeline.sweep.runner import close_for_dag, sweep_of_plan
+    from pipeline.sweep.runner import finish_sweep, sweep_of_plan
 
     sweep = sweep_of_plan(plan)
-    table = table_text(sweep, close_for_dag(project_dir(), _holder(context), sweep))
+    table = table_text(sweep, finish_sweep(project_dir(), sweep))
     print(table)
     return table
 
@@ -124,8 +123,8 @@ SWEEP_PARAMS = {
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    # Each run holds params.yaml from plan to close: a second would only be refused.
-    max_active_runs=1,
+    # Each point has its own workspace: sweeps may overlap like retrain runs.
+    max_active_runs=SETTINGS.max_active_runs,
     doc_md=DOC_MD,
     tags=["translation", "mlops", "dvc", "sweep"],
     params=SWEEP_PARAMS,

@@ -1,7 +1,7 @@
 """translate_batch: new text in, translated by @champion, output and manifest out.
 
 This file is configuration: no work and no heavy import at parse time. The tasks call
-pipeline/monitor/batch_request.py (what to translate) and pipeline/monitor/batch.py (the
+pipeline/orchestration/batch_request.py (what to translate) and pipeline/monitor/batch.py (the
 translation, the same code as `mt translate-batch`), which import MLflow only when they run.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from airflow.sdk import Asset, Param, dag, task
 
-from pipeline.dag_defaults import parse_time_config, project_dir, task_defaults
-from pipeline.monitor.batch_request import BATCH_PARAM_SCHEMA, batch_requests, event_extras
+from pipeline.orchestration.batch_request import BATCH_PARAM_SCHEMA, batch_requests, event_extras
+from pipeline.orchestration.dag_defaults import parse_time_config, project_dir, task_defaults
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives assets and retries.
 CONFIG = parse_time_config(__file__)

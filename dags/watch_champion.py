@@ -2,7 +2,7 @@
 
 This file is configuration: no work and no heavy import at parse time. The watch is
 pipeline/monitor/watch.py (the same code as `mt monitor watch`); alerts are the notifiers of
-pipeline/monitor/alerts.py, built from params.yaml `monitor:`.
+pipeline/orchestration/alerts.py, built from params.yaml `monitor:`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, cast
 from airflow.sdk import Asset, CronTriggerTimetable, dag, task
 
 from pipeline.config import load_config
-from pipeline.dag_defaults import parse_time_config, project_dir, task_defaults
-from pipeline.monitor import alerts
+from pipeline.orchestration import alerts
+from pipeline.orchestration.dag_defaults import parse_time_config, project_dir, task_defaults
 from pipeline.paths import project_paths
 
 # At parse time the params.yaml beside this DAG (or MT_PROJECT_DIR's) gives schedule and targets.

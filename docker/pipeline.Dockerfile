@@ -19,6 +19,9 @@ FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
 FROM nvidia/cuda:12.9.1-base-ubuntu24.04 AS builder
 ARG PYTHON_VERSION=3.11.18
 COPY --from=uv /uv /usr/local/bin/uv
+# hadolint ignore=DL3008
+RUN apt-get update && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
 ENV UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_PYTHON_PREFERENCE=only-managed \
     UV_LINK_MODE=copy \
@@ -37,11 +40,16 @@ WORKDIR /opt/mt/project
 COPY pyproject.toml README.md params.yaml dvc.yaml dvc.lock* .dvcignore ./
 COPY .dvc/config .dvc/config
 COPY pipeline/ pipeline/
-# No .git in the image: DVC runs without SCM, its cache on its own volume (compose: mt-dvc-cache).
 RUN uv pip install --python /opt/venv/bin/python --no-deps --no-build-isolation -e . \
-    && /opt/venv/bin/dvc config --local core.no_scm true \
     && /opt/venv/bin/dvc config --local core.analytics false \
     && /opt/venv/bin/dvc config --local cache.dir /opt/mt/dvc-cache
+# The repository at the image's commit, as a bare clone without the source's config (remotes,
+# credential helpers): workers clone it onto the project volume (docker/project-init.sh), so each
+# run works in a git worktree and ends as a DVC experiment (docs/airflow.md).
+COPY .git /tmp/source.git
+RUN git clone --quiet --bare --no-local /tmp/source.git /opt/mt/repo.git \
+    && git -C /opt/mt/repo.git remote remove origin \
+    && rm -rf /tmp/source.git
 
 
 FROM nvidia/cuda:12.9.1-base-ubuntu24.04
@@ -51,19 +59,27 @@ LABEL org.opencontainers.image.title="mt-pipeline" \
       org.opencontainers.image.licenses="MIT"
 
 # uid 50000, gid 0: the Airflow images' convention, so the shared log volume stays writable.
-RUN useradd --uid "${MT_UID}" --gid 0 --create-home --home-dir /home/mt --shell /bin/bash mt
+# git: each run's workspace is a worktree of the project (pipeline/workspaces.py).
+# hadolint ignore=DL3008
+RUN useradd --uid "${MT_UID}" --gid 0 --create-home --home-dir /home/mt --shell /bin/bash mt \
+    && apt-get update && apt-get install -y --no-install-recommends git \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY --from=builder /opt/python /opt/python
 COPY --from=builder /opt/venv /opt/venv
 COPY --from=builder /opt/mt/project /opt/mt/project
+COPY --from=builder /opt/mt/repo.git /opt/mt/repo.git
+COPY docker/project-init.sh /usr/local/bin/mt-project-init
 # The worker parses the DAG file it runs tasks from, at the same path as the dag-processor.
 COPY dags/ /opt/airflow/dags/
 
-# Code stays root-owned; only what the stages and the worker write belongs to mt.
+# The project tree belongs to mt: it is the first content of the project volume, where
+# mt-project-init makes it a git repository at the image's commit and runs add worktrees. The
+# image's own copies (venv, the bare clone) stay root-owned.
 WORKDIR /opt/mt/project
 RUN mkdir -p data models reports .dvc/tmp /opt/mt/dvc-cache /opt/mt/corpus /opt/airflow/logs \
-    && chown "${MT_UID}:0" . data models reports .dvc .dvc/tmp \
-        /opt/mt/dvc-cache /opt/mt/corpus /opt/airflow /opt/airflow/logs
+    && chown -R "${MT_UID}:0" /opt/mt/project \
+    && chown "${MT_UID}:0" /opt/mt/dvc-cache /opt/mt/corpus /opt/airflow /opt/airflow/logs
 
 ENV PATH=/opt/venv/bin:$PATH \
     VIRTUAL_ENV=/opt/venv \
@@ -81,5 +97,5 @@ USER ${MT_UID}
 # `mt` runs a stage and exits: there is no long-lived process to probe. Where this image runs
 # the Celery worker, compose.yaml gives that service its own health check (celery inspect ping).
 HEALTHCHECK NONE
-ENTRYPOINT ["mt"]
+ENTRYPOINT ["mt-project-init", "mt"]
 CMD ["--help"]

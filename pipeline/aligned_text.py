@@ -9,7 +9,8 @@ must cut lines the same way:
 - a final "\\n" ends the last line, it does not start an empty one; a missing final "\\n" is
   tolerated; an empty file has no lines;
 - the bytes are strict UTF-8: a bad byte is an error naming the file, the line and the column,
-  never a U+FFFD that silently changes a sentence.
+  never a U+FFFD that silently changes a sentence;
+- the two sides of a split (`{split}.{lang}`, raw or clean) have as many lines as each other.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.errors import DataError
+from pipeline.paths import raw_file
 
 LINE_END = "\n"
 
@@ -69,6 +71,23 @@ def read_aligned_lines(path: Path, fix: str) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: not found; {fix}")
     return text_lines(decode_utf8(path.read_bytes(), str(path), fix))
+
+
+def read_pairs(
+    directory: Path, split: str, langs: tuple[str, str], producer: str = "mt fetch"
+) -> list[tuple[str, str]]:
+    """The aligned pairs of one split (`{split}.{lang}` files in `directory`, raw or clean)."""
+    source_path = raw_file(directory, split, langs[0])
+    target_path = raw_file(directory, split, langs[1])
+    fix = f"run `{producer}`"
+    sources = read_aligned_lines(source_path, fix)
+    targets = read_aligned_lines(target_path, fix)
+    if len(sources) != len(targets):
+        raise DataError(
+            f"{target_path}: {len(targets)} lines, but {source_path} has {len(sources)}; "
+            f"sentence-aligned files need one line per pair on both sides - re-run `{producer}`"
+        )
+    return list(zip(sources, targets, strict=True))
 
 
 def join_lines(lines: Iterable[str]) -> str:

@@ -20,8 +20,8 @@ DISTRIBUTION = "mt-pipeline"  # pyproject.toml [project] name
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "fetch": ("pipeline.data.sources", "main", "download or copy the raw corpus into data/raw"),
-    "validate": ("pipeline.data.validate", "main", "Great Expectations suite over data/raw"),
+    "fetch": ("pipeline.data.fetch", "main", "download or copy the raw corpus into data/raw"),
+    "validate": ("pipeline.data.validate_raw", "main", "Great Expectations suite over data/raw"),
     "clean": ("pipeline.data.clean", "main", "normalise and filter pairs into data/clean"),
     "tokenize": ("pipeline.tokenize", "main", "train SentencePiece and encode the splits"),
     "profile": (
@@ -60,23 +60,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "run | best: a grid of DVC experiments, chosen by val BLEU, the best registered",
     ),
     "stage": (
-        "pipeline.remote.commands",
+        "pipeline.orchestration.commands",
         "main",
-        "run STAGE | sync: a DAG task on one of several hosts (pull, repro, push)",
-    ),
-    "params-lock": (
-        "pipeline.params_lock",
-        "main",
-        "status | release RUN_ID: which DAG run holds params.yaml",
+        "run STAGE | save: a DAG task in the run's own workspace (docs/airflow.md)",
     ),
 }
-# Commands that write stage outputs from params.yaml. While a DAG run holds params.yaml (its
-# run params are in it) only that run's own tasks may run them; they are refused before their
-# module is imported, so a refused `dvc repro` never holds DVC's lock on a stage's outputs.
-# Reading tools (registry, translate, serve, params-lock) are not refused.
-STAGE_COMMANDS = frozenset(
-    {"fetch", "validate", "clean", "tokenize", "profile", "train", "evaluate", "register"}
-)
 
 
 def configure_logging() -> None:
@@ -128,11 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging()
     try:
-        if command in STAGE_COMMANDS:
-            from pipeline.params_lock import refuse_if_held_by_another_run
-            from pipeline.paths import project_paths
-
-            refuse_if_held_by_another_run(project_paths())
         return resolve(command)(rest) or 0
     except PipelineError as error:
         log.error("%s failed: %s", command, error)

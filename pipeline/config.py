@@ -200,8 +200,11 @@ class OrchestrationConfig:
     approval_timeout_h: int = field(metadata=ranged(ge=1, le=8760))
     queue: str = field(metadata=CELERY_QUEUE)
     train_queue: str = field(metadata=CELERY_QUEUE)
-    # "" = one host (tasks share the project folder); env MT_DVC_REMOTE overrides per worker.
+    # "" = one host (a run's tasks share its workspace); env MT_DVC_REMOTE overrides per worker.
     dvc_remote: str = field(metadata=matching(r"(\S+)?", "a DVC remote URL, or empty"))
+    # Runs of retrain_translation at once: each has its own workspace (pipeline/workspaces.py).
+    max_active_runs: int = field(metadata=ranged(ge=1, le=16))
+    keep_failed_days: float = field(metadata=ranged(ge=0, le=365))
 
     def __post_init__(self) -> None:
         _require(

@@ -40,11 +40,11 @@ from sacrebleu.metrics.base import Metric
 from pipeline.aligned_text import read_aligned_lines
 from pipeline.atomic import atomic_directory, atomic_write_text, json_text
 from pipeline.config import Config, load_config
-from pipeline.data.clean import remove_invisible
 from pipeline.errors import ConfigError, DataError
 from pipeline.eval_provenance import EvaluatedModel, references_of, write_record
 from pipeline.paths import ProjectPaths, project_paths, raw_file
 from pipeline.pause_points import pause_point
+from pipeline.text import remove_invisible
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.paths import project_paths
-from pipeline.tracking import tracking_uri
+from pipeline.tracking import model_metadata, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +65,10 @@ def serving_environ(uri: str, bin_dir: Path) -> dict[str, str]:
 
 def check_model_found(model_uri: str, store_uri: str) -> None:
     """Fail with one line, before the server starts, when the model cannot be found."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    mlflow.set_tracking_uri(store_uri)
-    mlflow.set_registry_uri(store_uri)
     try:
-        mlflow.models.get_model_info(model_uri)
+        model_metadata(store_uri, model_uri)
     except (MlflowException, OSError) as error:
         message = (getattr(error, "message", None) or str(error)).splitlines()[0][:300]
         raise PipelineError(

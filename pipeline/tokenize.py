@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import sentencepiece as spm
 
+from pipeline.aligned_text import read_pairs
 from pipeline.atomic import atomic_directory, atomic_write_json
 from pipeline.config import Config, TokenizeConfig, load_config
-from pipeline.data.clean import read_pairs
 from pipeline.errors import ConfigError, DataError
 from pipeline.paths import ProjectPaths, project_paths
 

@@ -25,12 +25,12 @@ import numpy as np
 from pipeline.aligned_text import decode_utf8, text_lines
 from pipeline.atomic import atomic_write_text
 from pipeline.config import DecodeConfig, load_config
-from pipeline.data.clean import normalize_text
 from pipeline.errors import PipelineError
 from pipeline.model.decoding import DecodeResult, DecodingSettings, decode
 from pipeline.param_rules import rule_of
 from pipeline.paths import project_paths
 from pipeline.progress import with_progress
+from pipeline.text import normalize_text
 from pipeline.tokenize import PAD_ID, TokenizerPair, load_tokenizers
 
 log = logging.getLogger(__name__)
@@ -282,16 +282,13 @@ def read_stdin_lines() -> list[str]:
 
 def load_mlflow_model(uri: str) -> Any:
     """The pyfunc at `uri`, or a PipelineError naming it (not found, server unreachable)."""
-    import mlflow
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import tracking_uri
+    from pipeline.tracking import load_pyfunc, tracking_uri
 
     uri_in_force = tracking_uri()
-    mlflow.set_tracking_uri(uri_in_force)
-    mlflow.set_registry_uri(uri_in_force)
     try:
-        return mlflow.pyfunc.load_model(uri)
+        return load_pyfunc(uri_in_force, uri)
     except (MlflowException, OSError) as error:
         message = (getattr(error, "message", None) or str(error)).splitlines()[0][:300]
         raise PipelineError(

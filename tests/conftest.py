@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,30 +43,6 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
     for line in memorised_training_summary():
         terminalreporter.write_line(line)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def mlflow_settings_do_not_leak() -> Iterator[None]:
-    """What a module sets for MLflow is undone after it, so the next module starts from the
-    same environment: the tracking and registry URIs (environment, or mlflow.set_tracking_uri/
-    set_registry_uri, which are process-wide: the smoke check and `mt translate` set them) and
-    every other MLFLOW_* variable, such as the HTTP retry defaults the registry and the
-    checkpoint mirror write into os.environ (4 retries against the mirror's 1: inherited by a
-    later module's `mt train` subprocess, they turned its outage test's seconds into a minute).
-    Per module, not per test: a module-scoped fixture may rely on what it set for all of its
-    tests."""
-    saved = {name: value for name, value in os.environ.items() if name.startswith("MLFLOW_")}
-    yield
-    for name in [name for name in os.environ if name.startswith("MLFLOW_")]:
-        if name not in saved:
-            del os.environ[name]
-    os.environ.update(saved)
-    if "mlflow" in sys.modules:
-        from mlflow.tracking._model_registry import utils as registry_utils
-        from mlflow.tracking._tracking_service import utils as tracking_utils
-
-        tracking_utils._tracking_uri = None
-        registry_utils._registry_uri = None
 
 
 # The shared server lets tests install webhooks to 127.0.0.1 and sees them at once.
@@ -174,6 +149,17 @@ def write_tiny_corpus(directory: Path) -> Path:
 def tiny_corpus_dir(tmp_path: Path) -> Path:
     """write_tiny_corpus in the test's tmp dir."""
     return write_tiny_corpus(tmp_path / "corpus")
+
+
+def git_commit_all(root: Path) -> str:
+    """`git init` (once) and commit everything in `root`; the new commit."""
+    git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+    if not (root / ".git").exists():
+        subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "params"], cwd=root, check=True)
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ One Airflow for the module, on a free port of 127.0.0.1, with a fresh PostgreSQL
 is dropped afterwards. Runs are triggered through the REST API v2 with a JWT from /auth/token:
 - new raw data announced as an asset event (its `extra` names the corpus) starts a run; the
   corpus is corrupted, so validate_raw fails with the stage's error in its task log, nothing
-  after it runs, the registry is untouched and params.yaml is restored;
+  after it runs, the registry and the project's params.yaml are untouched, and the failed
+  run's workspace is kept for inspection;
 - a run with params (1 epoch, manual promotion) registers a version, waits for a human in
   approve_promotion, and the approval (REST) makes that version @champion.
 """
@@ -17,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.orchestration import STAGES
+from pipeline.orchestration.tasks import STAGES
+from pipeline.workspaces import RUNS_DIR, experiment_name
 from tests.airflow_harness import (
     DAG_ID,
     AirflowServer,
@@ -80,12 +82,13 @@ def test_bad_new_data_stops_the_run_and_leaves_the_registry_alone(
     assert server.wait_for_run(run_id, RUN_TIMEOUT_S) == "failed"
 
     states = server.task_states(run_id)
-    assert states["apply_run_params"] == "success"
+    assert states["start_run"] == "success"
     assert states["fetch"] == "success"
     assert states["validate_raw"] == "failed"
     assert {states[stage] for stage in STAGES[2:]} == {"upstream_failed"}
-    assert states["restore_params"] == "success"
-    assert f'"path": "{bad}"' in server.task_log(run_id, "apply_run_params")
+    assert states["close_run_default"] == "success"
+    assert (project / RUNS_DIR / experiment_name(DAG_ID, run_id) / "data" / "raw").is_dir()
+    assert f'"path": "{bad}"' in server.task_log(run_id, "start_run")
     log = server.task_log(run_id, "validate_raw")
     assert "validate failed: suite" in log
     assert "rule target_max_tokens (10 of 60 rows break" in log
@@ -106,7 +109,7 @@ def test_a_triggered_run_registers_and_a_human_promotes(
     assert "| val |" not in approval["body"]  # the approver sees the gate's split, not val
     assert "Gate: **awaiting_approval**" in approval["body"]
     assert registered_versions(project, MODEL) == ["1"]
-    assert (project / "params.yaml").read_bytes() == params_before  # restored before the wait
+    assert (project / "params.yaml").read_bytes() == params_before  # runs never write it
 
     wait_until_the_deferral_is_settled(server, run_id)
     approve = {"chosen_options": ["Approve"], "params_input": {}}

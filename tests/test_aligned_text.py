@@ -17,10 +17,10 @@ from pipeline.aligned_text import (
     decode_utf8,
     join_lines,
     read_aligned_lines,
+    read_pairs,
     text_lines,
 )
 from pipeline.config import load_config
-from pipeline.data.clean import read_pairs
 from pipeline.data.pair_frames import decode_lines
 from pipeline.errors import DataError
 from pipeline.evaluate import read_split

@@ -29,9 +29,9 @@ from pipeline.config import TokenizeConfig, _load_cached, load_config
 from pipeline.errors import ConfigError
 from pipeline.monitor.batch_manifest import BatchKey
 from pipeline.monitor.batch_model import translate_lines
-from pipeline.monitor.batch_request import batch_requests
 from pipeline.monitor.drift import check_incoming
 from pipeline.monitor.profile import profile_corpus
+from pipeline.orchestration.batch_request import batch_requests
 from pipeline.paths import project_paths
 from pipeline.pause_points import PAUSE_AT_ENV, PAUSE_DIR_ENV
 from pipeline.tokenize import train_tokenizer_models
@@ -416,7 +416,7 @@ def test_requests_off_a_terminal_log_a_line_per_tenth_and_on_one_draw_a_bar(
     monkeypatch.delenv("CI", raising=False)
     stderr = io.StringIO()  # a log file: no terminal
     monkeypatch.setattr("sys.stderr", stderr)
-    with caplog.at_level(logging.INFO, logger="pipeline.monitor.batch_model"):
+    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
         translated = translate_lines(UpperCasing(), lines, spans, 1, "translating in.txt")
         assert translate_lines(UpperCasing(), lines, spans, 1) == translated  # no progress
     assert translated == [line.upper() for line in lines]
@@ -430,7 +430,7 @@ def test_requests_off_a_terminal_log_a_line_per_tenth_and_on_one_draw_a_bar(
     caplog.clear()
     terminal = FakeTerminal()
     monkeypatch.setattr("sys.stderr", terminal)
-    with caplog.at_level(logging.INFO, logger="pipeline.monitor.batch_model"):
+    with caplog.at_level(logging.INFO, logger="pipeline.progress"):
         translate_lines(UpperCasing(), lines, spans, 1, "translating in.txt")
     assert progress_lines(caplog) == []
     assert "\r" in terminal.getvalue() and "translating in.txt: 100%" in terminal.getvalue()
@@ -488,7 +488,7 @@ def test_a_run_killed_mid_batch_leaves_no_output_and_the_rerun_completes_it(
     ]
 
 
-# ---- what a DAG run translates (pipeline/monitor/batch_request.py) -------------------------
+# ---- what a DAG run translates (pipeline/orchestration/batch_request.py) ------------------
 
 TRANSLATED = "file:///srv/mt/outgoing/translated"
 

@@ -11,11 +11,13 @@ stage talks to an MLflow server backed by PostgreSQL. Every process is real and 
    epoch and started again (empty, as a broker that lost its host) one epoch later: `train`
    goes on and the worker reconnects. Then Redis is killed again while `train` still runs and
    stays down until after it ends: what comes next cannot be queued and the run fails; once
-   Redis is back, clearing the failed tasks completes it without training again.
+   Redis is back, clearing the failed tasks completes it without training again: the failed
+   run's workspace was kept (its close tasks could not run either), and the cleared tasks go
+   on in it.
 2. (A worker SIGKILLed mid-train, its retry resuming on another worker: tests/test_multi_host.py,
    where the other worker is on another host and resumes from the checkpoint mirrored to MLflow.)
 3. sweep_translation with two points (1 epoch each): the mapped points fan out over two
-   workers, each in its own DVC temporary workspace, each training run a child of the sweep's
+   workers, each in its own workspace, each training run a child of the sweep's
    MLflow run; the best by val BLEU is registered through the gate, from its experiment.
 
 What Airflow 3.3 with Celery 5.6 does about the broker, and so what test 1 asserts:
@@ -37,7 +39,8 @@ three runs; one run now proves all three, which saves CI two pipeline runs.)
 
 from __future__ import annotations
 
-import json
+import csv
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,10 +48,9 @@ from typing import Any
 
 import pytest
 
-from pipeline.orchestration import STAGES
-from pipeline.params_lock import ParamsLock
-from pipeline.paths import project_paths
+from pipeline.orchestration.tasks import STAGES
 from pipeline.tracking import EXPERIMENT_NAME
+from pipeline.workspaces import RUNS_DIR, experiment_name, experiment_rev
 from tests.airflow_harness import DAG_ID, make_project
 from tests.celery_harness import (
     CeleryAirflow,
@@ -63,12 +65,7 @@ from tests.conftest import write_tiny_corpus
 from tests.mlflow_server import MlflowServer
 from tests.postgres import postgres_database
 from tests.redis_server import RedisServer, private_redis
-from tests.run_outputs import (
-    dvc_changed_outs,
-    history_epochs,
-    leftover_temp_files,
-    recorded_epochs,
-)
+from tests.run_outputs import recorded_epochs
 from tests.test_sweep import commit_data_stages, experiment_revs
 
 pytestmark = pytest.mark.slow
@@ -85,14 +82,14 @@ PROJECT_OVERRIDES: dict[str, Any] = {
     "orchestration": {"schedule": "none", "retry_delay_s": 2, "max_retry_delay_s": 10},
 }
 # What a run with the default (auto) promotion policy runs; the approval branch is skipped.
-SYNC_TASKS = {"sync_checkout_default", "sync_checkout_gpu"}
-EXECUTED_TASKS = {"apply_run_params", *STAGES, "choose_promotion", "restore_params", *SYNC_TASKS}
+CLOSE_TASKS = {"close_run_default", "close_run_gpu"}
+EXECUTED_TASKS = {"start_run", *STAGES, "choose_promotion", "save_experiment", *CLOSE_TASKS}
 SKIPPED_TASKS = {"approve_promotion", "promote_challenger"}
 # A run whose evaluate could not be queued: what ran before it, what never started after it.
-RAN_BEFORE_EVALUATE = {"apply_run_params", *STAGES[: STAGES.index("evaluate")]}
-UNQUEUED_TASKS = {"evaluate", "restore_params"}
+RAN_BEFORE_EVALUATE = {"start_run", *STAGES[: STAGES.index("evaluate")]}
+UNQUEUED_TASKS = {"evaluate", *CLOSE_TASKS}
 UNREACHED_TASKS = {
-    "register", "choose_promotion", "approve_promotion", "promote_challenger", *SYNC_TASKS
+    "register", "choose_promotion", "save_experiment", "approve_promotion", "promote_challenger"
 }  # fmt: skip
 SWEEP_DAG_ID = "sweep_translation"
 # Two points of the tiniest training (one epoch), one per worker; the sweep's name prefixes
@@ -172,10 +169,14 @@ def train_state(stack: CeleryAirflow, run_id: str) -> str | None:
     return state
 
 
+def run_workspace(broker: Topology, run_id: str) -> Path:
+    return broker.project / RUNS_DIR / experiment_name(DAG_ID, run_id)
+
+
 def kill_redis_during_train(broker: Topology, run_id: str, after_epochs: int) -> int:
     """SIGKILL Redis once the worker's `train` has finished `after_epochs` epochs and still
     runs; the epoch count at the kill."""
-    stack, project = broker.stack, broker.project
+    stack, project = broker.stack, run_workspace(broker, run_id)
     wait_for(lambda: train_state(stack, run_id) == "running", RUN_TIMEOUT_S, "train runs", stack)
     wait_for(
         lambda: recorded_epochs(project) >= after_epochs,
@@ -194,7 +195,7 @@ def kill_redis_during_train(broker: Topology, run_id: str, after_epochs: int) ->
 def short_outage(broker: Topology, run_id: str, reconnects_before: int) -> int:
     """Redis down for one epoch of `train`, then back until the worker has reconnected; the
     epochs `train` had finished by then."""
-    stack, project = broker.stack, broker.project
+    stack, project = broker.stack, run_workspace(broker, run_id)
     killed_at = kill_redis_during_train(broker, run_id, 1)
     wait_for(lambda: recorded_epochs(project) > killed_at, 600, "an epoch", interval_s=0.05)
     broker.redis.start()
@@ -211,14 +212,25 @@ def scheduler_log(stack: CeleryAirflow) -> str:
     return stack.components["scheduler"].log_text()
 
 
-def assert_outputs_intact(broker: Topology, params_before: bytes, epochs: int) -> None:
-    """One finished training, outputs equal to dvc.lock, no staging files, params restored."""
-    project = broker.project
-    assert history_epochs(project) == list(range(1, epochs + 1))
-    assert not (project / "models" / "checkpoints").exists()
-    assert dvc_changed_outs(project) == {}
-    assert leftover_temp_files(project) == []
+def assert_saved_and_checkout_untouched(
+    broker: Topology, run_id: str, params_before: bytes, epochs: int
+) -> None:
+    """One finished training in the run's experiment; its workspace gone, the project's
+    params.yaml and git status as they were."""
+    project, name = broker.project, experiment_name(DAG_ID, run_id)
+    head = subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=project, text=True)
+    rev = experiment_rev(project, head.strip(), name)
+    assert rev is not None
+    history = subprocess.check_output(
+        ["git", "show", f"{rev}:reports/train/history.csv"], cwd=project, text=True
+    )
+    assert [int(row["epoch"]) for row in csv.DictReader(history.splitlines())] == list(
+        range(1, epochs + 1)
+    )
+    assert not run_workspace(broker, run_id).exists()
     assert (project / "params.yaml").read_bytes() == params_before
+    status = subprocess.check_output(["git", "status", "--porcelain"], cwd=project, text=True)
+    assert status == ""
 
 
 def assert_failure_names_the_broker(broker: Topology, run_id: str) -> None:
@@ -295,7 +307,7 @@ def test_a_run_goes_end_to_end_through_the_worker_and_two_broker_outages(
         assert queues == {
             **{task: "default" for task in EXECUTED_TASKS},
             "train": "gpu",
-            "sync_checkout_gpu": "gpu",
+            "close_run_gpu": "gpu",
         }
         assert "resumed from the checkpoint" not in stack.api().task_log(run_id, "train")
         # Celery stored one successful result per task that ran, in PostgreSQL (the last one
@@ -307,11 +319,12 @@ def test_a_run_goes_end_to_end_through_the_worker_and_two_broker_outages(
         registered = versions_of_run(broker.mlflow.url, run_id)
         assert len(registered) == 1
         assert versions_of_run(broker.mlflow.url) == [*versions_before, registered[0]]
-        registration = json.loads((project / "reports" / "registration.json").read_text("utf-8"))
-        assert registration["version"] == registered[0]
-        assert registration["tracking_uri"] == broker.mlflow.url
-        assert registration["model_name"] == MODEL_NAME
-        assert_outputs_intact(broker, params_before, OUTAGE_RUN_EPOCHS)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=broker.mlflow.url, registry_uri=broker.mlflow.url)
+        version = client.get_model_version(MODEL_NAME, registered[0])
+        assert version.tags["dvc.experiment"] == experiment_name(DAG_ID, run_id)
+        assert_saved_and_checkout_untouched(broker, run_id, params_before, OUTAGE_RUN_EPOCHS)
 
 
 def sweep_task_states(stack: CeleryAirflow, run_id: str) -> dict[str, list[str]]:
@@ -370,4 +383,4 @@ def test_a_sweep_fans_its_points_out_over_the_workers_and_registers_the_best(
         assert version.tags["git.commit"] == experiment_revs(project)[winner]
         assert parent.data.tags["mt.sweep.registered_version"] == registered[0]
         assert (project / "params.yaml").read_bytes() == params_before
-        assert ParamsLock(project_paths(project)).owner() is None
+        assert list((project / RUNS_DIR).glob("*/")) == []

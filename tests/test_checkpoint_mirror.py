@@ -126,19 +126,14 @@ def test_the_mirror_is_off_unless_asked_for(value: str | None, tmp_path: Path) -
     assert mirror_uri(project_paths(tmp_path), environ) is None
 
 
-def test_mlflow_mode_mirrors_to_the_tracking_server_with_short_retries(
+def test_mlflow_mode_mirrors_to_the_tracking_server_and_leaves_the_environment_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    environ = {
-        "MLFLOW_TRACKING_URI": "http://mlflow.example:5000",
-        MIRROR_ENV: "mlflow",
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",  # an operator's choice wins
-    }
+    environ = {"MLFLOW_TRACKING_URI": "http://mlflow.example:5000", MIRROR_ENV: "mlflow"}
     monkeypatch.setattr(os, "environ", dict(environ))
     assert mirror_uri(project_paths(tmp_path)) == "http://mlflow.example:5000"
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
-    assert os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] == "1"
-    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "30"
+    # The mirror's short retries hold for its own calls only (tests/test_tracking.py).
+    assert os.environ == environ
 
 
 def test_a_local_tracking_store_is_warned_about_and_not_mirrored(

@@ -7,21 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.aligned_text import read_aligned_lines
+from pipeline.aligned_text import read_aligned_lines, read_pairs
 from pipeline.cli import main as mt
 from pipeline.config import CleanConfig
 from pipeline.data.clean import (
-    INVISIBLE_CHARS,
     NORMALISATIONS,
     RULES,
     clean_corpus,
     cleaning_report,
-    normalize_text,
-    read_pairs,
-    remove_invisible,
     rules_for,
 )
 from pipeline.errors import DataError, ValidationFailed
+from pipeline.text import INVISIBLE_CHARS, normalize_text, remove_invisible
 from tests.conftest import TINY_OVERRIDES, tiny_pairs, write_corpus, write_params
 
 CONFIG = CleanConfig(max_tokens=8, max_length_ratio=2.0, min_tokens=1)

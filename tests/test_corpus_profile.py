@@ -13,7 +13,7 @@ import yaml
 from pipeline import cli
 from pipeline.config import load_config
 from pipeline.monitor.profile import profile_corpus
-from pipeline.orchestration import STAGES
+from pipeline.orchestration.tasks import STAGES
 from pipeline.paths import project_paths
 from pipeline.tokenize import SOURCE_MODEL, TARGET_MODEL, train_tokenizer_models
 from tests.conftest import REPO_ROOT, tiny_pairs, write_corpus

@@ -1,12 +1,14 @@
-"""The DAG (dags/retrain_translation.py) and its helpers (pipeline/orchestration.py).
+"""The DAG (dags/retrain_translation.py) and its tasks (pipeline/orchestration/tasks.py).
 
-DagBag import test, structure and defaults, the per-run params (apply/restore), the stage
-script, and `dag.test()` end to end on a tiny corpus.
+DagBag import test, structure and defaults, a run's settings (start_run), the stage script,
+and `dag.test()` end to end on a tiny corpus: the run in its own workspace, saved as a DVC
+experiment, the project checkout untouched.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import stat
 import subprocess
@@ -21,36 +23,37 @@ import yaml
 
 from pipeline.config import load_config, parse_config
 from pipeline.errors import ConfigError, DataError, PipelineError
-from pipeline.orchestration import (
-    STAGES,
-    apply_run_params,
-    approval_request,
-    dag_run_state,
-    resolve_project_dir,
-    restore_params,
-    stage_command,
-)
-from pipeline.params_backup import ParamsBackup, merge_overrides, with_overrides
-from pipeline.params_lock import ParamsLock, RunRef, RunState
-from pipeline.paths import project_paths
-from pipeline.run_params import (
+from pipeline.orchestration.run_params import (
     KEEP,
     RUN_PARAM_SCHEMA,
     event_values,
+    merge_overrides,
     model_name_for_pair,
     overrides_from_run_params,
     run_values,
+    with_overrides,
 )
-from tests.conftest import REPO_ROOT, deep_merge, write_params
+from pipeline.orchestration.tasks import (
+    STAGES,
+    approval_request,
+    resolve_project_dir,
+    stage_command,
+    start_run,
+)
+from tests.conftest import REPO_ROOT, deep_merge, git_commit_all, write_params
 
 DAG_ID = "retrain_translation"
 SETTINGS = load_config(REPO_ROOT / "params.yaml").orchestration
-SYNC_TASKS = ("sync_checkout_default", "sync_checkout_gpu")
-RUN = RunRef(DAG_ID, "manual__2026-03-01T10:00:00+00:00")
+CLOSE_TASKS = ("close_run_default", "close_run_gpu")
+RUN_ID = "manual__2026-03-01T10:00:00+00:00"
+EXPERIMENT = "retrain_translation-manual__2026-03-01T10-00-00-00-00"
 
 
-def nobody_else(run: RunRef) -> RunState:
-    raise AssertionError(f"asked Airflow about {run}, but no other run held params.yaml")
+@pytest.fixture
+def git_project(project_dir: Path) -> Path:
+    """project_dir with its params.yaml committed: where a run starts."""
+    git_commit_all(project_dir)
+    return project_dir
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +83,13 @@ def test_dag_folder_imports_without_errors(dagbag: Any) -> None:
 def test_one_task_per_dvc_stage_in_dvc_yaml_order(dag: Any) -> None:
     dvc_stages = list(yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text("utf-8"))["stages"])
     assert list(STAGES) == dvc_stages
-    assert {"apply_run_params", *STAGES, "restore_params", *SYNC_TASKS} <= set(dag.task_ids)
-    chain = ["apply_run_params", *STAGES]
+    assert {"start_run", *STAGES, "save_experiment", *CLOSE_TASKS} <= set(dag.task_ids)
+    chain = ["start_run", *STAGES, "choose_promotion", "save_experiment"]
     for upstream, downstream in itertools.pairwise(chain):
         assert upstream in dag.get_task(downstream).upstream_task_ids, (upstream, downstream)
-    assert dag.get_task("fetch").upstream_task_ids == {"apply_run_params"}
-    for sync in SYNC_TASKS:
-        assert dag.get_task(sync).upstream_task_ids == {"register"}
-    assert dag.get_task("restore_params").upstream_task_ids == {"apply_run_params", *SYNC_TASKS}
+    assert dag.get_task("fetch").upstream_task_ids == {"start_run"}
+    for close in CLOSE_TASKS:
+        assert dag.get_task(close).upstream_task_ids == {"start_run", "save_experiment"}
 
 
 def test_train_runs_on_the_train_queue_and_every_other_task_on_the_default_one(dag: Any) -> None:
@@ -96,12 +98,16 @@ def test_train_runs_on_the_train_queue_and_every_other_task_on_the_default_one(d
     assert queues == {
         **{task_id: "default" for task_id in queues},
         "train": "gpu",
-        "sync_checkout_gpu": "gpu",
+        "close_run_gpu": "gpu",
     }
 
 
-def test_promotion_branch_follows_register(dag: Any) -> None:
-    assert dag.get_task("choose_promotion").upstream_task_ids == {"register", "apply_run_params"}
+def test_promotion_branch_follows_register_and_always_saves_the_experiment(dag: Any) -> None:
+    assert dag.get_task("choose_promotion").upstream_task_ids == {"register", "start_run"}
+    assert dag.get_task("choose_promotion").downstream_task_ids == {
+        "approve_promotion",
+        "save_experiment",
+    }
     assert dag.get_task("approve_promotion").upstream_task_ids == {"choose_promotion"}
     assert dag.get_task("promote_challenger").upstream_task_ids == {"approve_promotion"}
     approval = dag.get_task("approve_promotion")
@@ -110,16 +116,17 @@ def test_promotion_branch_follows_register(dag: Any) -> None:
     assert approval.response_timeout == timedelta(hours=SETTINGS.approval_timeout_h)
 
 
-def test_params_are_applied_in_a_setup_and_restored_in_a_teardown(dag: Any) -> None:
-    assert dag.get_task("apply_run_params").is_setup
-    restore = dag.get_task("restore_params")
-    assert restore.is_teardown
-    assert restore.trigger_rule.value == "all_done_setup_success"
+def test_the_run_is_fixed_in_a_setup_and_its_workspace_closed_in_teardowns(dag: Any) -> None:
+    assert dag.get_task("start_run").is_setup
+    for close in CLOSE_TASKS:
+        task = dag.get_task(close)
+        assert task.is_teardown
+        assert task.trigger_rule.value == "all_done_setup_success"
 
 
 def test_dag_level_settings(dag: Any) -> None:
     assert dag.catchup is False
-    assert dag.max_active_runs == 1
+    assert dag.max_active_runs == SETTINGS.max_active_runs == 2
     assert dag.owner == "mt-team"
     assert set(dag.tags) == {"translation", "mlops", "dvc"}
     assert "dvc repro --single-item" in dag.doc_md
@@ -315,13 +322,20 @@ def test_an_asset_event_may_tighten_an_auto_policy_to_manual() -> None:
     assert overrides_from_run_params(values, repo_config()) == {"register": {"policy": "manual"}}
 
 
-def test_bad_extras_fail_the_first_task_and_leave_params_yaml_alone(project_dir: Path) -> None:
-    write_params(project_dir, {"register": {"policy": "manual"}})
-    original = (project_dir / "params.yaml").read_bytes()
+def repo_params() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO_ROOT / "params.yaml").read_text("utf-8"))
+    return loaded
+
+
+def start(root: Path, values: dict[str, Any], extras: list[dict[str, Any]] | None = None) -> Any:
+    return start_run(root, values, DAG_ID, RUN_ID, extras or [])
+
+
+def test_bad_extras_fail_the_first_task(git_project: Path) -> None:
+    write_params(git_project, {"register": {"policy": "manual"}})
+    git_commit_all(git_project)
     with pytest.raises(ConfigError, match="may tighten the promotion policy to manual, never"):
-        apply_run_params(project_dir, {}, RUN, nobody_else, [{"promotion_policy": "auto"}])
-    assert (project_dir / "params.yaml").read_bytes() == original
-    assert ParamsLock(project_paths(project_dir)).owner() is None
+        start(git_project, {}, [{"promotion_policy": "auto"}])
 
 
 def test_merge_overrides_keeps_the_rest_of_each_section() -> None:
@@ -331,118 +345,77 @@ def test_merge_overrides_keeps_the_rest_of_each_section() -> None:
     assert raw["train"]["epochs"] == 10
 
 
-def repo_params() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((REPO_ROOT / "params.yaml").read_text("utf-8"))
-    return loaded
-
-
-def apply(root: Path, values: dict[str, Any]) -> dict[str, Any]:
-    """apply_run_params of RUN, with no other run around."""
-    return apply_run_params(root, values, RUN, nobody_else)
-
-
-def test_apply_then_restore_leaves_params_yaml_byte_identical(project_dir: Path) -> None:
-    original = (project_dir / "params.yaml").read_bytes()
-    settings = apply(project_dir, {"epochs": 4, "promotion_policy": "manual"})
+def test_a_run_is_the_commit_its_params_and_its_experiment_and_writes_nothing(
+    git_project: Path,
+) -> None:
+    committed = (git_project / "params.yaml").read_text("utf-8")
+    commit = _head(git_project)
+    # An uncommitted edit is the person's, not the run's: runs start from the commit.
+    (git_project / "params.yaml").write_text(committed.replace("seed: 1234", "seed: 7"))
+    before = sorted(p.name for p in git_project.iterdir())
+    settings = start(git_project, {"epochs": 4, "promotion_policy": "manual"})
     assert settings == {
+        "experiment": EXPERIMENT,
+        "commit": commit,
+        "params_text": with_overrides(
+            committed, {"train": {"epochs": 4}, "register": {"policy": "manual"}}
+        ),
         "overrides": {"train": {"epochs": 4}, "register": {"policy": "manual"}},
         "policy": "manual",
         "model_name": "multi30k-en-de-lstm",
         "distributed": False,
     }
-    applied = parse_config(yaml.safe_load((project_dir / "params.yaml").read_text("utf-8")))
-    assert (applied.train.epochs, applied.register.policy) == (4, "manual")
-    assert restore_params(project_dir, RUN) == (
-        "params.yaml: restored the original (dropped this run's overrides: train.epochs, "
-        "register.policy)"
-    )
-    assert (project_dir / "params.yaml").read_bytes() == original
-    assert restore_params(project_dir, RUN) == "params.yaml: no overrides to restore"
+    carried = parse_config(yaml.safe_load(settings["params_text"]))
+    assert (carried.seed, carried.train.epochs, carried.register.policy) == (1234, 4, "manual")
+    assert "seed: 7" in (git_project / "params.yaml").read_text("utf-8")
+    assert sorted(p.name for p in git_project.iterdir()) == before
 
 
-def test_with_a_dvc_remote_the_run_carries_its_params_and_commit_and_holds_nothing(
-    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+def _head(root: Path) -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def test_with_a_dvc_remote_the_run_says_it_is_distributed(
+    git_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MT_DVC_REMOTE", "webdav://10.0.0.1:8080/dvc")
-    original = (project_dir / "params.yaml").read_text("utf-8")
-    settings = apply(project_dir, {"epochs": 4})
-    assert (project_dir / "params.yaml").read_text("utf-8") == original
-    assert ParamsLock(project_paths(project_dir)).owner() is None
-    assert settings["distributed"] is True
-    assert settings["commit"] == ""  # project_dir is no git checkout: nothing to compare
-    carried = parse_config(yaml.safe_load(settings["params_text"]))
-    assert carried.train.epochs == 4
-    assert settings["params_text"] == with_overrides(original, {"train": {"epochs": 4}})
+    assert start(git_project, {"epochs": 4})["distributed"] is True
 
 
 def test_a_remote_that_is_no_url_is_refused_in_one_line(
-    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+    git_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MT_DVC_REMOTE", "bucket-without-scheme")
     with pytest.raises(ConfigError, match=r"^DVC remote 'bucket-without-scheme' \(env MT_DVC"):
-        apply(project_dir, {})
+        start(git_project, {})
 
 
-def test_a_run_without_overrides_does_not_touch_params_yaml(project_dir: Path) -> None:
-    before = (project_dir / "params.yaml").stat().st_mtime_ns
-    settings = apply(project_dir, {})
+def test_a_run_without_overrides_runs_the_committed_params_as_they_are(git_project: Path) -> None:
+    settings = start(git_project, {})
     assert settings["overrides"] == {} and settings["policy"] == "auto"
-    assert (project_dir / "params.yaml").stat().st_mtime_ns == before
-    assert not ParamsBackup(project_paths(project_dir)).original.exists()
+    assert settings["params_text"] == (git_project / "params.yaml").read_text("utf-8")
 
 
-def test_a_killed_runs_overrides_are_undone_by_the_next_run(project_dir: Path) -> None:
-    original = (project_dir / "params.yaml").read_bytes()
-    apply(project_dir, {"epochs": 4})  # ... and the worker died before restore
-    next_run = RunRef(DAG_ID, "scheduled__next")
-    settings = apply_run_params(project_dir, {}, next_run, lambda run: RunState.FINISHED)
-    assert settings["overrides"] == {}
-    assert (project_dir / "params.yaml").read_bytes() == original
+def test_a_relative_data_path_is_resolved_against_the_project(git_project: Path) -> None:
+    (git_project / "incoming").mkdir()
+    settings = start(git_project, {"data_source": "dir", "data_path": "incoming"})
+    folder = str(git_project / "incoming")
+    assert settings["overrides"]["data"] == {"source": "dir", "path": folder}
 
 
-def test_an_edit_made_during_the_run_is_kept_and_the_overrides_dropped(project_dir: Path) -> None:
-    original = (project_dir / "params.yaml").read_text("utf-8")
-    apply(project_dir, {"epochs": 4})
-    edited = (project_dir / "params.yaml").read_text("utf-8").replace("seed: 1234", "seed: 7")
-    (project_dir / "params.yaml").write_text(edited, encoding="utf-8")
-    assert restore_params(project_dir, RUN) == (
-        "params.yaml: dropped this run's overrides (train.epochs); kept the edits made during the "
-        "run (seed)"
-    )
-    assert (project_dir / "params.yaml").read_text("utf-8") == original.replace(
-        "seed: 1234", "seed: 7"
-    )
-
-
-def test_invalid_overrides_fail_before_params_yaml_changes(project_dir: Path) -> None:
-    original = (project_dir / "params.yaml").read_bytes()
+def test_invalid_overrides_fail_the_first_task(git_project: Path) -> None:
     with pytest.raises(ConfigError, match=r"`train.epochs` is 0; allowed: \[1, 500\]"):
-        apply(project_dir, {"epochs": 0})
+        start(git_project, {"epochs": 0})
     with pytest.raises(ConfigError, match="data source 'dir' needs a data path"):
-        apply(project_dir, {"data_source": "dir"})
+        start(git_project, {"data_source": "dir"})
     with pytest.raises(DataError, match="nowhere: data path not found on the worker"):
-        apply(project_dir, {"data_source": "dir", "data_path": "nowhere"})
-    assert (project_dir / "params.yaml").read_bytes() == original
-    assert ParamsLock(project_paths(project_dir)).owner() is None
+        start(git_project, {"data_source": "dir", "data_path": "nowhere"})
 
 
-def test_the_holders_state_comes_from_airflows_run_count() -> None:
-    runs = {"manual__a": "running", "manual__b": "queued", "manual__c": "failed"}
-
-    def count_runs(dag_id: str, run_ids: list[str], states: list[str] | None = None) -> int:
-        assert dag_id == DAG_ID
-        return sum(runs.get(run_id) in (states or runs.values()) for run_id in run_ids)
-
-    states = {
-        run_id: dag_run_state(RunRef(DAG_ID, run_id), count_runs)
-        for run_id in ("manual__a", "manual__b", "manual__c", "manual__elsewhere")
-    }
-    assert states == {
-        "manual__a": RunState.ACTIVE,
-        "manual__b": RunState.ACTIVE,
-        "manual__c": RunState.FINISHED,
-        "manual__elsewhere": RunState.UNKNOWN,
-    }
+def test_a_project_without_git_cannot_start_a_run(project_dir: Path) -> None:
+    with pytest.raises(ConfigError, match="not a git repository; each run is a DVC experiment"):
+        start(project_dir, {})
 
 
 # ---- project dir and stage script ----------------------------------------------------------
@@ -461,31 +434,34 @@ def test_project_dir_comes_from_the_env_then_the_variable(
         resolve_project_dir(lambda: str(project_dir / "reports"))
 
 
-def test_stage_script_runs_the_projects_dvc_in_the_project(
+def test_stage_script_runs_mt_stage_of_the_project_on_a_private_inputs_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "my project"
     fake_bin = root / ".venv" / "bin"
     fake_bin.mkdir(parents=True)
-    fake_dvc = fake_bin / "dvc"
-    fake_dvc.write_text(
+    fake_mt = fake_bin / "mt"
+    fake_mt.write_text(
         '#!/bin/sh\necho "cwd=$PWD args=$*"\necho "project=$MT_PROJECT_DIR path=$PYTHONPATH"\n'
+        'cat "$5"; echo; stat -c %a "$5"\n'
     )
-    fake_dvc.chmod(fake_dvc.stat().st_mode | stat.S_IEXEC)
+    fake_mt.chmod(fake_mt.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PYTHONPATH", "/site/extra")
-    done = subprocess.run(
-        ["bash", "-c", stage_command(root, "train")], capture_output=True, text=True, check=True
-    )
+    script = stage_command(root, "train", '{"experiment": "x"}')
+    inputs_file = script.split("--inputs ")[1].strip()
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.splitlines() == [
-        f"dvc: {fake_dvc}",
-        f"cwd={root} args=--wait-for-lock repro --single-item train",
+        f"cwd={root} args=stage run train --inputs {inputs_file}",
         f"project={root} path={root}:/site/extra",
+        '{"experiment": "x"}',
+        "600",
     ]
+    assert not Path(inputs_file).exists()  # removed when the task's script exits
 
 
 def test_stage_script_refuses_an_unknown_stage(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown stage 'deploy'"):
-        stage_command(tmp_path, "deploy")
+        stage_command(tmp_path, "deploy", "{}")
 
 
 def test_approval_request_shows_challenger_metrics_and_the_gate() -> None:
@@ -514,8 +490,29 @@ def test_approval_request_shows_challenger_metrics_and_the_gate() -> None:
 # ---- dag.test() end to end -----------------------------------------------------------------
 
 
+def experiments_of(project: Path) -> dict[str, dict[str, Any]]:
+    """`dvc exp show --json` of the project: experiment name -> its params and metrics."""
+    done = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "dvc"), "exp", "show", "--json"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    found = {}
+    for baseline in json.loads(done.stdout):
+        for experiment in baseline.get("experiments") or []:
+            for revision in experiment["revs"]:
+                data = revision["data"]
+                found[revision["name"]] = {
+                    "params": data["params"]["params.yaml"]["data"],
+                    "metrics": data["metrics"]["metrics.json"]["data"],
+                }
+    return found
+
+
 @pytest.mark.slow
-def test_dag_test_runs_every_stage_and_registers_a_version(
+def test_dag_test_runs_every_stage_in_its_workspace_and_saves_an_experiment(
     tmp_path: Path, tiny_corpus_dir: Path
 ) -> None:
     from mlflow.tracking import MlflowClient
@@ -527,7 +524,7 @@ def test_dag_test_runs_every_stage_and_registers_a_version(
     result = run_dag_test(tmp_path / "airflow_home", project, {"epochs": 1})
 
     assert result["state"] == "success", result["log"][-6000:]
-    succeeded = {"apply_run_params", *STAGES, "restore_params", "choose_promotion", *SYNC_TASKS}
+    succeeded = {"start_run", *STAGES, "choose_promotion", "save_experiment", *CLOSE_TASKS}
     assert result["tasks"] == {
         **{task_id: "success" for task_id in succeeded},
         "approve_promotion": "skipped",
@@ -535,15 +532,32 @@ def test_dag_test_runs_every_stage_and_registers_a_version(
     }
     assert "Running stage 'train':" in result["log"]
     assert registered_versions(project, "multi30k-en-de-lstm") == ["1"]
+
+    # The project checkout is as it was: its params, no outputs, no lock; no workspace left.
     assert (project / "params.yaml").read_bytes() == original_params
+    assert not any((project / name).exists() for name in ("dvc.lock", "data", "models"))
+    assert list((project / ".dvc" / "tmp" / "runs").glob("*/")) == []
+    worktrees = subprocess.run(
+        ["git", "worktree", "list"], cwd=project, capture_output=True, text=True, check=True
+    )
+    assert len(worktrees.stdout.splitlines()) == 1
 
     uri = f"sqlite:///{project / 'mlruns.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = client.get_model_version("multi30k-en-de-lstm", "1")
     assert version.tags["airflow.dag_id"] == DAG_ID
-    assert version.tags["airflow.dag_run_id"].startswith("manual__")
-    train_run = yaml.safe_load((project / "reports/train/run.json").read_text("utf-8"))["run_id"]
-    assert client.get_run(train_run).data.params["train.epochs"] == "1"
+    run_id = version.tags["airflow.dag_run_id"]
+    assert run_id.startswith("manual__")
+    [name] = experiments_of(project)
+    assert version.tags["dvc.experiment"] == name
+    assert name.startswith(f"{DAG_ID}-manual__")
+    experiment = experiments_of(project)[name]
+    assert experiment["params"]["train"]["epochs"] == 1
+    test_bleu = experiment["metrics"]["test_2016_flickr"]["bleu"]
+    assert version.tags["metrics.test_2016_flickr.bleu"] == str(test_bleu)
+    train_run = client.get_run(version.run_id)
+    assert train_run.data.params["train.epochs"] == "1"
+    assert train_run.data.tags["mt.dvc_exp_name"] == name
 
 
 # ---- translate_batch (dags/translate_batch.py) ---------------------------------------------
@@ -587,7 +601,7 @@ def test_translate_batch_runs_on_the_incoming_asset_and_emits_the_translated_one
 def test_translate_batch_form_has_input_output_and_beam_with_the_shared_schema(
     batch_dag: Any,
 ) -> None:
-    from pipeline.monitor.batch_request import BATCH_PARAM_SCHEMA
+    from pipeline.orchestration.batch_request import BATCH_PARAM_SCHEMA
 
     form = {}
     for name in batch_dag.params:

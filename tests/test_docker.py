@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from pipeline.config import load_config
+from tests.conftest import git_commit_all
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
@@ -244,7 +245,9 @@ def test_images_run_as_a_non_root_user(dockerfile: Path) -> None:
 
 def test_pipeline_image_runs_mt_and_explains_its_health_check() -> None:
     text = (DOCKER / "pipeline.Dockerfile").read_text()
-    assert 'ENTRYPOINT ["mt"]' in text
+    assert 'ENTRYPOINT ["mt-project-init", "mt"]' in text
+    assert "COPY docker/project-init.sh /usr/local/bin/mt-project-init" in text
+    assert "git clone --quiet --bare --no-local /tmp/source.git /opt/mt/repo.git" in text
     assert "HEALTHCHECK NONE" in text
     assert "uv pip sync" in text and "requirements-gpu.lock" in text
 
@@ -260,7 +263,12 @@ def test_dockerfile_copy_sources_exist_and_pass_dockerignore() -> None:
             matches = list(REPO.glob(source))
             assert matches or source.endswith("*"), f"{dockerfile.name}: COPY {source} missing"
             assert sent_to_daemon(source.rstrip("*"), patterns), f".dockerignore drops {source}"
-    for never_sent in (".venv/bin/python", ".git/config", "data/raw/train.en", "docker/.env"):
+    assert sent_to_daemon(".git/objects/pack/x.pack", patterns)  # the image's repository
+    assert sent_to_daemon(".git/HEAD", patterns) and sent_to_daemon(
+        ".git/refs/heads/main", patterns
+    )
+    never = (".venv/bin/python", ".git/config", ".git/hooks/pre-commit", ".git/logs/HEAD")
+    for never_sent in (*never, ".git/index", "data/raw/train.en", "docker/.env"):
         assert not sent_to_daemon(never_sent, patterns), never_sent
 
 
@@ -357,9 +365,12 @@ def test_state_lives_on_named_volumes(compose: dict[str, Any]) -> None:
     ]
     data_paths = {"postgres": "/var/lib/postgresql/data", "redis": "/data"}
     data_paths |= {"mlflow": "/mlflow/artifacts", "airflow-worker": "/opt/mt/dvc-cache"}
+    data_paths |= {"airflow-worker-gpu": "/opt/mt/project", "mt": "/opt/mt/project"}
     for name, path in data_paths.items():
         targets = [mount.split(":")[1] for mount in compose["services"][name]["volumes"]]
         assert path in targets, f"{name} keeps {path} in the container"
+    for worker in ("airflow-worker", "airflow-worker-gpu"):
+        assert compose["services"][worker]["entrypoint"][0] == "mt-project-init"
     # basic-auth's user database lives where the config says, on its own volume.
     auth = configparser.ConfigParser()
     auth.read(DOCKER / "mlflow-basic-auth.ini")
@@ -708,3 +719,61 @@ def test_init_script_is_idempotent_and_needs_its_passwords(
         [str(DOCKER / "postgres-init.sh")], env=env, capture_output=True, text=True, timeout=60
     )
     assert missing.returncode != 0 and "AIRFLOW_DB_PASSWORD" in missing.stderr
+
+
+# --- docker/project-init.sh, for real on a tiny repository -----------------------------------
+
+
+def init_project(project: Path, image_repo: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MT_PROJECT_DIR": str(project), "MT_IMAGE_REPO": str(image_repo)}
+    return subprocess.run(
+        ["sh", str(DOCKER / "project-init.sh"), "echo", "the worker starts"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+
+def image_of(source: Path, target: Path) -> Path:
+    """What the pipeline image carries: a bare clone of the source at its HEAD."""
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(target)], check=True)
+    return target
+
+
+def commit(repo: Path, text: str) -> str:
+    (repo / "params.yaml").write_text(text, encoding="utf-8")
+    return git_commit_all(repo)
+
+
+def head_of(repo: Path) -> str:
+    return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=repo, text=True).strip()
+
+
+def test_the_project_volume_becomes_the_images_commit_and_follows_a_new_image(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    first = commit(source, "seed: 1\n")
+    project = tmp_path / "volume"
+    project.mkdir()
+    (project / "params.yaml").write_text("seed: 1\n", encoding="utf-8")  # the image's files
+    done = init_project(project, image_of(source, tmp_path / "repo.git"))
+    assert done.stdout == "the worker starts\n"
+    assert head_of(project) == first
+    status = subprocess.check_output(["git", "status", "--porcelain"], cwd=project, text=True)
+    assert status == "?? .dvc/\n"  # the init lock's folder (a DVC project's .gitignore hides it)
+
+    second = commit(source, "seed: 2\n")
+    init_project(project, image_of(source, tmp_path / "repo.git"))
+    assert head_of(project) == second
+    assert (project / "params.yaml").read_text("utf-8") == "seed: 2\n"
+
+    (project / "params.yaml").write_text("seed: 99\n", encoding="utf-8")  # changed by hand
+    commit(source, "seed: 3\n")
+    done = init_project(project, image_of(source, tmp_path / "repo.git"))
+    assert head_of(project) == second
+    assert (project / "params.yaml").read_text("utf-8") == "seed: 99\n"
+    assert f"WARNING {project} has changes of its own at {second}; left as it is" in done.stderr

@@ -5,20 +5,24 @@ reaches Redis, PostgreSQL (Airflow's metadata DB and Celery's results, MLflow's 
 MLflow server (artifacts proxied: `mlflow-artifacts:`) and the DVC remote (WebDAV, with a
 user and password) only at the host side of its veth pair (tests/netns.py). The scheduler,
 api-server and dag-processor run on the host. Stage outputs move through the DVC remote, the
-run's commit, params and dvc.lock entries through XCom (pipeline/remote/).
+run's commit, params and dvc.lock entries through XCom (pipeline/orchestration/). Each
+worker makes the run's workspace in its own checkout (pipeline/workspaces.py); the run ends
+as a DVC experiment pushed to the repository both checkouts were cloned from.
 
 One run on the tiny corpus proves both halves of the issue (one run, not two: CI time):
 - `train` starts on the "gpu" worker, every other task runs on the "default" one;
 - the "gpu" worker is SIGKILLed (its whole tree, a lost host) mid-train; the default worker,
   told to consume the gpu queue too, runs the retry, which restores the last mirrored epoch's
   checkpoint from the MLflow server (MT_CHECKPOINT_MIRROR) and resumes there;
-- a replacement "gpu" worker comes up meanwhile and runs the gpu queue's sync task; the run
-  registers one version, and both checkouts end with the same dvc.lock and model, params.yaml
-  free (the sync task frees the one the killed try left held).
+- a replacement "gpu" worker comes up meanwhile and runs the gpu queue's close task (it removes
+  the workspace the killed try left on that host); the run registers one version tagged with
+  its experiment, the experiment reaches the origin repository with every stage's lock entry
+  and the resumed training's history, and both checkouts end as they began.
 """
 
 from __future__ import annotations
 
+import csv
 import re
 import socket
 import subprocess
@@ -29,9 +33,8 @@ from typing import Any
 
 import pytest
 
-from pipeline.orchestration import STAGES
-from pipeline.params_lock import ParamsLock
-from pipeline.paths import project_paths
+from pipeline.orchestration.tasks import STAGES
+from pipeline.workspaces import RUNS_DIR, experiment_name, experiment_rev
 from tests.airflow_harness import DAG_ID, make_project
 from tests.celery_harness import (
     CeleryAirflow,
@@ -47,12 +50,7 @@ from tests.mlflow_server import MlflowServer
 from tests.netns import Network, isolated_hosts
 from tests.pg_cluster import private_postgres
 from tests.redis_server import RedisServer, private_redis
-from tests.run_outputs import (
-    dvc_changed_outs,
-    history_epochs,
-    leftover_temp_files,
-    recorded_epochs,
-)
+from tests.run_outputs import recorded_epochs
 from tests.test_celery_topology import versions_of_run
 from tests.webdav_server import WebdavServer, private_webdav
 
@@ -67,8 +65,8 @@ PROJECT_OVERRIDES: dict[str, Any] = {
     "orchestration": {"schedule": "none", "retry_delay_s": 2, "max_retry_delay_s": 10},
 }
 EXECUTED_TASKS = {
-    "apply_run_params", *STAGES, "choose_promotion", "restore_params",
-    "sync_checkout_default", "sync_checkout_gpu",
+    "start_run", *STAGES, "choose_promotion", "save_experiment",
+    "close_run_default", "close_run_gpu",
 }  # fmt: skip
 SKIPPED_TASKS = {"approve_promotion", "promote_challenger"}
 
@@ -77,6 +75,7 @@ SKIPPED_TASKS = {"approve_promotion", "promote_challenger"}
 class Hosts:
     stack: CeleryAirflow
     network: Network
+    origin: Path
     checkouts: dict[str, Path]
     workers: dict[str, Component]
     mlflow: MlflowServer
@@ -141,15 +140,23 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
                 with stack.logs_on_failure():
                     api.wait_for_dag(DAG_ID, timeout_s=300)
                     api.api("PATCH", f"/dags/{DAG_ID}", json={"is_paused": False})
-                yield Hosts(stack, network, checkouts, workers, mlflow, redis, webdav)
+                yield Hosts(stack, network, origin, checkouts, workers, mlflow, redis, webdav)
         finally:
             mlflow.stop()
 
 
-def assert_params_free_and_clean(checkout: Path) -> None:
-    assert ParamsLock(project_paths(checkout)).owner() is None
-    diff = subprocess.run(["git", "diff", "--quiet", "--", "params.yaml"], cwd=checkout)
-    assert diff.returncode == 0
+def assert_as_cloned(checkout: Path) -> None:
+    """The checkout as `git clone` left it: no change, no output, no workspace."""
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=checkout, capture_output=True, text=True
+    )
+    assert status.stdout == ""
+    assert not any((checkout / name).exists() for name in ("data", "models", "dvc.lock"))
+    assert list((checkout / RUNS_DIR).glob("*/")) == []
+
+
+def git_show(repo: Path, rev: str, path: str) -> str:
+    return subprocess.check_output(["git", "show", f"{rev}:{path}"], cwd=repo, text=True)
 
 
 def control_gpu_queue(hosts: Hosts, worker: str, action: str) -> None:
@@ -171,7 +178,8 @@ def train_try(stack: CeleryAirflow, run_id: str) -> tuple[str | None, int]:
 
 def kill_gpu_host_mid_train(hosts: Hosts, run_id: str) -> int:
     """SIGKILL the gpu worker's tree after 2 epochs; the epochs checkpointed by then."""
-    stack, gpu_checkout = hosts.stack, hosts.checkouts["gpu"]
+    stack = hosts.stack
+    gpu_checkout = hosts.checkouts["gpu"] / RUNS_DIR / experiment_name(DAG_ID, run_id)
     wait_for(lambda: train_try(stack, run_id) == ("running", 1), RUN_TIMEOUT_S, "train", stack)
     control_gpu_queue(hosts, "default", "add")
     wait_for(lambda: recorded_epochs(gpu_checkout) >= 2, 600, "2 epochs", stack, 0.05)
@@ -209,8 +217,8 @@ def test_stages_move_between_hosts_and_a_lost_host_s_train_resumes_on_another(
 
         # Who ran what: train's first try on the gpu host, its retry on the default host.
         assert executed_by(hosts.workers["gpu"].log_text(), run_id) == {"train": [1]}
-        assert executed_by(new_gpu_worker.log_text(), run_id) == {"sync_checkout_gpu": [1]}
-        on_default = EXECUTED_TASKS - {"sync_checkout_gpu"}
+        assert executed_by(new_gpu_worker.log_text(), run_id) == {"close_run_gpu": [1]}
+        on_default = EXECUTED_TASKS - {"close_run_gpu"}
         assert executed_by(hosts.workers["default"].log_text(), run_id) == {
             **{task: [1] for task in on_default},
             "train": [2],
@@ -227,23 +235,32 @@ def test_stages_move_between_hosts_and_a_lost_host_s_train_resumes_on_another(
         # An epoch's upload follows its journal entry: the last one may not have been mirrored.
         assert epochs_at_kill - 1 <= int(resumed.group(1)) <= epochs_at_kill
         assert "continuing MLflow run" in retry_log
-        default_checkout = checkouts["default"]
-        assert history_epochs(default_checkout) == list(range(1, KILL_RUN_EPOCHS + 1))
-        assert not (default_checkout / "models" / "checkpoints").exists()
 
-        # One version; both checkouts where the run ended, their params.yaml free and as in git.
+        # One version, tagged with the run's experiment, which reached the origin repository
+        # (`dvc exp push`) with every stage's lock entry and the whole training history.
         assert versions_of_run(hosts.mlflow.url, run_id) == ["1"]
-        locks = {name: (path / "dvc.lock").read_text("utf-8") for name, path in checkouts.items()}
-        assert locks["default"] == locks["gpu"]
-        assert all(f"\n  {stage}:\n" in locks["gpu"] for stage in STAGES)
-        model = "models/seq2seq.keras"
-        assert (checkouts["default"] / model).read_bytes() == (
-            checkouts["gpu"] / model
-        ).read_bytes()
+        name = experiment_name(DAG_ID, run_id)
+        assert version_tags(hosts.mlflow.url, "1")["dvc.experiment"] == name
+        baseline = subprocess.check_output(
+            ["git", "rev-parse", "HEAD"], cwd=hosts.origin, text=True
+        ).strip()
+        rev = experiment_rev(hosts.origin, baseline, name)
+        assert rev is not None
+        lock = git_show(hosts.origin, rev, "dvc.lock")
+        assert all(f"\n  {stage}:\n" in lock for stage in STAGES)
+        history = csv.DictReader(
+            git_show(hosts.origin, rev, "reports/train/history.csv").splitlines()
+        )
+        assert [int(row["epoch"]) for row in history] == list(range(1, KILL_RUN_EPOCHS + 1))
         for checkout in checkouts.values():
-            assert_params_free_and_clean(checkout)
-        assert dvc_changed_outs(default_checkout) == {}
-        assert leftover_temp_files(default_checkout) == []
+            assert_as_cloned(checkout)
         # The model reached the default host through the remote: DVC's objects and run-cache.
         stored = [path for path in hosts.webdav.root.rglob("*") if path.is_file()]
         assert any("runs" in path.parts for path in stored)
+
+
+def version_tags(uri: str, version: str) -> dict[str, str]:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    return dict(client.get_model_version("multi30k-en-de-lstm", version).tags)

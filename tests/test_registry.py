@@ -343,10 +343,11 @@ def test_unreachable_tracking_server_fails_cleanly(
 def test_model_is_logged_in_the_training_run_named_by_run_json(registry_project: Path) -> None:
     import mlflow
 
-    from pipeline.tracking import configure_mlflow
+    from pipeline.tracking import ensure_experiment, fluent_store, store_client, tracking_uri
 
-    experiment_id = configure_mlflow(project_paths())
-    with mlflow.start_run() as training_run:
+    uri = tracking_uri(project_paths())
+    experiment_id = ensure_experiment(store_client(uri), project_paths())
+    with fluent_store(uri), mlflow.start_run(experiment_id=experiment_id) as training_run:
         mlflow.log_param("epochs", 2)
     run_file = registry_project / "reports" / "train" / "run.json"
     run_file.parent.mkdir(parents=True)
@@ -362,4 +363,4 @@ def test_model_is_logged_in_the_training_run_named_by_run_json(registry_project:
         "max_batch_rows": "4",
         "max_request_work": "120",
     }
-    assert mlflow.get_run(run_id).data.params == params
+    assert store_client(uri).get_run(run_id).data.params == params

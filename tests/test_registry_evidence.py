@@ -29,7 +29,13 @@ from pipeline.registry.evidence_logging import signature_tags, split_metrics
 from pipeline.registry.gate import GateRules
 from pipeline.registry.registration import RegistrationResult, register_candidate, sha256_lines
 from pipeline.registry.store import Registry
-from pipeline.tracking import configure_mlflow
+from pipeline.tracking import (
+    EXPERIMENT_NAME,
+    ensure_experiment,
+    fluent_store,
+    store_client,
+    tracking_uri,
+)
 from tests.browser import chromium_page, close_assistant_panel, expect_text, row_cells
 from tests.conftest import write_params
 from tests.mlflow_server import (
@@ -67,7 +73,7 @@ class Registered:
 
     @property
     def client(self) -> MlflowClient:
-        return MlflowClient()
+        return store_client(self.weak.tracking_uri)
 
     def model_id(self, version: str) -> str:
         """The version's LoggedModel (its source is `models:/<model id>`)."""
@@ -124,8 +130,9 @@ def register(root: Path, hypotheses: list[str]) -> tuple[RegistrationResult, dic
 
 def start_training_run(root: Path) -> str:
     """A finished training run, named by reports/train/run.json as `mt train` names it."""
-    experiment_id = configure_mlflow(project_paths())
-    with mlflow.start_run(run_name="train") as run:
+    uri = tracking_uri(project_paths())
+    experiment_id = ensure_experiment(store_client(uri), project_paths())
+    with fluent_store(uri), mlflow.start_run(experiment_id=experiment_id, run_name="train") as run:
         mlflow.log_param("epochs", 3)
     record = {"run_id": run.info.run_id, "experiment_id": experiment_id}
     (root / "reports" / "train" / "run.json").write_text(json.dumps(record), "utf-8")
@@ -207,7 +214,7 @@ def test_scores_are_numbers_on_the_run_and_on_the_logged_model(registered: Regis
         expected = expected_metrics(registered.metrics[result.version])
         assert sorted(expected) == [f"{GATE_SPLIT}.{name}" for name in METRIC_NAMES]
         assert registered.client.get_run(result.run_id).data.metrics == expected
-        model = mlflow.get_logged_model(registered.model_id(result.version))
+        model = registered.client.get_logged_model(registered.model_id(result.version))
         assert {metric.key: metric.value for metric in model.metrics} == expected
         # the logged model names its version, so the MLflow UI shows it as registered
         assert json.loads(model.tags["mlflow.modelVersions"]) == [
@@ -232,7 +239,7 @@ def test_signatures_are_tags_beside_the_numbers(registered: Registered) -> None:
         for name in ("bleu", "bleu_lowercase", "chrf", "ter")
     ]
     run_tags = registered.client.get_run(registered.strong.run_id).data.tags
-    model_tags = mlflow.get_logged_model(registered.model_id("2")).tags
+    model_tags = registered.client.get_logged_model(registered.model_id("2")).tags
     assert {key: run_tags[key] for key in expected} == expected
     assert {key: model_tags[key] for key in expected} == expected
 
@@ -255,8 +262,13 @@ def test_each_test_split_is_a_dataset_whose_digest_is_the_references_hash(
 
 @pytest.mark.slow
 def test_logged_models_order_by_bleu_on_the_test_split(registered: Registered) -> None:
+    experiment = registered.client.get_experiment_by_name(EXPERIMENT_NAME)
+    assert experiment is not None
+    experiment_ids = [experiment.experiment_id]
+
     def ordered(ascending: bool) -> list[str]:
-        models = mlflow.search_logged_models(
+        models = registered.client.search_logged_models(
+            experiment_ids,
             order_by=[
                 {
                     "field_name": f"metrics.{GATE_SPLIT}.bleu",
@@ -264,15 +276,14 @@ def test_logged_models_order_by_bleu_on_the_test_split(registered: Registered) -
                     "dataset_name": GATE_SPLIT,
                 }
             ],
-            output_format="list",
         )
         return [model.model_id for model in models]
 
     weak, strong = registered.model_id("1"), registered.model_id("2")
     assert ordered(ascending=False) == [strong, weak]
     assert ordered(ascending=True) == [weak, strong]
-    better = mlflow.search_logged_models(
-        filter_string=f"metrics.`{GATE_SPLIT}.bleu` > 60", output_format="list"
+    better = registered.client.search_logged_models(
+        experiment_ids, filter_string=f"metrics.`{GATE_SPLIT}.bleu` > 60"
     )
     assert [model.model_id for model in better] == [strong]
 
@@ -342,7 +353,7 @@ def test_registering_the_same_outputs_again_logs_nothing_twice(registered: Regis
     assert (again.action, again.version) == ("unchanged", "2")
     history = client.get_metric_history(registered.strong.run_id, f"{GATE_SPLIT}.bleu")
     assert [metric.value for metric in history] == [100.0]
-    model = mlflow.get_logged_model(registered.model_id("2"))
+    model = registered.client.get_logged_model(registered.model_id("2"))
     assert len(model.metrics) == len(METRIC_NAMES)
     assert len(client.get_run(registered.strong.run_id).inputs.dataset_inputs) == 1
 

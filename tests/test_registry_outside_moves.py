@@ -36,6 +36,7 @@ from pipeline.registry.errors import RegistryError
 from pipeline.registry.lock import champion_lock, lock_name
 from pipeline.registry.store import CHAMPION, Registry
 from pipeline.registry.webhooks import SECRET_ENV, WEBHOOK_NAME
+from pipeline.tracking import fluent_store
 from tests.mlflow_server import (
     BIN_DIR,
     UPPERCASE_MODEL_CODE,
@@ -70,21 +71,18 @@ def standin(server: MlflowServer, tmp_path_factory: pytest.TempPathFactory) -> M
     code, prefix = directory / "uppercase_model.py", directory / "prefix.txt"
     code.write_text(UPPERCASE_MODEL_CODE, encoding="utf-8")
     prefix.write_text("", encoding="utf-8")
-    earlier = mlflow.get_tracking_uri()  # an earlier test may have set another store
-    mlflow.set_tracking_uri(server.url)
     experiment_id = MlflowClient(server.url).create_experiment("stand-in")
-    try:
-        with mlflow.start_run(experiment_id=experiment_id, run_name="stand-in"):
-            info = mlflow.pyfunc.log_model(
-                name="translator",
-                python_model=str(code),
-                artifacts={"prefix": str(prefix)},
-                model_config={"max_input_chars": 50, "max_batch_rows": 4, "max_request_work": 120},
-                pip_requirements=["mlflow"],
-            )
-    finally:
-        mlflow.set_tracking_uri(earlier)
-    return info
+    with (
+        fluent_store(server.url),
+        mlflow.start_run(experiment_id=experiment_id, run_name="stand-in"),
+    ):
+        return mlflow.pyfunc.log_model(
+            name="translator",
+            python_model=str(code),
+            artifacts={"prefix": str(prefix)},
+            model_config={"max_input_chars": 50, "max_batch_rows": 4, "max_request_work": 120},
+            pip_requirements=["mlflow"],
+        )
 
 
 @pytest.fixture
@@ -365,8 +363,10 @@ def log_broken_version(registry: Registry, code: Path, mode: str) -> str:
     """A real pyfunc that misbehaves, logged and registered as a version of the model."""
     experiment = registry.client.get_experiment_by_name("stand-in")
     assert experiment is not None
-    mlflow.set_tracking_uri(registry.uri)  # Registry.connect set it too; the store is this one
-    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"broken-{mode}"):
+    with (
+        fluent_store(registry.uri),
+        mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"broken-{mode}"),
+    ):
         info = mlflow.pyfunc.log_model(
             name="translator",
             python_model=str(code),

@@ -1,17 +1,14 @@
-"""What a multi-host run carries from task to task (pipeline/remote/carried.py, checkout.py):
-which uncached outputs travel, how lock entries merge into dvc.lock, the commit check."""
+"""What a multi-host run carries from task to task (pipeline/orchestration/carried.py): which
+uncached outputs travel, how lock entries merge into dvc.lock, the task scripts' inputs."""
 
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
-from pipeline.errors import ConfigError
-from pipeline.remote.carried import (
+from pipeline.orchestration.carried import (
     RunInputs,
     StageResult,
     carried_files,
@@ -20,7 +17,6 @@ from pipeline.remote.carried import (
     write_carried_files,
     write_lock_entries,
 )
-from pipeline.remote.checkout import require_commit
 from tests.conftest import REPO_ROOT
 
 PIPELINE = load_pipeline(REPO_ROOT)
@@ -56,7 +52,7 @@ def test_carried_files_arrive_byte_identical(tmp_path: Path) -> None:
     source, target = tmp_path / "a", tmp_path / "b"
     write(source, "reports/validation/summary.json", '{"rows": 3}\n')
     result = StageResult("validate_raw", {}, carried_files(source, "validate_raw", PIPELINE))
-    inputs = RunInputs.from_json(RunInputs("abc", "seed: 1\n", (result,)).to_json())
+    inputs = RunInputs.from_json(RunInputs("abc", "seed: 1\n", "run-1", (result,)).to_json())
     write_carried_files(target, inputs.results)
     assert (target / "reports/validation/summary.json").read_bytes() == b'{"rows": 3}\n'
 
@@ -77,40 +73,19 @@ def test_lock_entries_merge_in_dvc_yaml_order_and_keep_the_others(tmp_path: Path
     assert merged["schema"] == "2.0"
 
 
-def git_checkout(root: Path) -> str:
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    root.mkdir()
-    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    (root / "f").write_text("x")
-    subprocess.run(["git", "add", "f"], cwd=root, check=True)
-    subprocess.run([*git, "commit", "-qm", "one"], cwd=root, check=True)
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
-    return done.stdout.strip()
+def test_a_task_script_runs_mt_stage_on_inputs_in_a_private_file(tmp_path: Path) -> None:
+    from pipeline.orchestration.tasks import save_command, stage_command
 
-
-def test_a_worker_on_another_commit_is_refused_naming_both(tmp_path: Path) -> None:
-    head = git_checkout(tmp_path / "checkout")
-    require_commit(tmp_path / "checkout", head)
-    other = "f" * 40
-    with pytest.raises(
-        ConfigError, match=f"at commit {head[:12]}, the run started at ffffffffffff"
-    ):
-        require_commit(tmp_path / "checkout", other)
-
-
-def test_a_multi_host_task_script_runs_mt_stage_on_inputs_in_a_private_file(
-    tmp_path: Path,
-) -> None:
-    from pipeline.orchestration import stage_command, sync_command
-
-    inputs = RunInputs("abc", "seed: 1\n").to_json()
-    for script in (stage_command(tmp_path, "train", inputs), sync_command(tmp_path, inputs)):
-        found = re.search(r"mt stage (run train|sync) --inputs (\S+)$", script)
+    inputs = RunInputs("abc", "seed: 1\n", "retrain_translation-manual__1").to_json()
+    scripts = {
+        "run train": stage_command(tmp_path, "train", inputs),
+        "save": save_command(tmp_path, inputs),
+    }
+    for action, script in scripts.items():
+        found = re.search(rf"mt stage {action} --inputs (\S+)$", script)
         assert found, script
-        file = Path(found.group(2))
+        file = Path(found.group(1))
         assert file.read_text("utf-8") == inputs
         assert file.stat().st_mode & 0o777 == 0o600  # the params text may be private
         assert f"trap 'rm -f {file}' EXIT" in script
         file.unlink()
-    assert "dvc --wait-for-lock repro --single-item train" in stage_command(tmp_path, "train")
-    assert sync_command(tmp_path, None).startswith("echo 'one host:")

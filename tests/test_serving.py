@@ -26,7 +26,7 @@ from pipeline.config import _load_cached, load_config
 from pipeline.paths import project_paths
 from pipeline.serving import InputLimits, requested_beam_size, texts_from_input
 from pipeline.serving_body_cap import SCORING_SERVER_ENV, cap_scoring_server_body
-from pipeline.tracking import tracking_uri
+from pipeline.tracking import model_metadata, tracking_uri
 from tests.conftest import TINY_OVERRIDES, write_params
 from tests.mlflow_server import (
     BIN_DIR,
@@ -421,7 +421,8 @@ def test_mt_register_logs_the_trained_translator_and_mt_serve_serves_it(
     )
     name = load_config().register.model_name
     assert report["registry_uri"] == f"models:/{name}/1"
-    signature = mlflow.models.get_model_info(f"models:/{name}/1").signature
+    signature = model_metadata(tracking_uri(), f"models:/{name}/1").signature
+    assert signature is not None
     assert signature.params.to_dict() == [
         {"name": "beam_size", "type": "long", "default": 2, "shape": None}
     ]

@@ -1,4 +1,4 @@
-"""`mt fetch` (pipeline/data/sources.py): a real HTTP server, the real Multi30k mirror, tiny
+"""`mt fetch` (pipeline/data/fetch.py): a real HTTP server, the real Multi30k mirror, tiny
 exact corpora, and every data error with its message and an untouched data/raw."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import yaml
 
 from pipeline import cli
 from pipeline.config import DataConfig, _load_cached, parse_config
-from pipeline.data.sources import MULTI30K_SHA256, fetch
+from pipeline.data.fetch import MULTI30K_SHA256, fetch
 from pipeline.errors import DataError
 from tests.conftest import tiny_pairs, write_corpus, write_params
 
@@ -272,7 +272,7 @@ def test_unpinned_archive_is_fetched_with_a_warning(
 ) -> None:
     without_val_en = {k: v for k, v in pinned.items() if k != "val.en.gz"}
 
-    with caplog.at_level(logging.WARNING, logger="pipeline.data.sources"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.data.fetch"):
         checksums = fetch_from(serving, project_dir, without_val_en)
 
     archives = checksums["source"]["archives"]

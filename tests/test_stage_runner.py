@@ -1,5 +1,6 @@
 """`mt stage run` outside Airflow, as a worker of a multi-host deployment runs it: real `dvc`
-against a DVC remote on a local path, two separate checkouts of one project."""
+against a DVC remote on a local path, two separate clones of one project, each making the
+run's workspace in itself (pipeline/workspaces.py); the clones' own files are never touched."""
 
 from __future__ import annotations
 
@@ -10,15 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.params_lock import ParamsLock
-from pipeline.paths import project_paths
-from pipeline.remote.carried import RunInputs, StageResult
+from pipeline.orchestration.carried import RunInputs, StageResult
+from pipeline.workspaces import RUNS_DIR
 from tests.airflow_harness import VENV_BIN, make_project
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
-RUN_ID = "manual__2026-11-27T10:00:00+00:00"
+EXPERIMENT = "retrain_translation-manual__2026-11-27T10-00-00-00-00"
 
 
 @pytest.fixture
@@ -48,12 +48,14 @@ def run_stage(
         "PYTHONPATH": str(checkout),
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}",
         "MT_DVC_REMOTE": remote,
-        "AIRFLOW_CTX_DAG_ID": "retrain_translation",
-        "AIRFLOW_CTX_DAG_RUN_ID": RUN_ID,
         "DVC_NO_ANALYTICS": "1",
     }
     command = [str(VENV_BIN / "mt"), "stage", "run", stage, "--inputs", str(inputs_file)]
     return subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
+
+
+def workspace(checkout: Path) -> Path:
+    return checkout / RUNS_DIR / EXPERIMENT
 
 
 def result_of(done: subprocess.CompletedProcess[str]) -> StageResult:
@@ -70,7 +72,7 @@ def test_a_stage_run_on_one_host_is_restored_from_the_run_cache_on_another(
 ) -> None:
     first, second = clone(origin, tmp_path / "a"), clone(origin, tmp_path / "b")
     remote = str(tmp_path / "remote")
-    inputs = RunInputs(head(first), (first / "params.yaml").read_text("utf-8"))
+    inputs = RunInputs(head(first), (first / "params.yaml").read_text("utf-8"), EXPERIMENT)
     fetched = result_of(run_stage(first, "fetch", inputs, remote))
     assert list(out_hashes(fetched)) == ["data/raw"]
 
@@ -81,35 +83,39 @@ def test_a_stage_run_on_one_host_is_restored_from_the_run_cache_on_another(
 
     # The next stage on the second host gets the first host's outputs by their lock entry.
     validated = run_stage(
-        second, "validate_raw", RunInputs(inputs.commit, inputs.params_text, (fetched,)), remote
+        second,
+        "validate_raw",
+        RunInputs(inputs.commit, inputs.params_text, EXPERIMENT, (fetched,)),
+        remote,
     )
-    summary = json.loads((second / "reports/validation/summary.json").read_text("utf-8"))
+    report = workspace(second) / "reports/validation/summary.json"
     assert result_of(validated).files.keys() == {"reports/validation/summary.json"}
-    assert summary["success"] is True
+    assert json.loads(report.read_text("utf-8"))["success"] is True
     for checkout in (first, second):
-        assert ParamsLock(project_paths(checkout)).owner() is None
+        assert not (checkout / "data").exists() and not (checkout / "dvc.lock").exists()
 
 
-def test_a_checkout_at_another_commit_is_refused_and_left_alone(
+def test_a_clone_without_the_runs_commit_is_refused_and_nothing_is_made(
     origin: Path, tmp_path: Path
 ) -> None:
     checkout = clone(origin, tmp_path / "a")
     params = (checkout / "params.yaml").read_text("utf-8")
-    inputs = RunInputs("0" * 40, params)
-    done = run_stage(checkout, "fetch", inputs, str(tmp_path / "remote"))
+    done = run_stage(checkout, "fetch", RunInputs("0" * 40, params, EXPERIMENT), str(tmp_path))
     assert done.returncode == 2
     last = done.stderr.strip().splitlines()[-1]
-    assert f"checkout is at commit {head(checkout)[:12]}, the run started at 000000000000" in last
-    assert not (checkout / "data" / "raw").exists()
-    assert (checkout / "params.yaml").read_text("utf-8") == params
+    assert last.endswith(
+        f"stage failed: {checkout}: this checkout does not have commit 000000000000, where the "
+        "run started; fetch it (git fetch) or restart the run once every worker has it"
+    )
+    assert not workspace(checkout).exists()
 
 
-def test_an_unreachable_remote_fails_in_one_line_and_frees_params_yaml(
+def test_an_unreachable_remote_fails_in_one_line_before_the_stage_runs(
     origin: Path, tmp_path: Path
 ) -> None:
     checkout = clone(origin, tmp_path / "a")
     params = (checkout / "params.yaml").read_text("utf-8")
-    inputs = RunInputs(head(checkout), params + "# this run's params\n")
+    inputs = RunInputs(head(checkout), params + "# this run's params\n", EXPERIMENT)
     done = run_stage(checkout, "fetch", inputs, "webdav://127.0.0.1:9/dvc")
     assert done.returncode == 2  # PipelineError's exit code
     last = done.stderr.strip().splitlines()[-1]
@@ -117,6 +123,6 @@ def test_an_unreachable_remote_fails_in_one_line_and_frees_params_yaml(
     assert last.endswith(
         f"{unreachable} (ConnectError: [Errno 111] Connection refused); nothing ran"
     )
-    assert not (checkout / "data" / "raw").exists()
+    assert not (workspace(checkout) / "data" / "raw").exists()
+    assert (workspace(checkout) / "params.yaml").read_text("utf-8") == inputs.params_text
     assert (checkout / "params.yaml").read_text("utf-8") == params
-    assert ParamsLock(project_paths(checkout)).owner() is None

@@ -19,12 +19,9 @@ import pytest
 
 from pipeline import cli
 from pipeline.errors import ConfigError
-from pipeline.params_lock import ParamsLock, RunRef
-from pipeline.paths import project_paths
 from pipeline.sweep import runner
 from pipeline.sweep.commands import run_points
 from pipeline.sweep.errors import SweepError
-from pipeline.sweep.experiments import stage_env
 from pipeline.sweep.grid import (
     MAX_POINTS,
     Axis,
@@ -38,8 +35,9 @@ from pipeline.sweep.grid import (
 from pipeline.sweep.table import PointRow, duration, ranked, render, winner
 from pipeline.sweep.tracking import Sweep
 from pipeline.tracking import experiment_run_tags
+from pipeline.workspaces import RUNS_DIR, Workspace, stage_environment
 from tests.airflow_harness import make_project
-from tests.conftest import REPO_ROOT, write_tiny_corpus
+from tests.conftest import REPO_ROOT, git_commit_all, write_tiny_corpus
 from tests.mlflow_server import MlflowServer
 
 VENV_BIN = Path(sys.executable).parent
@@ -141,14 +139,14 @@ def test_every_point_is_checked_against_params_yaml_as_dvc_applies_it(
 ) -> None:
     points = grid_points("s", parse_grid(sets))
     with pytest.raises(ConfigError) as raised:
-        check_points(project_dir / "params.yaml", points)
+        check_points((project_dir / "params.yaml").read_text("utf-8"), points)
     assert str(raised.value).startswith(message)
 
 
 def test_valid_points_pass_and_leave_params_yaml_alone(project_dir: Path) -> None:
     before = (project_dir / "params.yaml").read_bytes()
     points = grid_points("s", parse_grid(["train.epochs=1,2", "train.bucket_boundaries=[8,16]"]))
-    check_points(project_dir / "params.yaml", points)
+    check_points((project_dir / "params.yaml").read_text("utf-8"), points)
     assert (project_dir / "params.yaml").read_bytes() == before
 
 
@@ -235,15 +233,19 @@ def test_a_training_run_learns_its_experiment_and_sweep_from_the_environment() -
     }
 
 
-def test_dvc_runs_a_point_outside_the_project_with_the_project_store(tmp_path: Path) -> None:
+def test_dvc_runs_a_point_in_its_workspace_with_the_project_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     environ = {"MT_PROJECT_DIR": str(tmp_path), "PATH": "/usr/bin", "PYTHONPATH": "/x"}
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
-    env = stage_env(tmp_path, environ, {"MT_SWEEP_PARENT_RUN_ID": "abc"})
-    assert "MT_PROJECT_DIR" not in env
+    workspace = Workspace(tmp_path, "lr-1")
+    env = stage_environment(workspace, environ, {"MT_SWEEP_PARENT_RUN_ID": "abc"})
+    assert env["MT_PROJECT_DIR"] == str(tmp_path / RUNS_DIR / "lr-1")
     assert env["PATH"] == f"{tmp_path / '.venv' / 'bin'}:/usr/bin"
-    assert env["PYTHONPATH"] == ".:/x"
+    assert env["PYTHONPATH"] == f"{workspace.path}:/x"
     assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path / 'mlruns.db'}"
-    assert env["MT_SWEEP_PARENT_RUN_ID"] == "abc"
+    assert (env["DVC_EXP_NAME"], env["MT_SWEEP_PARENT_RUN_ID"]) == ("lr-1", "abc")
 
 
 # ------------------------------------------------------------------------ `mt sweep` refusals
@@ -253,25 +255,11 @@ def test_a_bad_grid_stops_mt_sweep_run_before_anything_runs(
     project_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    git_commit_all(project_dir)
     assert cli.main(["sweep", "run", "--set", "train.epochs=0,1", "--name", "s"]) == 2
     assert "sweep failed: params.yaml with train.epochs=0: `train.epochs` is 0" in caplog.text
     assert not (project_dir / "mlruns.db").exists()  # no sweep was opened
-    assert ParamsLock(project_paths()).owner() is None  # and params.yaml is free again
-
-
-def test_mt_sweep_run_is_refused_while_a_dag_run_holds_params_yaml(
-    project_dir: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
-    lock = ParamsLock(project_paths())
-    holder = RunRef("retrain_translation", "manual__1")
-    with lock.exclusive():
-        lock.take(holder)
-    assert cli.main(["sweep", "run", "--set", "train.epochs=1,2"]) == 2
-    assert "params.yaml: held by DAG run 'manual__1' of retrain_translation" in caplog.text
-    assert "the sweep started nothing" in caplog.text
-    owner = lock.owner()
-    assert owner is not None and owner.run == holder
+    assert not (project_dir / RUNS_DIR).exists()  # and no point started
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -331,7 +319,8 @@ def experiment_revs(project: Path) -> dict[str, str]:
         project, project_env(), "git", "for-each-ref", "--format=%(refname) %(objectname)"
     )
     found = [line.split() for line in refs.splitlines() if line.startswith("refs/exps/")]
-    return {ref.rsplit("/", 1)[1]: rev for ref, rev in found if ref != "refs/exps/stash"}
+    internal = ("refs/exps/stash", "refs/exps/exec/")  # DVC's own, not experiments
+    return {ref.rsplit("/", 1)[1]: rev for ref, rev in found if not ref.startswith(internal)}
 
 
 def table_rows(output: str) -> list[list[str]]:
@@ -404,4 +393,4 @@ def test_mt_sweep_run_then_best_register_through_the_gate(
     assert (project / "params.yaml").read_bytes() == params_before
     assert run_in(project, env, "git", "status", "--porcelain") == status_before
     assert len(run_in(project, env, "git", "worktree", "list").splitlines()) == 1
-    assert ParamsLock(project_paths(project)).owner() is None
+    assert list((project / RUNS_DIR).glob("*/")) == []

@@ -13,7 +13,7 @@ import pytest
 from pipeline.cli import main as mt
 from pipeline.config import load_config
 from pipeline.data.pair_frames import build_pair_frame, contains_words, decode_lines, sources_in
-from pipeline.data.validate import (
+from pipeline.data.validate_raw import (
     clean_bounds,
     raw_bounds,
     run_validate_raw,

@@ -28,19 +28,19 @@ from sacrebleu.metrics import BLEU
 from pipeline import cli
 from pipeline.config import _load_cached, load_config
 from pipeline.evaluate import choose_sample_rows
-from pipeline.monitor import alerts
 from pipeline.monitor.canary import RecordedCanary, pick_canary
 from pipeline.monitor.champion_check import ChampionCheck
 from pipeline.monitor.drift import DriftResult, too_few_lines
 from pipeline.monitor.findings import Finding, canary_findings, drift_findings
 from pipeline.monitor.monitoring_runs import MONITORING_EXPERIMENT
 from pipeline.monitor.watch import read_history, retrain_event_extra, run_watch, watch_record
+from pipeline.orchestration import alerts
+from pipeline.orchestration.run_params import event_values
 from pipeline.paths import ProjectPaths, project_paths
 from pipeline.registry.commands import build_candidate, registry_main
 from pipeline.registry.gate import GateRules
 from pipeline.registry.registration import register_candidate
 from pipeline.registry.store import Registry
-from pipeline.run_params import event_values
 from tests.conftest import REPO_ROOT, tiny_pairs, write_params
 from tests.mlflow_server import free_port, uppercase_spec, write_evaluation
 

@@ -205,7 +205,7 @@ def train_quick_model(data_dir: Path, directory: Path, pairs: int, epochs: int) 
     Fixed steps, no memorisation check: decoding and serving timings need a model that emits
     EOS like a trained one, not one that reproduces its data.
     """
-    from pipeline.data.clean import normalize_text
+    from pipeline.text import normalize_text
 
     sources = [normalize_text(s) for s in read_gz_lines(data_dir / "train.en.gz")[:pairs]]
     targets = [normalize_text(t) for t in read_gz_lines(data_dir / "train.de.gz")[:pairs]]

@@ -1,1 +1,1 @@
-"""Data stages: fetch the raw corpus (sources), validate it (Great Expectations), clean it."""
+"""Data stages: fetch the raw corpus, validate it (validate_raw, Great Expectations), clean it."""

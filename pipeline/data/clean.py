@@ -1,12 +1,11 @@
 """`mt clean`: normalise every split, filter train/val by named rules, report what was dropped.
 
-Pure core: `normalize_text` and the rules in `RULES` work on lists of (source, target) pairs.
+Pure core: `normalize_pairs` and the rules in `RULES` work on lists of (source, target) pairs.
 `clean_corpus` applies them split by split and says which rule dropped which raw line. Test
 splits are only normalised (their line count must match the raw references), never filtered.
-Normalisation is counted too: rows whose invisible characters (`INVISIBLE_CHARS`) were removed
-or turned into a space are reported under the rule `invisible_chars`. `normalize_text` is also
-what `mt translate` and the served model apply to their inputs, and `remove_invisible` is what
-evaluate and the registry apply to the references BLEU is computed against.
+Normalisation (pipeline/text.py, shared with validate, translate and evaluate) is counted too:
+rows whose invisible characters (`INVISIBLE_CHARS`) were removed or turned into a space are
+reported under the rule `invisible_chars`.
 `main` reads data/raw, runs the stricter Great Expectations suite on the result and only then
 writes data/clean/ (one atomic directory swap) and reports/cleaning.json.
 """
@@ -16,61 +15,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.aligned_text import join_lines, read_aligned_lines
+from pipeline.aligned_text import join_lines, read_pairs
 from pipeline.atomic import atomic_directory, atomic_write_json
 from pipeline.config import CleanConfig, Config, load_config
-from pipeline.errors import DataError
 from pipeline.paths import ProjectPaths, project_paths, raw_file
+from pipeline.text import invisible_chars_in, normalize_text
 
 log = logging.getLogger(__name__)
 
 Pair = tuple[str, str]
 MAX_EXAMPLES = 3
-
-
-# Characters that render as nothing (or as a line break) yet make two equal-looking sentences
-# differ: the duplicate and leak rules miss the match, SentencePiece learns pieces for them and
-# BLEU counts a reference token "Hund\u200b" as different from "Hund". Zero-width ones go; the
-# line and paragraph separators stand between words, so they become a space. U+FEFF inside a
-# line is a byte-order mark left by concatenating files (fetch drops the one at the start).
-# Right for en/de/fr; a script where ZWNJ/ZWJ carry meaning (Persian, Indic scripts, emoji
-# sequences) would need this rule revisited.
-ZERO_WIDTH_CHARS = "\u200b\u200c\u200d\u2060\ufeff"
-LINE_SEPARATOR_CHARS = "\u2028\u2029"
-INVISIBLE_CHARS = ZERO_WIDTH_CHARS + LINE_SEPARATOR_CHARS
-_INVISIBLE_TABLE = str.maketrans(
-    {
-        **dict.fromkeys(map(ord, ZERO_WIDTH_CHARS)),
-        **dict.fromkeys(map(ord, LINE_SEPARATOR_CHARS), " "),
-    }
-)
-
-
-def remove_invisible(text: str) -> str:
-    """`text` without zero-width characters, with line/paragraph separators as spaces."""
-    return text.translate(_INVISIBLE_TABLE)
-
-
-def invisible_chars_in(text: str) -> list[str]:
-    """The invisible characters `text` holds, as sorted "U+200B ZERO WIDTH SPACE" labels."""
-    found = sorted(set(text) & set(INVISIBLE_CHARS))
-    return [f"U+{ord(char):04X} {unicodedata.name(char)}" for char in found]
-
-
-def normalize_text(text: str) -> str:
-    """Invisible characters removed, Unicode NFC, then whitespace repair.
-
-    `str.split()` with no argument splits on every Unicode whitespace character (tabs,
-    non-breaking and other Unicode spaces, line separators), so joining its parts with one space
-    maps them all to a plain space, collapses runs and strips both ends in one step.
-    """
-    return " ".join(unicodedata.normalize("NFC", remove_invisible(text)).split())
 
 
 def normalize_pairs(pairs: Sequence[Pair]) -> list[Pair]:
@@ -274,23 +233,6 @@ def cleaning_report(outcomes: Mapping[str, SplitOutcome], config: CleanConfig) -
     }
 
 
-def read_pairs(
-    directory: Path, split: str, langs: tuple[str, str], producer: str = "mt fetch"
-) -> list[Pair]:
-    """The aligned pairs of one split (`{split}.{lang}` files in `directory`, raw or clean)."""
-    source_path = raw_file(directory, split, langs[0])
-    target_path = raw_file(directory, split, langs[1])
-    fix = f"run `{producer}`"
-    sources = read_aligned_lines(source_path, fix)
-    targets = read_aligned_lines(target_path, fix)
-    if len(sources) != len(targets):
-        raise DataError(
-            f"{target_path}: {len(targets)} lines, but {source_path} has {len(sources)}; "
-            f"sentence-aligned files need one line per pair on both sides - re-run `{producer}`"
-        )
-    return list(zip(sources, targets, strict=True))
-
-
 def write_clean_dir(
     target: Path, outcomes: Mapping[str, SplitOutcome], src_lang: str, tgt_lang: str
 ) -> None:
@@ -326,7 +268,7 @@ def validate_clean_outcomes(
     """
     # Imported here: Great Expectations takes seconds to import, and readers of this module
     # that only need `read_pairs` (tokenize) should not pay for it.
-    from pipeline.data.validate import validate_clean_pairs
+    from pipeline.data.validate_raw import validate_clean_pairs
 
     summary = validate_clean_pairs({split: o.pairs for split, o in outcomes.items()}, config)
     return {

@@ -3,7 +3,7 @@
 Columns: `line` (1-based), `source`, `target`, and derived per row: `{side}_tokens`,
 `{side}_utf8_valid`, `{side}_foreign_words` (the other language's function words),
 `length_ratio`, `is_duplicate`; val and test frames also get `source_in_train`. The rules
-over these columns live in pipeline/data/validate.py.
+over these columns live in pipeline/data/validate_raw.py.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import pandas as pd
 
 from pipeline.aligned_text import byte_lines
 from pipeline.config import DataConfig
-from pipeline.data.clean import normalize_text
 from pipeline.errors import DataError
 from pipeline.paths import raw_file
+from pipeline.text import normalize_text
 
 SIDES = ("source", "target")
 # Frequent function words per language code. A side that should be language X but whose rows

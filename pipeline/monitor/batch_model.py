@@ -20,7 +20,8 @@ from pipeline.paths import ProjectPaths
 from pipeline.pause_points import pause_point
 from pipeline.progress import with_progress
 from pipeline.registry.errors import RegistryError
-from pipeline.registry.store import CHAMPION, Registry
+from pipeline.registry.store import CHAMPION, Registry, registry_settings
+from pipeline.tracking import load_pyfunc, mlflow_settings, model_metadata
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class ModelChoice:
     version: str
     run_id: str
     requested: str  # the URI as given, e.g. models:/<name>@champion
+    store_uri: str  # the tracking store that holds it
 
     @property
     def uri(self) -> str:
@@ -70,7 +72,8 @@ def choose_model(paths: ProjectPaths, requested: str | None, default_name: str) 
             )
     else:
         found = registry.version(match["version"])
-    return ModelChoice(match["name"], str(found.version), str(found.run_id or ""), uri)
+    run_id = str(found.run_id or "")
+    return ModelChoice(match["name"], str(found.version), run_id, uri, registry.uri)
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ def model_facts(choice: ModelChoice, batch_size: int) -> ModelFacts:
     from mlflow.exceptions import MlflowException
 
     try:
-        info = mlflow.models.get_model_info(choice.uri)
+        with mlflow_settings(registry_settings()):
+            info = model_metadata(choice.store_uri, choice.uri)
     except (MlflowException, OSError) as error:
         raise PipelineError(f"--model {choice.requested}: {_first_line(error)}") from None
     schema = info.signature.params if info.signature is not None else None
@@ -116,12 +120,12 @@ def _limits(config: dict[str, Any], batch_size: int, choice: ModelChoice) -> Req
 
 
 def load_version(choice: ModelChoice) -> Any:
-    """The version's pyfunc (MLflow already points at the project's store: Registry.connect)."""
-    import mlflow
+    """The version's pyfunc, from the store that holds it."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return mlflow.pyfunc.load_model(choice.uri)
+        with mlflow_settings(registry_settings()):
+            return load_pyfunc(choice.store_uri, choice.uri)
     except (MlflowException, OSError) as error:
         raise PipelineError(
             f"--model {choice.requested}: version {choice.version} does not load: "

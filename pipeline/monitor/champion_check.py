@@ -34,8 +34,9 @@ from pipeline.paths import ProjectPaths
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.registration import EVIDENCE_PREFIX
 from pipeline.registry.smoke import CANARY_SENTENCES, output_problem
-from pipeline.registry.store import CHAMPION, Registry
+from pipeline.registry.store import CHAMPION, Registry, registry_settings
 from pipeline.serving import BEAM_SIZE_PARAM, TEXT_COLUMN, InputLimits
+from pipeline.tracking import load_pyfunc, mlflow_settings
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def check_champion(registry: Registry, paths: ProjectPaths, config: Config) -> C
         )
     version = str(champion.version)
     subject = f"{registry.name} v{version}"
-    model = loaded_model(registry.name, version)
+    model = loaded_model(registry, version)
     if isinstance(model, str):
         return ChampionCheck(registry.name, version, False, None, (load_finding(subject, model),))
     canary = load_canary(paths, config)
@@ -113,13 +114,13 @@ def default_signature() -> str:
     return str(BLEU().get_signature().format())
 
 
-def loaded_model(model_name: str, version: str) -> Any:
+def loaded_model(registry: Registry, version: str) -> Any:
     """The version's pyfunc once it translated the smoke sentences, or what went wrong."""
-    import mlflow
     import pandas as pd
 
     try:
-        model = mlflow.pyfunc.load_model(f"models:/{model_name}/{version}")
+        with mlflow_settings(registry_settings()):
+            model = load_pyfunc(registry.uri, f"models:/{registry.name}/{version}")
         output = model.predict(pd.DataFrame({TEXT_COLUMN: list(CANARY_SENTENCES)}))
     except Exception as error:  # a broken model or environment can raise anything
         return _error_line(error)

@@ -1,7 +1,7 @@
 """The Great Expectations suite an incoming batch is checked with, built from the corpus profile.
 
 One row per incoming line (columns `line`, `source`, `tokens`, `language`, `unknown_pieces`),
-one suite per batch, run by the project's GX runner (pipeline/data/validate.py `run_suites`:
+one suite per batch, run by the project's GX runner (pipeline/data/validate_raw.py `run_suites`:
 an ephemeral context and a Checkpoint whose action builds a Data Docs site). Each expectation
 carries its rule name in `meta["rule"]`, as in validate_raw:
 
@@ -29,7 +29,7 @@ import pandas as pd
 
 from pipeline.atomic import atomic_directory, atomic_write_text
 from pipeline.config import MonitorConfig
-from pipeline.data.validate import CONTROL_CHARS, run_suites
+from pipeline.data.validate_raw import CONTROL_CHARS, run_suites
 from pipeline.monitor.text_features import token_length
 
 SUITE_PREFIX = "incoming"

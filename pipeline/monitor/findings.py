@@ -1,7 +1,7 @@
 """What the champion watch reports: the rules that turn its measurements into findings.
 
 Pure: numbers and records in, `Finding`s out. A finding is one sentence a person can act on;
-any finding makes the watch alert (pipeline/monitor/alerts.py).
+any finding makes the watch alert (pipeline/orchestration/alerts.py).
 
 The canary rules (monitor.min_canary_bleu, monitor.max_canary_drop), for champion C:
 

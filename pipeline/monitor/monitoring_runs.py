@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.paths import ProjectPaths
-from pipeline.tracking import tracking_uri
+from pipeline.tracking import local_artifacts_dir, tracking_uri
 
 MONITORING_EXPERIMENT = "monitoring"
 # Tag every monitoring run carries: which kind of check wrote it (drift, watch).
@@ -32,7 +32,7 @@ def monitoring_client(paths: ProjectPaths) -> tuple[Any, str]:
     if experiment is not None:
         return client, str(experiment.experiment_id)
     # With the local default the artifacts belong in the project, as in pipeline/tracking.py.
-    location = paths.mlartifacts_dir.as_uri() if uri.startswith("sqlite:") else None
+    location = local_artifacts_dir(uri, paths).as_uri() if uri.startswith("sqlite:") else None
     return client, str(client.create_experiment(MONITORING_EXPERIMENT, location))
 
 

@@ -137,10 +137,10 @@ def append_history(paths: ProjectPaths, record: dict[str, Any]) -> None:
 def retrain_event_extra(config: Config, record: dict[str, Any]) -> dict[str, Any]:
     """The `extra` of the raw-corpus Asset event that asks retrain_translation for a run.
 
-    `data_path` is a run param of that DAG (pipeline/run_params.py): the folder the corpus is
-    read from (data.path, for the `dir`/`tsv` sources), where new data is put; the Multi30k
-    source has none, it is downloaded again. The other keys are not run params: the retrain
-    run logs them as ignored, and the UI shows them with the event.
+    `data_path` is a run param of that DAG (pipeline/orchestration/run_params.py): the folder
+    the corpus is read from (data.path, for the `dir`/`tsv` sources), where new data is put;
+    the Multi30k source has none, it is downloaded again. The other keys are not run params:
+    the retrain run logs them as ignored, and the UI shows them with the event.
     """
     extra: dict[str, Any] = {
         "requested_by": "watch_champion",

@@ -17,10 +17,10 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from pipeline.registry.store import Registry
+from pipeline.registry.handle import RegistryHandle
+from pipeline.tracking import local_artifacts_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +90,18 @@ def last_finished(moves: list[ChampionMove]) -> ChampionMove | None:
     return finished[-1] if finished else None
 
 
-def audit_experiment_id(registry: Registry) -> str:
+def audit_experiment_id(registry: RegistryHandle) -> str:
     client = registry.client
     found = client.get_experiment_by_name(AUDIT_EXPERIMENT)
     if found is not None:
         return str(found.experiment_id)
     location = None
     if registry.uri.startswith("sqlite:"):
-        location = (registry.paths.mlartifacts_dir / AUDIT_EXPERIMENT).as_uri()
+        location = (local_artifacts_dir(registry.uri, registry.paths) / AUDIT_EXPERIMENT).as_uri()
     return str(client.create_experiment(AUDIT_EXPERIMENT, artifact_location=location))
 
 
-def recorded_moves(registry: Registry, extra_filter: str = "") -> list[ChampionMove]:
+def recorded_moves(registry: RegistryHandle, extra_filter: str = "") -> list[ChampionMove]:
     """The trail as stored, oldest first, unsettled moves included."""
     experiment = registry.client.get_experiment_by_name(AUDIT_EXPERIMENT)
     if experiment is None:
@@ -139,7 +139,11 @@ def _iso(timestamp_ms: int) -> str:
 
 
 def _move_tags(
-    registry: Registry, action: str, moved: tuple[str | None, str | None], actor: str, reason: str
+    registry: RegistryHandle,
+    action: str,
+    moved: tuple[str | None, str | None],
+    actor: str,
+    reason: str,
 ) -> dict[str, str]:
     return {
         "mt.model_name": registry.name,
@@ -152,7 +156,7 @@ def _move_tags(
 
 
 def record_intent(
-    registry: Registry, action: str, moved: tuple[str | None, str], actor: str, reason: str
+    registry: RegistryHandle, action: str, moved: tuple[str | None, str], actor: str, reason: str
 ) -> str:
     """Open the RUNNING run of a move mt is about to make; its run id."""
     run = registry.client.create_run(
@@ -163,13 +167,13 @@ def record_intent(
     return str(run.info.run_id)
 
 
-def finish_move(registry: Registry, run_id: str) -> ChampionMove:
+def finish_move(registry: RegistryHandle, run_id: str) -> ChampionMove:
     registry.client.set_terminated(run_id, "FINISHED")
     return move_from_run(registry.client.get_run(run_id))
 
 
 def record_outside(
-    registry: Registry,
+    registry: RegistryHandle,
     moved: tuple[str | None, str | None],
     actor: str,
     reason: str,
@@ -193,7 +197,7 @@ def record_outside(
     return finish_move(registry, run.info.run_id)
 
 
-def settle_unfinished_moves(registry: Registry, actor: str) -> list[ChampionMove]:
+def settle_unfinished_moves(registry: RegistryHandle, actor: str) -> list[ChampionMove]:
     """Finish or fail the moves a killed process left RUNNING; the moves it settled.
 
     Only the newest recorded move can have moved the alias (this runs under the lock before
@@ -225,7 +229,7 @@ def settle_unfinished_moves(registry: Registry, actor: str) -> list[ChampionMove
     return settled
 
 
-def reconcile(registry: Registry, actor: str) -> ChampionMove | None:
+def reconcile(registry: RegistryHandle, actor: str) -> ChampionMove | None:
     """Record an `outside` move when `@champion` is not where the trail's newest finished
     move put it (or is unset while the trail has one); the move recorded, if any.
 
@@ -249,7 +253,7 @@ def reconcile(registry: Registry, actor: str) -> ChampionMove | None:
     return record_outside(registry, (trail_at, champion), RECONCILE_ACTOR, reason, when_ms, tags)
 
 
-def record_delivery(registry: Registry, delivery: AliasDelivery) -> str:
+def record_delivery(registry: RegistryHandle, delivery: AliasDelivery) -> str:
     """Record a webhook's alias move unless the trail has it already; what was done."""
     if recorded_moves(registry, f" AND tags.`{DELIVERY_TAG}` = '{delivery.delivery_id}'"):
         return "duplicate delivery: recorded already"

@@ -33,7 +33,7 @@ from mlflow.server.auth.client import AuthServiceClient
 from pipeline.config import load_config
 from pipeline.paths import project_paths
 from pipeline.registry.errors import RegistryError
-from pipeline.registry.store import AUDIT_EXPERIMENT, Registry, tracking_call
+from pipeline.registry.store import AUDIT_EXPERIMENT, Registry, registry_call
 from pipeline.tracking import EXPERIMENT_NAME, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def ensure_resources(registry: Registry, models: list[str]) -> dict[str, str]:
     client = registry.client
     ids = {}
     for name in (EXPERIMENT_NAME, AUDIT_EXPERIMENT):
-        with tracking_call(registry.uri, f"creating the experiment {name!r}"):
+        with registry_call(registry.uri, f"creating the experiment {name!r}"):
             found = client.get_experiment_by_name(name)
             ids[name] = found.experiment_id if found else client.create_experiment(name)
     for name in models:
@@ -109,7 +109,7 @@ def ensure_resources(registry: Registry, models: list[str]) -> dict[str, str]:
 def ensure_user(auth: AuthServiceClient, uri: str, account: Account) -> str:
     """Create the account, or set its password again; what was done."""
     password = os.environ.get(account.password_env, "")
-    with tracking_call(uri, f"creating the user {account.username!r}"):
+    with registry_call(uri, f"creating the user {account.username!r}"):
         try:
             auth.get_user(account.username)
         except MlflowException as error:
@@ -124,7 +124,7 @@ def ensure_user(auth: AuthServiceClient, uri: str, account: Account) -> str:
 def ensure_grant(auth: AuthServiceClient, uri: str, username: str, grant: Grant) -> str:
     """Make `grant` the user's effective permission; "unchanged" or "granted"."""
     step = f"granting {username!r} {grant.permission} on {grant.label}"
-    with tracking_call(uri, step):
+    with registry_call(uri, step):
         if _effective(auth, username, grant) == grant.permission:
             return "unchanged"
         try:  # a grant of another level on the user's own role is replaced

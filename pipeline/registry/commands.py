@@ -19,7 +19,6 @@ from typing import Any
 from pipeline.aligned_text import read_aligned_lines
 from pipeline.atomic import atomic_write_json
 from pipeline.config import Config, config_as_dict, load_config
-from pipeline.data.clean import remove_invisible
 from pipeline.eval_provenance import EvaluatedModel, check_model_matches, verified_evaluation
 from pipeline.model_naming import check_name_names_pair
 from pipeline.paths import ProjectPaths, project_paths, raw_file
@@ -53,6 +52,7 @@ from pipeline.serving import (
     TranslationModel,
     translation_signature,
 )
+from pipeline.text import remove_invisible
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 
 from pipeline.aligned_text import read_aligned_lines
 from pipeline.config import Config
-from pipeline.data.clean import remove_invisible
 from pipeline.evaluate import by_length_filename
 from pipeline.paths import ProjectPaths, raw_file
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.evidence_charts import by_length_rows, history_rows
 from pipeline.registry.evidence_logging import EvaluationEvidence, LengthBuckets, TestSet
 from pipeline.registry.registration import sha256_lines
+from pipeline.text import remove_invisible
 
 VALIDATION_SUMMARY = "summary.json"
 TRAINING_HISTORY = "history.csv"

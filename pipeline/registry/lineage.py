@@ -30,6 +30,8 @@ AIRFLOW_ENV = {
     "AIRFLOW_CTX_DAG_ID": "airflow.dag_id",
     "AIRFLOW_CTX_DAG_RUN_ID": "airflow.dag_run_id",
     "AIRFLOW_CTX_TASK_ID": "airflow.task_id",
+    # A run's workspace names the DVC experiment it is saved as (pipeline/workspaces.py).
+    "DVC_EXP_NAME": "dvc.experiment",
 }
 
 
@@ -123,7 +125,7 @@ def metrics_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
 
 
 def airflow_tags(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
-    """The Airflow DAG run that is registering, when there is one."""
+    """The Airflow DAG run that is registering and its DVC experiment, when there are."""
     return {tag: environ[var] for var, tag in AIRFLOW_ENV.items() if environ.get(var)}
 
 

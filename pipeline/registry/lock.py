@@ -22,15 +22,12 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
 from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 
 from pipeline.registry.errors import RegistryError
-
-if TYPE_CHECKING:
-    from pipeline.registry.store import Registry
+from pipeline.registry.handle import RegistryHandle
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +50,7 @@ def lock_name(model_name: str) -> str:
 class Lease:
     """The lock as this process holds it."""
 
-    registry: Registry
+    registry: RegistryHandle
     name: str
     token: str
 
@@ -68,7 +65,7 @@ class Lease:
 
 
 @contextlib.contextmanager
-def champion_lock(registry: Registry, actor: str, wait_s: float = WAIT_S) -> Iterator[Lease]:
+def champion_lock(registry: RegistryHandle, actor: str, wait_s: float = WAIT_S) -> Iterator[Lease]:
     """Hold the champion lock of `registry.name` for the block; RegistryError after wait_s."""
     name = lock_name(registry.name)
     token = uuid.uuid4().hex
@@ -79,7 +76,7 @@ def champion_lock(registry: Registry, actor: str, wait_s: float = WAIT_S) -> Ite
         _release(registry, name, token)
 
 
-def _acquire(registry: Registry, name: str, token: str, actor: str, wait_s: float) -> None:
+def _acquire(registry: RegistryHandle, name: str, token: str, actor: str, wait_s: float) -> None:
     deadline = time.monotonic() + wait_s
     announced = False
     while True:
@@ -106,7 +103,7 @@ def _acquire(registry: Registry, name: str, token: str, actor: str, wait_s: floa
         time.sleep(POLL_S)
 
 
-def _try_create(registry: Registry, name: str, token: str, actor: str) -> bool:
+def _try_create(registry: RegistryHandle, name: str, token: str, actor: str) -> bool:
     tags = {
         "holder": actor,
         "token": token,
@@ -127,7 +124,7 @@ def _try_create(registry: Registry, name: str, token: str, actor: str) -> bool:
     return True
 
 
-def _read(registry: Registry, name: str) -> RegisteredModel | None:
+def _read(registry: RegistryHandle, name: str) -> RegisteredModel | None:
     try:
         return registry.client.get_registered_model(name)
     except MlflowException as error:
@@ -151,7 +148,7 @@ def _abandoned(held: RegisteredModel) -> bool:
     return False
 
 
-def _take_over(registry: Registry, held: RegisteredModel) -> None:
+def _take_over(registry: RegistryHandle, held: RegisteredModel) -> None:
     stale = f"{held.name}.stale.{held.tags.get('token', 'unknown')}"
     try:
         registry.client.rename_registered_model(held.name, stale)
@@ -169,7 +166,7 @@ def _take_over(registry: Registry, held: RegisteredModel) -> None:
     _drop_old_stale_locks(registry, held.name)
 
 
-def _drop_old_stale_locks(registry: Registry, name: str) -> None:
+def _drop_old_stale_locks(registry: RegistryHandle, name: str) -> None:
     prefix = f"{name}.stale."
     cutoff = time.time() * 1000 - STALE_KEEP_MS
     for model in registry.client.search_registered_models(filter_string=f"name LIKE '{prefix}%'"):
@@ -178,7 +175,7 @@ def _drop_old_stale_locks(registry: Registry, name: str) -> None:
                 registry.client.delete_registered_model(model.name)
 
 
-def _release(registry: Registry, name: str, token: str) -> None:
+def _release(registry: RegistryHandle, name: str, token: str) -> None:
     held = _read(registry, name)
     if held is None or held.tags.get("token") != token:
         log.warning("the lock %s was taken over before this process released it", name)

@@ -16,21 +16,17 @@ import functools
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import mlflow
-import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.pyfunc import PythonModel
 
 from pipeline.aligned_text import text_lines
-from pipeline.data.clean import remove_invisible
-from pipeline.eval_provenance import EvaluatedModel
 from pipeline.pause_points import pause_point
+from pipeline.registry.candidate import Candidate, PyfuncSpec
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.evidence_logging import EvaluationEvidence, log_evidence
 from pipeline.registry.gate import GateDecision, GateEvidence, GateRules, decide
@@ -47,9 +43,10 @@ from pipeline.registry.store import (
     CHAMPION,
     ChampionMoved,
     Registry,
-    tracking_call,
+    registry_call,
 )
-from pipeline.serving import SIGNATURE, TEXT_COLUMN
+from pipeline.text import remove_invisible
+from pipeline.tracking import ensure_experiment, fluent_store
 
 log = logging.getLogger(__name__)
 
@@ -61,38 +58,6 @@ EVIDENCE_PREFIX = "evidence."
 # The language pair a version translates (params.yaml data.src_lang / data.tgt_lang).
 SRC_LANG_TAG, TGT_LANG_TAG = "data.src_lang", "data.tgt_lang"
 Action = Literal["created", "resumed", "unchanged"]
-
-
-@dataclass(frozen=True)
-class PyfuncSpec:
-    """What to log: the pyfunc (an instance, or a models-from-code file) and its packaging."""
-
-    python_model: PythonModel | Path
-    artifacts: dict[str, str]
-    model_config: dict[str, Any]
-    pip_requirements: list[str]
-    code_paths: list[str]
-    input_example: pd.DataFrame = field(
-        default_factory=lambda: pd.DataFrame({TEXT_COLUMN: ["A dog runs on the beach."]})
-    )
-    # Text in, text out, `beam_size` as a request parameter; its default is the logged beam.
-    signature: ModelSignature = field(default_factory=lambda: SIGNATURE)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A trained, evaluated model waiting for a version: its test evidence and lineage."""
-
-    evidence: GateEvidence
-    references: tuple[str, ...]
-    hypotheses_dir: Path
-    metrics_file: Path
-    lineage: dict[str, str]
-    training_run_id: str | None = None
-    # The model, tokenizer and decoding settings evaluate measured (reports/eval/provenance.json).
-    evaluated_model: EvaluatedModel | None = None
-    # What the MLflow pages show beside the version: scores, test sets, reports (evidence_logging).
-    evaluation: EvaluationEvidence | None = None
 
 
 @dataclass(frozen=True)
@@ -202,25 +167,27 @@ def log_pyfunc(registry: Registry, spec: PyfuncSpec, candidate: Candidate) -> Mo
         HYPOTHESES_ARTIFACT: str(candidate.hypotheses_dir),
         METRICS_ARTIFACT: str(candidate.metrics_file),
     }
-    run_name = None if candidate.training_run_id else "register"
-    with (
-        tracking_call(registry.uri, "logging the model"),
-        mlflow.start_run(run_id=candidate.training_run_id, run_name=run_name),
-    ):
-        python_model: Any = spec.python_model
-        info = mlflow.pyfunc.log_model(
-            name=MODEL_ARTIFACT_PATH,
-            python_model=str(python_model) if isinstance(python_model, Path) else python_model,
-            artifacts=artifacts,
-            model_config=spec.model_config,
-            code_paths=spec.code_paths,
-            pip_requirements=spec.pip_requirements,
-            signature=spec.signature,
-            input_example=spec.input_example,
-        )
-        if candidate.evaluation is not None and info.run_id is not None:
-            log_evidence(candidate.evaluation, info.run_id, info.model_id)
-        return info
+    run_id = candidate.training_run_id
+    # mlflow.pyfunc.log_model has no client equivalent: the fluent API, pointed at the
+    # registry's store for this block only.
+    with registry_call(registry.uri, "logging the model"), fluent_store(registry.uri):
+        experiment_id = None if run_id else ensure_experiment(registry.client, registry.paths)
+        run_name = None if run_id else "register"
+        with mlflow.start_run(run_id=run_id, experiment_id=experiment_id, run_name=run_name):
+            python_model: Any = spec.python_model
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT_PATH,
+                python_model=str(python_model) if isinstance(python_model, Path) else python_model,
+                artifacts=artifacts,
+                model_config=spec.model_config,
+                code_paths=spec.code_paths,
+                pip_requirements=spec.pip_requirements,
+                signature=spec.signature,
+                input_example=spec.input_example,
+            )
+            if candidate.evaluation is not None and info.run_id is not None:
+                log_evidence(candidate.evaluation, info.run_id, info.model_id)
+            return info
 
 
 def register_candidate(

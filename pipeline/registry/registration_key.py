@@ -16,13 +16,10 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from pipeline.eval_provenance import file_sha256, tree_sha256
+from pipeline.registry.candidate import Candidate, PyfuncSpec
 from pipeline.registry.gate import GateRules
-
-if TYPE_CHECKING:  # registration imports this module
-    from pipeline.registry.registration import Candidate, PyfuncSpec
 
 KEY_TAG = "registration.key"
 STATE_TAG = "registration.state"

@@ -15,12 +15,12 @@ from __future__ import annotations
 import logging
 from typing import Any, NoReturn
 
-import mlflow
 import numpy as np
 import pandas as pd
 
 from pipeline.registry.errors import RegistryError
 from pipeline.serving import TEXT_COLUMN, TRANSLATION_COLUMN
+from pipeline.tracking import load_pyfunc
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,8 @@ CANARY_SENTENCES = (
 def smoke_check(registry_uri: str, model_name: str, version: str) -> None:
     """Raise RegistryError unless the version loads and translates every canary sentence."""
     uri = f"models:/{model_name}/{version}"
-    mlflow.set_registry_uri(registry_uri)  # `models:/` resolves against this store
     try:
-        model = mlflow.pyfunc.load_model(uri)
+        model = load_pyfunc(registry_uri, uri)  # `models:/` resolves against this store
         output = model.predict(pd.DataFrame({TEXT_COLUMN: list(CANARY_SENTENCES)}))
     except Exception as error:  # a broken model can raise anything: each is a failed check
         _fail(model_name, version, f"{type(error).__name__}: {_first_line(error)}")

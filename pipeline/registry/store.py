@@ -18,7 +18,7 @@ import logging
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -38,7 +38,14 @@ from pipeline.registry.audit import AUDIT_EXPERIMENT, AliasDelivery, ChampionMov
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.lock import champion_lock
 from pipeline.registry.smoke import smoke_check
-from pipeline.tracking import access_refusal, configure_mlflow, tracking_uri
+from pipeline.tracking import (
+    access_refusal,
+    ensure_experiment,
+    fluent_store,
+    mlflow_settings,
+    store_client,
+    tracking_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +86,9 @@ class ChampionMoved(RegistryError):
         )
 
 
-# Bounded retries against an HTTP tracking server (MLflow's defaults wait minutes); the
-# environment still wins, so an operator can widen them.
+# Bounded retries against an HTTP tracking server (MLflow's defaults wait minutes), for the
+# registry's calls only (`registry_call`): never written into the process's environment, whose
+# own values still win, so an operator can widen them.
 RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -88,11 +96,25 @@ RETRY_DEFAULTS = {
 }
 
 
+def registry_settings() -> dict[str, str]:
+    """MLflow's settings for the registry's calls: RETRY_DEFAULTS, and under CI no progress
+    bars for artifact downloads."""
+    if os.environ.get("CI", "").lower() == "true":
+        return {**RETRY_DEFAULTS, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    return dict(RETRY_DEFAULTS)
+
+
 @contextlib.contextmanager
-def tracking_call(uri: str, step: str) -> Iterator[None]:
-    """Turn MLflow and network failures of `step` into a RegistryError naming the store."""
+def tracking_call(
+    uri: str, step: str, settings: Mapping[str, str] | None = None
+) -> Iterator[None]:
+    """Turn MLflow and network failures of `step` into a RegistryError naming the store;
+    with `settings`, MLflow's calls in the block run with them (pipeline.tracking
+    mlflow_settings)."""
+    scope = contextlib.nullcontext() if settings is None else mlflow_settings(settings)
     try:
-        yield
+        with scope:
+            yield
     except RegistryError:
         raise
     except (MlflowException, requests.exceptions.RequestException, OSError) as error:
@@ -106,6 +128,11 @@ def tracking_call(uri: str, step: str) -> Iterator[None]:
             "database it cannot reach, and that MLFLOW_TRACKING_URI is right, then re-run: "
             "the rerun picks up where this one stopped)"
         ) from None
+
+
+def registry_call(uri: str, step: str) -> contextlib.AbstractContextManager[None]:
+    """`tracking_call` with the registry's MLflow settings (RETRY_DEFAULTS)."""
+    return tracking_call(uri, step, registry_settings())
 
 
 def current_actor(command: str) -> str:
@@ -131,32 +158,28 @@ class Registry:
 
     @classmethod
     def connect(cls, paths: ProjectPaths, name: str) -> Registry:
-        """Configure MLflow and check the store answers before anything is written."""
-        for key, value in RETRY_DEFAULTS.items():
-            os.environ.setdefault(key, value)
-        if os.environ.get("CI", "").lower() == "true":
-            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        """A client of the project's store, checked to answer before anything is written."""
         uri = tracking_uri(paths)
-        with tracking_call(uri, "connecting"):
-            configure_mlflow(paths)
-            client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        with registry_call(uri, "connecting"):
+            client = store_client(uri)
+            ensure_experiment(client, paths)
             client.search_registered_models(max_results=1)
         return cls(client, uri, name, paths)
 
     def ensure_model(self) -> None:
-        with tracking_call(self.uri, f"creating registered model {self.name!r}"):
+        with registry_call(self.uri, f"creating registered model {self.name!r}"):
             if not self.client.search_registered_models(filter_string=f"name = '{self.name}'"):
                 self.client.create_registered_model(
                     self.name, description="Multi30k LSTM translator; see docs/registry.md"
                 )
 
     def version(self, version: str) -> ModelVersion:
-        with tracking_call(self.uri, f"reading {self.name} version {version}"):
+        with registry_call(self.uri, f"reading {self.name} version {version}"):
             return self.client.get_model_version(self.name, str(version))
 
     def alias_version(self, alias: str) -> ModelVersion | None:
         """The version `alias` points at, or None when the alias is unset."""
-        with tracking_call(self.uri, f"reading alias @{alias}"):
+        with registry_call(self.uri, f"reading alias @{alias}"):
             try:
                 return self.client.get_model_version_by_alias(self.name, alias)
             except MlflowException as error:
@@ -166,7 +189,7 @@ class Registry:
 
     def version_tagged(self, key: str, value: str) -> ModelVersion | None:
         """The newest version whose tag `key` is `value` (with its aliases), or None."""
-        with tracking_call(self.uri, f"looking up the version with {key}={value[:12]}"):
+        with registry_call(self.uri, f"looking up the version with {key}={value[:12]}"):
             found = self.client.search_model_versions(
                 f"name = '{self.name}' AND tags.`{key}` = '{value}'"
             )
@@ -177,7 +200,7 @@ class Registry:
 
     def versions(self) -> list[ModelVersion]:
         """Every version, newest first, each with its aliases."""
-        with tracking_call(self.uri, f"listing versions of {self.name}"):
+        with registry_call(self.uri, f"listing versions of {self.name}"):
             found = self.client.search_model_versions(f"name = '{self.name}'")
             full = [self.client.get_model_version(self.name, v.version) for v in found]
         return sorted(full, key=lambda v: int(v.version), reverse=True)
@@ -190,8 +213,14 @@ class Registry:
         tags: dict[str, str],
         description: str | None = None,
     ) -> ModelVersion:
-        """One call: the version exists with all its tags and its description, or not at all."""
-        with tracking_call(self.uri, f"creating a version of {self.name}"):
+        """One call: the version exists with all its tags and its description, or not at all.
+
+        Inside `fluent_store`: MLflow's own SQL registry store looks the logged model up with
+        an `MlflowClient()` of the process-wide tracking URI (its "TODO: Propagate tracking
+        URI"); a server's store does that on the server.
+        """
+        step = f"creating a version of {self.name}"
+        with registry_call(self.uri, step), fluent_store(self.uri):
             version = self.client.create_model_version(
                 self.name,
                 source=model_uri,
@@ -201,7 +230,8 @@ class Registry:
                 description=description,
             )
         if model_id:
-            self._link_logged_model(model_id, str(version.version))
+            with mlflow_settings(registry_settings()):
+                self._link_logged_model(model_id, str(version.version))
         return version
 
     def _link_logged_model(self, model_id: str, version: str) -> None:
@@ -225,21 +255,21 @@ class Registry:
             )
 
     def set_description(self, version: str, description: str) -> None:
-        with tracking_call(self.uri, f"describing version {version}"):
+        with registry_call(self.uri, f"describing version {version}"):
             self.client.update_model_version(self.name, str(version), description=description)
 
     def set_alias(self, alias: str, version: str) -> None:
-        with tracking_call(self.uri, f"pointing @{alias} at version {version}"):
+        with registry_call(self.uri, f"pointing @{alias} at version {version}"):
             self.client.set_registered_model_alias(self.name, alias, str(version))
 
     def set_version_tags(self, version: str, tags: dict[str, str]) -> None:
-        with tracking_call(self.uri, f"tagging version {version}"):
+        with registry_call(self.uri, f"tagging version {version}"):
             for key, value in tags.items():
                 self.client.set_model_version_tag(self.name, str(version), key, value)
 
     def download_model_file(self, version: str, relative: str, destination: Path) -> Path:
         """One file from a version's logged model directory, e.g. "MLmodel"."""
-        with tracking_call(self.uri, f"downloading {relative} of version {version}"):
+        with registry_call(self.uri, f"downloading {relative} of version {version}"):
             root = self.client.get_model_version_download_uri(self.name, str(version))
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"{root.rstrip('/')}/{relative}",
@@ -281,11 +311,11 @@ class Registry:
         @champion is still there, checked under the champion lock; else ChampionMoved.
         """
         to_version = str(to_version)
-        with tracking_call(self.uri, f"moving @{CHAMPION} to version {to_version}"):
+        with registry_call(self.uri, f"moving @{CHAMPION} to version {to_version}"):
             self.client.get_model_version(self.name, to_version)
         self.smoke_check(to_version)
         step = f"moving @{CHAMPION} to version {to_version}"
-        with tracking_call(self.uri, step), champion_lock(self, actor) as lease:
+        with registry_call(self.uri, step), champion_lock(self, actor) as lease:
             current = self._up_to_date_champion(actor)
             if expected_from is not ANY_CHAMPION and current != expected_from:
                 raise ChampionMoved(self.name, expected_from, current)
@@ -300,7 +330,8 @@ class Registry:
 
     def smoke_check(self, version: str) -> None:
         if version not in self.smoke_passed:
-            smoke_check(self.uri, self.name, version)
+            with mlflow_settings(registry_settings()):
+                smoke_check(self.uri, self.name, version)
             self.smoke_passed.add(version)
 
     def _up_to_date_champion(self, actor: str) -> str | None:
@@ -318,23 +349,23 @@ class Registry:
     def reconcile_champion(self, actor: str) -> str | None:
         """Bring the trail up to date with the alias (under the lock); the champion now."""
         step = "reconciling the champion history"
-        with tracking_call(self.uri, step), champion_lock(self, actor):
+        with registry_call(self.uri, step), champion_lock(self, actor):
             return self._up_to_date_champion(actor)
 
     def settle_unfinished_moves(self, actor: str) -> list[ChampionMove]:
         """Finish or fail the moves a killed process left RUNNING (audit.py), under the lock."""
         step = "settling unfinished moves of @champion"
-        with tracking_call(self.uri, step), champion_lock(self, actor):
+        with registry_call(self.uri, step), champion_lock(self, actor):
             return audit.settle_unfinished_moves(self, actor)
 
     def recorded_moves(self) -> list[ChampionMove]:
         """The trail as stored, oldest first, unsettled moves included."""
-        with tracking_call(self.uri, "reading the champion history"):
+        with registry_call(self.uri, "reading the champion history"):
             return audit.recorded_moves(self)
 
     def record_webhook_delivery(self, delivery: AliasDelivery) -> str:
         """Record an alias move MLflow's webhook reported, unless the trail has it; what was
         done (audit.record_delivery)."""
         step = f"recording webhook delivery {delivery.delivery_id}"
-        with tracking_call(self.uri, step), champion_lock(self, "mt registry webhook serve"):
+        with registry_call(self.uri, step), champion_lock(self, "mt registry webhook serve"):
             return audit.record_delivery(self, delivery)

@@ -36,7 +36,7 @@ from mlflow.webhooks.constants import (
 from pipeline.paths import ProjectPaths
 from pipeline.registry.audit import AliasDelivery
 from pipeline.registry.errors import RegistryError
-from pipeline.registry.store import CHAMPION, Registry, tracking_call
+from pipeline.registry.store import CHAMPION, Registry, registry_call
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def serve(paths: ProjectPaths, host: str, port: int) -> None:
 def install(registry: Registry, url: str, secret: str) -> str:
     """Create the webhook, or update the one of that name: 'created' or 'updated'."""
     client = registry.client
-    with tracking_call(registry.uri, f"installing the webhook {WEBHOOK_NAME}"):
+    with registry_call(registry.uri, f"installing the webhook {WEBHOOK_NAME}"):
         existing = [hook for hook in _all_webhooks(registry) if hook.name == WEBHOOK_NAME]
         description = "records @champion moves in mt's audit trail; see docs/registry.md"
         if existing:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.params_lock import RunRef
 from pipeline.paths import project_paths
 from pipeline.sweep import runner
 from pipeline.sweep.errors import SweepError
@@ -64,12 +63,11 @@ def run_points(sweep: Sweep, jobs: int) -> list[str]:
 def run_command(sets: list[str], jobs: int, name: str | None) -> int:
     paths = project_paths()
     name = name or default_name()
-    with runner.holding_params(paths, RunRef(runner.CLI_HOLDER, name)):
-        sweep = runner.plan_sweep(paths.root, name, sets)
-        try:
-            failures = run_points(sweep, jobs)
-        finally:
-            rows = runner.finish_sweep(paths.root, sweep)
+    sweep = runner.plan_sweep(paths.root, name, sets)
+    try:
+        failures = run_points(sweep, jobs)
+    finally:
+        rows = runner.finish_sweep(paths.root, sweep)
     print_table(sweep, rows)
     if failures:
         raise SweepError(f"{len(failures)} of {len(rows)} points failed: {'; '.join(failures)}")

@@ -1,87 +1,68 @@
-"""The DVC side of a sweep: each point is one `dvc exp run --temp`, the winner is re-checked out.
+"""The DVC side of a sweep: each point is a run in its own workspace, saved as a DVC experiment.
 
-Why `dvc exp run --temp` per point, not `--queue` + `dvc queue start`: a temp run is a
-foreground process with its own exit status and output, so a failed point fails its own
-command (or Airflow task) at once; it inherits this process's environment, which is how the
-point's training run learns its MLflow parent (MT_SWEEP_PARENT_RUN_ID); and it is the one
-mechanism both `mt sweep run --jobs N` and the Airflow DAG's mapped tasks use. DVC stashes the
-workspace (HEAD + uncommitted changes to tracked files) into each point as it starts, under its
-repository lock (`--wait-for-lock` queues concurrent starts), and runs the stages in
-`.dvc/tmp/exps/`, so the workspace itself is never changed. A point runs the stages up to
-`evaluate`: the val score is its result, and only the winner is registered.
+A point is the same kind of run as a retrain_translation run (pipeline/workspaces.py): a
+worktree of the project at the sweep's commit, params.yaml as committed there with the point's
+`-S` overrides applied by DVC's own function (what `dvc exp run -S` does), `dvc repro` of the
+stages up to `evaluate`, then `dvc exp save` under the point's name, so `dvc exp show` lists
+it beside the Airflow runs. The val score is its result, and only the winner is registered.
+A finished point's workspace is removed; a failed one's stays for inspection until it is older
+than `orchestration.keep_failed_days`.
 
-The winner's outputs are read back from its experiment commit: a git worktree of that commit
-under `.dvc/tmp/sweeps/`, its DVC outputs checked out from the project's cache. Outputs the
-repository keeps out of git (reports/eval and reports/validation quote corpus text) are not in
-the commit, so there `dvc repro --single-item` remakes exactly those stages, and the register
-stage runs as in any `dvc repro`; training is never repeated.
+The winner is registered from a workspace at its experiment commit, its DVC outputs checked
+out from the project's cache. Outputs the repository keeps out of git (reports/eval and
+reports/validation quote corpus text) are not in the commit, so there `dvc repro
+--single-item` remakes exactly those stages, and the register stage runs as in any `dvc
+repro`; training is never repeated.
 """
 
 from __future__ import annotations
 
-import collections
-import contextlib
 import json
 import logging
 import os
-import shutil
 import subprocess
-from collections.abc import Iterator, Mapping
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import atomic_write_json
+from pipeline.errors import PipelineError
 from pipeline.paths import ProjectPaths, project_paths
 from pipeline.sweep.errors import SweepError
 from pipeline.sweep.grid import Point
-from pipeline.tracking import SWEEP_PARENT_ENV, tracking_uri
+from pipeline.sweep.tracking import Sweep
+from pipeline.tracking import SWEEP_PARENT_ENV
+from pipeline.workspaces import (
+    Workspace,
+    committed_params,
+    experiment_rev,
+    open_workspace,
+    remove_workspace,
+    reproduce,
+    run_in,
+    save_experiment,
+    stage_environment,
+)
 
 log = logging.getLogger(__name__)
 
 # A point reproduces the pipeline up to here; registering is for the winner alone.
 POINT_TARGET = "evaluate"
-# What the winner's worktree remakes when the commit lacks their git-ignored outputs, then the
+# What the winner's workspace remakes when the commit lacks their git-ignored outputs, then the
 # register stage; each is skipped by DVC when its outputs are already there.
 REGISTER_STAGES = ("validate_raw", "clean", "evaluate", "register")
-TAIL_LINES = 20
-
-
-def sweeps_dir(root: Path) -> Path:
-    return root / ".dvc" / "tmp" / "sweeps"
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise SweepError(f"`git {' '.join(args)}` in {root} failed: {' '.join(detail[-1:])}")
-    return done.stdout
 
 
 def baseline_rev(root: Path) -> str:
-    """The commit every point starts from (with the uncommitted changes DVC stashes)."""
+    """The commit every point starts from."""
     if not (root / ".git").exists():
         raise SweepError(f"{root}: not a git repository; DVC experiments need one (git init)")
-    return git(root, "rev-parse", "HEAD").strip()
-
-
-def experiment_ref(baseline: str, name: str) -> str:
-    """Where DVC keeps experiment `name` of `baseline` (its own naming, dvc.repo.experiments)."""
-    from dvc.repo.experiments.refs import ExpRefInfo
-
-    return str(ExpRefInfo(baseline, name))
-
-
-def experiment_rev(root: Path, baseline: str, name: str) -> str | None:
-    """The commit of experiment `name` on `baseline`, or None when there is none."""
     done = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", experiment_ref(baseline, name)],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        check=False,
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
     )
-    return done.stdout.strip() or None
+    if done.returncode != 0:
+        raise SweepError(f"{root}: no commit yet; a sweep starts from one (git commit)")
+    return done.stdout.strip()
 
 
 def file_at(root: Path, rev: str, path: str) -> str | None:
@@ -92,69 +73,34 @@ def file_at(root: Path, rev: str, path: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
-def stage_env(root: Path, environ: Mapping[str, str], extra: Mapping[str, str]) -> dict[str, str]:
-    """What `dvc` and the stages it runs need outside the project folder.
+def point_params(root: Path, baseline: str, point: Point) -> str:
+    """params.yaml of the point: the baseline's with the point's overrides, as DVC applies
+    `dvc exp run -S` (pipeline/sweep/grid.py checked them the same way)."""
+    from dvc.utils.hydra import apply_overrides
 
-    MT_PROJECT_DIR goes: the stages must write into DVC's workspace (their cwd), not the
-    project. The project's MLflow store stays in force (a temp workspace's default would be
-    deleted with it). `.` first on PYTHONPATH makes `mt` run the code of the workspace it runs
-    in, the code DVC hashed, as the DAG's stage tasks do.
-    """
-    env = {key: value for key, value in environ.items() if key != "MT_PROJECT_DIR"}
-    venv_bin = root / ".venv" / "bin"
-    if venv_bin.is_dir():
-        env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [".", environ.get("PYTHONPATH")]))
-    env["MLFLOW_TRACKING_URI"] = tracking_uri(project_paths(root))
-    env["PYTHONUNBUFFERED"] = "1"
-    return {**env, **extra}
-
-
-def run_streaming(command: list[str], cwd: Path, env: Mapping[str, str], prefix: str) -> None:
-    """Run `command`, echo its output line by line with `prefix`; fail with its last lines."""
-    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-    with subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=dict(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-    ) as process:
-        assert process.stdout is not None
-        for line in process.stdout:
-            print(f"{prefix} | {line}", end="", flush=True)
-            tail.append(line.rstrip())
-    if process.returncode != 0:
-        errors = [line for line in tail if "ERROR" in line or "failed" in line]
-        last = (errors or list(tail) or ["(no output)"])[-1]
-        raise SweepError(
-            f"{prefix}: `{' '.join(command[:4])} ...` exited with {process.returncode}: {last}"
-        )
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "params.yaml"
+        copy.write_text(committed_params(root, baseline), encoding="utf-8")
+        apply_overrides(copy, [f"{key}={value}" for key, value in point.overrides.items()])
+        return copy.read_text(encoding="utf-8")
 
 
 def run_point(root: Path, point: Point, baseline: str, parent_run_id: str) -> str:
-    """`dvc exp run --temp` of one point up to evaluate; returns its experiment commit."""
+    """The stages of one point up to evaluate in its workspace; its experiment commit."""
     if experiment_rev(root, baseline, point.name):
         raise SweepError(
             f"DVC experiment {point.name} exists already for commit {baseline[:7]}; choose "
             "another sweep name (or `dvc exp remove` it)"
         )
-    command = [
-        "dvc", "--wait-for-lock", "exp", "run", "--temp", "--name", point.name,
-        *point.set_params(), POINT_TARGET,
-    ]  # fmt: skip
-    env = stage_env(root, os.environ, {SWEEP_PARENT_ENV: parent_run_id})
-    log.info("%s: dvc exp run --temp %s", point.name, point.describe())
-    run_streaming(command, root, env, point.name)
-    rev = experiment_rev(root, baseline, point.name)
-    if rev is None:
-        moved = baseline_rev(root)
-        raise SweepError(
-            f"{point.name}: HEAD moved from {baseline[:7]} to {moved[:7]} during the sweep, so "
-            "this point does not start where the others did; rerun the sweep without committing"
-        )
+    workspace = open_workspace(root, point.name, baseline, point_params(root, baseline, point))
+    env = stage_environment(workspace, os.environ, {SWEEP_PARENT_ENV: parent_run_id})
+    log.info("%s: %s in %s", point.name, point.describe(), workspace.path)
+    try:
+        reproduce(workspace, [POINT_TARGET], env, single_item=False)
+        rev = save_experiment(workspace, env)
+    except PipelineError as error:
+        raise SweepError(f"{error} (its workspace is kept: {workspace.path})") from None
+    remove_workspace(workspace)
     return rev
 
 
@@ -174,38 +120,28 @@ def val_scores(root: Path, rev: str) -> dict[str, Any]:
     return scores
 
 
-@contextlib.contextmanager
-def experiment_checkout(root: Path, rev: str, name: str) -> Iterator[Path]:
-    """A git worktree of experiment commit `rev` with its DVC outputs, removed afterwards."""
-    workspace = sweeps_dir(root) / f"{name}-{rev[:7]}"
-    if workspace.exists():  # left by a killed registration of the same point
-        git(root, "worktree", "remove", "--force", str(workspace))
-        shutil.rmtree(workspace, ignore_errors=True)
-    workspace.parent.mkdir(parents=True, exist_ok=True)
-    git(root, "worktree", "add", "--detach", str(workspace), rev)
+def register_point(root: Path, rev: str, name: str, run_id: str, sweep: Sweep) -> dict[str, Any]:
+    """The point's experiment through the register stage, from a workspace at its commit;
+    returns reports/registration.json. The workspace is removed afterwards."""
+    params = file_at(root, rev, "params.yaml")
+    if params is None:
+        raise SweepError(f"experiment commit {rev[:7]} of {name}: no params.yaml")
+    workspace = open_workspace(root, f"{name}-register", rev, params)
     try:
-        env = stage_env(root, os.environ, {})
-        cache = str(root / ".dvc" / "cache")
-        run_streaming(["dvc", "config", "--local", "cache.dir", cache], workspace, env, name)
-        run_streaming(["dvc", "checkout"], workspace, env, name)
-        yield workspace
+        env = stage_environment(workspace, os.environ)
+        run_in(workspace, ["dvc", "checkout"], env, f"{name} (register)")
+        restore_run_record(workspace, run_id, sweep.experiment_id)
+        reproduce(workspace, REGISTER_STAGES, env, single_item=True)
+        report = ProjectPaths(workspace.path).registration_report
+        registration: dict[str, Any] = json.loads(report.read_text(encoding="utf-8"))
     finally:
-        git(root, "worktree", "remove", "--force", str(workspace))
+        remove_workspace(workspace)
+    return registration
 
 
-def restore_run_record(workspace: Path, run_id: str, experiment_id: str) -> None:
+def restore_run_record(workspace: Workspace, run_id: str, experiment_id: str) -> None:
     """reports/train/run.json, which git does not keep: the register stage logs the model into
     the training run it names (the point's own, a child of the sweep)."""
-    run_file = project_paths(workspace).train_reports_dir / "run.json"
+    run_file = project_paths(workspace.path).train_reports_dir / "run.json"
     if not run_file.is_file():
         atomic_write_json(run_file, {"run_id": run_id, "experiment_id": experiment_id})
-
-
-def register_in(workspace: Path, root: Path, name: str) -> dict[str, Any]:
-    """`dvc repro --single-item` of what registering needs, then reports/registration.json."""
-    env = stage_env(root, os.environ, {})
-    command = ["dvc", "repro", "--single-item", *REGISTER_STAGES]
-    run_streaming(command, workspace, env, f"{name} (register)")
-    report = ProjectPaths(workspace).registration_report
-    registration: dict[str, Any] = json.loads(report.read_text(encoding="utf-8"))
-    return registration

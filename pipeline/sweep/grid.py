@@ -137,15 +137,16 @@ def grid_points(sweep: str, axes: Sequence[Axis]) -> list[Point]:
     ]
 
 
-def check_points(params_file: Path, points: Sequence[Point]) -> None:
-    """Apply each point to a copy of params.yaml as `dvc exp run -S` will and validate it."""
+def check_points(params_text: str, points: Sequence[Point]) -> None:
+    """Apply each point to a copy of `params_text` (params.yaml) as `dvc exp run -S` does and
+    validate it."""
     from dvc.exceptions import InvalidArgumentError
     from dvc.utils.hydra import apply_overrides
 
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "params.yaml"
         for point in points:
-            copy.write_bytes(params_file.read_bytes())
+            copy.write_text(params_text, encoding="utf-8")
             overrides = [f"{key}={value}" for key, value in point.overrides.items()]
             try:
                 apply_overrides(copy, overrides)

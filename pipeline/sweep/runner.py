@@ -3,27 +3,27 @@
 1. `plan_sweep`: check the grid (every point against params.yaml's rules), refuse a name used
    before, open the MLflow parent run. Nothing runs before this has passed.
 2. `run_one_point`, once per point (in threads for `--jobs N`, in mapped Airflow tasks):
-   `dvc exp run --temp` up to evaluate, then its val scores onto its training run; a log line
-   as it starts (`point 2 of 6 (lr-2): train.learning_rate=0.002`) and as it ends.
+   the stages up to evaluate in the point's own workspace, saved as its DVC experiment, then
+   its val scores onto its training run; a log line as it starts (`point 2 of 6 (lr-2):
+   train.learning_rate=0.002`) and as it ends.
 3. `register_best`: the point with the best val BLEU goes through the register stage, the
    normal gate, from its own experiment commit.
 
-While a sweep runs it holds params.yaml (pipeline/params_lock.py): each point starts from
-params.yaml as it is then, so a DAG run writing its run params (or a hand-run `dvc repro`
-rewriting dvc.lock) in the middle would make later points differ from earlier ones.
+Every point starts from the commit the sweep planned on (params.yaml as committed there, with
+the point's overrides), in a workspace of its own (pipeline/workspaces.py): nothing in the
+project checkout changes, so a DAG run or a hand-run `dvc repro` beside a sweep changes
+nothing in it, and it changes nothing in them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.params_lock import ParamsHeld, ParamsLock, RunRef, held_message
-from pipeline.paths import ProjectPaths, project_paths
+from pipeline.paths import project_paths
 from pipeline.sweep import experiments
 from pipeline.sweep.errors import SweepError
 from pipeline.sweep.grid import Point, check_points, check_sweep_name, grid_points, parse_grid
@@ -40,39 +40,6 @@ from pipeline.sweep.tracking import (
 
 log = logging.getLogger(__name__)
 
-# The params lock names its holder as a DAG run; a sweep run from the command line holds it as
-# this pseudo-DAG (unknown to Airflow, so a DAG run that finds it refuses instead of taking over).
-CLI_HOLDER = "mt sweep"
-
-
-def take_params(paths: ProjectPaths, holder: RunRef) -> None:
-    """Hold params.yaml for the sweep; refused while another run holds it."""
-    lock = ParamsLock(paths)
-    with lock.exclusive():
-        owner = lock.owner()
-        if owner is not None and owner.run != holder:
-            what_to_do = "the sweep started nothing; run it once that run has restored params.yaml"
-            raise ParamsHeld(held_message(paths, owner, what_to_do))
-        lock.take(holder)
-
-
-def release_params(paths: ProjectPaths, holder: RunRef) -> None:
-    """Free params.yaml if `holder` still holds it (a sweep changes nothing in it)."""
-    lock = ParamsLock(paths)
-    with lock.exclusive():
-        owner = lock.owner()
-        if owner is not None and owner.run == holder:
-            lock.release()
-
-
-@contextlib.contextmanager
-def holding_params(paths: ProjectPaths, holder: RunRef) -> Iterator[None]:
-    take_params(paths, holder)
-    try:
-        yield
-    finally:
-        release_params(paths, holder)
-
 
 def plan_sweep(root: Path, name: str, sets: Sequence[str]) -> Sweep:
     """Check the grid and open the sweep's MLflow run; nothing has run when this fails."""
@@ -80,8 +47,8 @@ def plan_sweep(root: Path, name: str, sets: Sequence[str]) -> Sweep:
     check_sweep_name(name)
     axes = parse_grid(sets)
     points = grid_points(name, axes)
-    check_points(paths.params, points)
     baseline = experiments.baseline_rev(root)
+    check_points(experiments.committed_params(root, baseline), points)
     taken = [p.name for p in points if experiments.experiment_rev(root, baseline, p.name)]
     if taken:
         raise SweepError(
@@ -118,8 +85,8 @@ def point_place(sweep: Sweep, point: Point) -> str:
 
 
 def run_and_record(root: Path, sweep: Sweep, point: Point) -> PointRow:
-    """One point through `dvc exp run --temp`, its val scores recorded; its state on the
-    parent run says `failed: why` when it does not finish."""
+    """One point through its workspace into its DVC experiment, its val scores recorded; its
+    state on the parent run says `failed: why` when it does not finish."""
     paths = project_paths(root)
     mark(paths, sweep, point, "running")
     try:
@@ -154,9 +121,7 @@ def register_best(root: Path, sweep: Sweep) -> dict[str, Any]:
         log.warning("sweep %s: %s did not finish; choosing among the others", sweep.name, left_out)
     assert best.exp_rev and best.run_id  # winner() returns finished points only
     log.info("registering %s (val BLEU %.2f) through the gate", best.name, best.val_bleu or 0.0)
-    with experiments.experiment_checkout(root, best.exp_rev, best.name) as workspace:
-        experiments.restore_run_record(workspace, best.run_id, sweep.experiment_id)
-        registration = experiments.register_in(workspace, root, best.name)
+    registration = experiments.register_point(root, best.exp_rev, best.name, best.run_id, sweep)
     record_registration(paths, sweep, best, registration)
     return registration
 
@@ -164,18 +129,10 @@ def register_best(root: Path, sweep: Sweep) -> dict[str, Any]:
 # ------------------------------------------------------------- the sweep_translation DAG's tasks
 
 
-def plan_for_dag(
-    root: Path, holder: RunRef, name: str, sets: Sequence[str]
-) -> list[dict[str, Any]]:
-    """Hold params.yaml for the DAG run and plan; one entry per point (the mapped tasks'
-    arguments): the sweep's header and the point."""
-    paths = project_paths(root)
-    take_params(paths, holder)
-    try:
-        sweep = plan_sweep(root, name, sets)
-    except BaseException:
-        release_params(paths, holder)
-        raise
+def plan_for_dag(root: Path, name: str, sets: Sequence[str]) -> list[dict[str, Any]]:
+    """Plan for the DAG; one entry per point (the mapped tasks' arguments): the sweep's
+    header and the point."""
+    sweep = plan_sweep(root, name, sets)
     return [{"sweep": sweep.header(), "point": point.as_dict()} for point in sweep.points]
 
 
@@ -183,11 +140,3 @@ def sweep_of_plan(plan: Sequence[Mapping[str, Any]]) -> Sweep:
     """The Sweep back from `plan_for_dag`'s entries."""
     points = [Point.from_dict(entry["point"]) for entry in plan]
     return Sweep.from_header(plan[0]["sweep"], points)
-
-
-def close_for_dag(root: Path, holder: RunRef, sweep: Sweep) -> list[PointRow]:
-    """Close the sweep's MLflow run and free params.yaml, whatever the points did."""
-    try:
-        return finish_sweep(root, sweep)
-    finally:
-        release_params(project_paths(root), holder)

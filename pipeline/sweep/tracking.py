@@ -61,11 +61,9 @@ class Sweep:
 
 
 def _client(paths: ProjectPaths) -> Any:
-    from mlflow import MlflowClient
+    from pipeline.tracking import store_client, tracking_uri
 
-    from pipeline.tracking import tracking_uri
-
-    return MlflowClient(tracking_uri(paths))
+    return store_client(tracking_uri(paths))
 
 
 def _call(paths: ProjectPaths, step: str) -> Any:
@@ -82,11 +80,11 @@ def open_sweep(
     """The parent run, with the plan; a name used before is refused."""
     from mlflow.entities import Param
 
-    from pipeline.tracking import configure_mlflow
+    from pipeline.tracking import ensure_experiment
 
     with _call(paths, f"opening sweep {name}"):
-        experiment_id = configure_mlflow(paths)
         client = _client(paths)
+        experiment_id = ensure_experiment(client, paths)
         if _parent_runs(client, experiment_id, name):
             raise SweepError(f"a sweep named {name!r} exists already; choose another --name")
         tags = {SWEEP_TAG: name, BASELINE_TAG: baseline}
@@ -108,11 +106,11 @@ def _parent_runs(client: Any, experiment_id: str, name: str | None) -> list[Any]
 
 def find_sweep(paths: ProjectPaths, name: str | None) -> Sweep:
     """The sweep named `name`, or the newest one."""
-    from pipeline.tracking import configure_mlflow
+    from pipeline.tracking import ensure_experiment
 
     with _call(paths, "reading the sweeps"):
-        experiment_id = configure_mlflow(paths)
-        runs = _parent_runs(_client(paths), experiment_id, name)
+        client = _client(paths)
+        runs = _parent_runs(client, ensure_experiment(client, paths), name)
     if not runs:
         which = f"named {name!r}" if name else "at all"
         raise SweepError(f"no sweep {which} in the tracking store; run `mt sweep run` first")

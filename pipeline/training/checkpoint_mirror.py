@@ -29,7 +29,7 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.paths import ProjectPaths
 from pipeline.pause_points import pause_point
-from pipeline.tracking import tracking_uri
+from pipeline.tracking import mlflow_settings, tracking_uri
 from pipeline.training.checkpoints import FINGERPRINT_FILE
 from pipeline.training.tracking import failure_reason
 
@@ -42,7 +42,8 @@ POINTER_FILE = "latest.json"
 SNAPSHOT_PREFIX = "epoch-"
 EPOCH_MIRRORED = "train.epoch_mirrored"  # pause point, for tests
 # MLflow's own defaults retry for minutes (7 retries, exponential backoff); an epoch should not
-# wait that long for a copy that the next epoch replaces. The environment still wins.
+# wait that long for a copy that the next epoch replaces. For the mirror's calls only (the
+# process's environment is left alone), and the environment's own values still win.
 RETRY_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -71,8 +72,6 @@ def mirror_uri(paths: ProjectPaths, environ: Mapping[str, str] | None = None) ->
             uri,
         )
         return None
-    for key, value in RETRY_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     return uri
 
 
@@ -106,13 +105,14 @@ class CheckpointMirror:
         if self.uri is None:
             return
         try:
-            repository = self._repository(create=True)
-            snapshot = f"{SNAPSHOT_PREFIX}{epoch}"
-            for relative in snapshot_files(directory):
-                folder = posixpath.join(snapshot, *relative.parent.parts)
-                repository.log_artifact(str(directory / relative), folder)
-            _write_pointer(repository, epoch, snapshot)
-            _delete_snapshots(repository, keep=snapshot)
+            with mlflow_settings(RETRY_DEFAULTS):
+                repository = self._repository(create=True)
+                snapshot = f"{SNAPSHOT_PREFIX}{epoch}"
+                for relative in snapshot_files(directory):
+                    folder = posixpath.join(snapshot, *relative.parent.parts)
+                    repository.log_artifact(str(directory / relative), folder)
+                _write_pointer(repository, epoch, snapshot)
+                _delete_snapshots(repository, keep=snapshot)
         except Exception as error:  # whatever MLflow or the network raises, training goes on
             log.warning(
                 "the checkpoint of epoch %d is not mirrored to MLflow at %s (%s); training goes "
@@ -133,11 +133,12 @@ class CheckpointMirror:
         if self.uri is None:
             return False
         try:
-            repository = self._repository(create=False)
-            pointer = _read_pointer(repository) if repository is not None else None
-            if pointer is None or int(pointer["epoch"]) <= local_epoch:
-                return False
-            _download_into_place(repository, str(pointer["path"]), directory, self.fingerprint)
+            with mlflow_settings(RETRY_DEFAULTS):
+                repository = self._repository(create=False)
+                pointer = _read_pointer(repository) if repository is not None else None
+                if pointer is None or int(pointer["epoch"]) <= local_epoch:
+                    return False
+                _download_into_place(repository, str(pointer["path"]), directory, self.fingerprint)
         except Exception as error:  # a server that fails us is as good as no copy at all
             log.warning(
                 "could not restore the checkpoint from MLflow at %s (%s); training goes on "
@@ -159,12 +160,13 @@ class CheckpointMirror:
         if self.uri is None:
             return
         try:
-            repository = self._repository(create=False)
-            if repository is None:
-                return
-            repository.delete_artifacts(POINTER_FILE)  # first: never a pointer to nothing
-            _delete_snapshots(repository, keep=None)
-            self._client().set_terminated(self._run_id, "FINISHED")
+            with mlflow_settings(RETRY_DEFAULTS):
+                repository = self._repository(create=False)
+                if repository is None:
+                    return
+                repository.delete_artifacts(POINTER_FILE)  # first: never a pointer to nothing
+                _delete_snapshots(repository, keep=None)
+                self._client().set_terminated(self._run_id, "FINISHED")
         except Exception as error:  # the outputs are written; only server space is at stake
             log.warning(
                 "could not delete the mirrored checkpoints of MLflow run %s at %s (%s); delete "

@@ -31,8 +31,9 @@ from pipeline.errors import PipelineError
 from pipeline.paths import ProjectPaths
 from pipeline.tracking import (
     DVC_EXP_NAME_TAG,
-    configure_mlflow,
+    ensure_experiment,
     experiment_run_tags,
+    store_client,
     tracking_uri,
 )
 from pipeline.training.checkpoints import JournalEntry
@@ -87,14 +88,13 @@ def open_training_run(paths: ProjectPaths, run_file: Path) -> tuple[TrainingRun,
 
     Returns the run and how many epochs' metrics it already holds.
     """
-    from mlflow import MlflowClient
     from mlflow.tracking.context.registry import resolve_tags
 
     uri = tracking_uri(paths)
     advice = "start it (or fix MLFLOW_TRACKING_URI) and rerun `mt train`"
     with mlflow_needed(uri, "opening the training run", advice):
-        experiment_id = configure_mlflow(paths)
-        client = MlflowClient(uri)
+        client = store_client(uri)
+        experiment_id = ensure_experiment(client, paths)
         previous = _read_json(run_file)
         run_id, logged = previous.get("run_id"), int(previous.get("logged_epochs", 0))
         if run_id and _run_is_active(client, run_id):

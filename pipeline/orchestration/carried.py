@@ -1,11 +1,12 @@
 """What a DAG run carries from task to task so that no worker runs on stale inputs.
 
-`RunInputs` is fixed by the run's first task: the git commit of the code and the exact
-params.yaml text (with the run's overrides). Each stage task adds a `StageResult`: its
-dvc.lock entry (the hashes of what it read and wrote) and the contents of its uncached
-outputs that later stages read or that are small reports; DVC's remote holds only cached
-outputs, so those few files travel with the run instead (capped). A worker writes the entries
-into its dvc.lock and pulls exactly those hashes: it cannot pick up another run's data.
+`RunInputs` is fixed by the run's first task: the git commit of the code, the exact
+params.yaml text (with the run's overrides) and the run's experiment name, which names its
+workspace on every host. On several hosts each stage task adds a `StageResult`: its dvc.lock
+entry (the hashes of what it read and wrote) and the contents of its uncached outputs that
+later stages read or that are small reports; DVC's remote holds only cached outputs, so those
+few files travel with the run instead (capped). A worker writes the entries into its
+workspace's dvc.lock and pulls exactly those hashes: it cannot pick up another run's data.
 """
 
 from __future__ import annotations
@@ -56,10 +57,11 @@ class StageResult:
 
 @dataclass(frozen=True)
 class RunInputs:
-    """The run's code, params and every stage result so far, in stage order."""
+    """The run's code, params, experiment and every stage result so far, in stage order."""
 
     commit: str
     params_text: str
+    experiment: str
     results: tuple[StageResult, ...] = ()
 
     def to_json(self) -> str:
@@ -67,6 +69,7 @@ class RunInputs:
             {
                 "commit": self.commit,
                 "params_text": self.params_text,
+                "experiment": self.experiment,
                 "results": [result.to_dict() for result in self.results],
             }
         )
@@ -75,7 +78,7 @@ class RunInputs:
     def from_json(cls, text: str) -> RunInputs:
         payload = json.loads(text)
         results = tuple(StageResult.from_dict(r) for r in payload.get("results", []))
-        return cls(payload["commit"], payload["params_text"], results)
+        return cls(payload["commit"], payload["params_text"], payload["experiment"], results)
 
     @property
     def stages(self) -> list[str]:

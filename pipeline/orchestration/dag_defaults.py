@@ -13,9 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline import orchestration
 from pipeline.config import Config, MonitorConfig, OrchestrationConfig, load_config
-from pipeline.monitor import alerts
+from pipeline.orchestration import alerts
+from pipeline.orchestration.tasks import PROJECT_VARIABLE, resolve_project_dir
 from pipeline.paths import project_paths
 
 
@@ -29,8 +29,7 @@ def project_dir() -> Path:
     """Where a task runs the stages: env MT_PROJECT_DIR, else the Airflow Variable."""
     from airflow.sdk import Variable
 
-    variable = orchestration.PROJECT_VARIABLE
-    return orchestration.resolve_project_dir(lambda: Variable.get(variable, default=None))
+    return resolve_project_dir(lambda: Variable.get(PROJECT_VARIABLE, default=None))
 
 
 def task_defaults(settings: OrchestrationConfig, monitor: MonitorConfig) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""Where the DVC remote is, as this worker sees it, and how the checkout is pointed at it.
+"""Where the DVC remote is, as this worker sees it, and how a run's workspace is pointed at it.
 
 The URL comes from env `MT_DVC_REMOTE` (each host may reach the remote by another address),
-else from params.yaml `orchestration.dvc_remote`; empty in both means one host: every task runs
-in the same project folder and nothing is pushed or pulled (`make repro` never needs a remote).
+else from params.yaml `orchestration.dvc_remote`; empty in both means one host: every task of a
+run works in the same workspace and nothing is pushed or pulled (`make repro` never needs one).
 Credentials never go into params.yaml or git: env `MT_DVC_REMOTE_USER`/`MT_DVC_REMOTE_PASSWORD`
-are written into the checkout's git-ignored `.dvc/config.local` (DVC's own place for them);
+are written into the workspace's git-ignored `.dvc/config.local` (DVC's own place for them);
 S3 and similar remotes take their usual environment (AWS_* ...) instead.
 """
 
@@ -51,7 +51,7 @@ def _params_remote(root: Path) -> str:
 
 
 def configure_remote(root: Path, url: str) -> None:
-    """Make `url` the checkout's default remote in `.dvc/config.local`, with credentials from
+    """Make `url` the workspace's default remote in `.dvc/config.local`, with credentials from
     env; through DVC's own config API (what `dvc remote add --local` does, without paying
     three `dvc` start-ups in every task)."""
     from dvc.config import Config
@@ -71,7 +71,7 @@ def configure_remote(root: Path, url: str) -> None:
 
 
 def dvc(root: Path, *args: str) -> None:
-    """Run `dvc ARGS` in the checkout; its output goes to the task log on stderr (stdout is
+    """Run `dvc ARGS` in `root`; its output goes to the task log on stderr (stdout is
     kept for the task's result); a failure is one line naming the command."""
     command = ["dvc", *args]
     output = sys.stderr.fileno()

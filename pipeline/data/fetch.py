@@ -139,7 +139,7 @@ def verify_archive(name: str, data: bytes, origin: str, pinned: Mapping[str, str
             f"{origin}: checksum mismatch for {name}: expected sha256 {expected}, got {actual}. "
             "The file is corrupt, truncated or not the pinned Multi30k release. Fix: fetch it "
             "again; if upstream changed on purpose, update MULTI30K_SHA256 in "
-            "pipeline/data/sources.py."
+            "pipeline/data/fetch.py."
         )
     return "verified"
 
