@@ -20,7 +20,7 @@ fernet_key() { head -c 32 /dev/urandom | base64 | tr '+/' '-_'; }
 umask 077
 while IFS= read -r line; do
     case "$line" in
-        AIRFLOW_FERNET_KEY=) echo "AIRFLOW_FERNET_KEY=$(fernet_key)" ;;
+        AIRFLOW_FERNET_KEY= | MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY=) echo "${line}$(fernet_key)" ;;
         *_PASSWORD= | *_SECRET= | *_SECRET_KEY=) echo "${line}$(random_hex)" ;;
         *) echo "$line" ;;
     esac

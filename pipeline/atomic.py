@@ -3,7 +3,10 @@
 A stage that fails half way leaves the previous outputs (or none) in place, never a mix.
 A process killed half way can leave its temp path (or the old directory it moved aside)
 behind; each name carries the writer's host and pid, and the next write of the same target
-deletes those whose writer on this host is gone.
+deletes those whose writer on this host is gone, except an old directory whose target is
+missing (the writer died between its two renames): that one is put back, so nothing is lost.
+Files are fsynced before they are renamed into place and their folder after, so a power cut
+leaves the old output or the new one, not an empty file.
 """
 
 from __future__ import annotations
@@ -42,16 +45,21 @@ def remove_leftovers(target: Path) -> list[Path]:
     removed = []
     for entry in target.parent.glob(f".{target.name}.*") if target.parent.is_dir() else []:
         match = pattern.fullmatch(entry.name)
-        if match and not _alive(int(match.group(1))):
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-            removed.append(entry)
+        if not match or process_alive(int(match.group(1))):
+            continue
+        if entry.name.startswith(f".{target.name}.old.") and not target.exists():
+            os.replace(entry, target)  # its writer died between the renames: the output is back
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        removed.append(entry)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host is alive (a zombie counts as alive until reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -76,7 +84,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
+        fsync_directory(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -109,14 +120,37 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     _swap_in(staging, target)
 
 
+def fsync_directory(folder: Path) -> None:
+    """Make a rename in `folder` durable."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _fsync_tree(root: Path) -> None:
+    """Every file under `root` and every folder, on disk before `root` is renamed into place."""
+    for folder, _, files in os.walk(root):
+        for name in files:
+            handle = os.open(Path(folder) / name, os.O_RDONLY)
+            try:
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+        fsync_directory(Path(folder))
+
+
 def _swap_in(staging: Path, target: Path) -> None:
     """Move the old target aside, rename staging into place, then delete the old one."""
+    _fsync_tree(staging)
     retired = None
     if target.exists():
         retired = target.with_name(f".{target.name}.old.{_writer()}")
         os.replace(target, retired)
         pause_point(f"atomic.old_moved_aside.{target.name}")
     os.replace(staging, target)
+    fsync_directory(target.parent)
     if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)
 

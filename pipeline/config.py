@@ -202,6 +202,8 @@ class OrchestrationConfig:
     train_queue: str = field(metadata=CELERY_QUEUE)
     # "" = one host (a run's tasks share its workspace); env MT_DVC_REMOTE overrides per worker.
     dvc_remote: str = field(metadata=matching(r"(\S+)?", "a DVC remote URL, or empty"))
+    # Where a run's `data_path` (Trigger form, asset event) may point: inside this folder.
+    data_root: str = field(metadata=matching(r"\S+", "a folder path"))
     # Runs of retrain_translation at once: each has its own workspace (pipeline/workspaces.py).
     max_active_runs: int = field(metadata=ranged(ge=1, le=16))
     keep_failed_days: float = field(metadata=ranged(ge=0, le=365))

@@ -106,6 +106,20 @@ def head_commit(project: Path) -> str:
     return git(project, "rev-parse", "HEAD").strip()
 
 
+def require_commit(project: Path, commit: str) -> None:
+    """This checkout must hold the run's commit: a run never runs other code than its own."""
+    if not commit:
+        raise ConfigError(f"{project}: the run names no commit; a run's workspace needs one")
+    found = subprocess.run(
+        ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=project, capture_output=True
+    )
+    if found.returncode:
+        raise ConfigError(
+            f"{project}: this checkout does not have commit {commit[:12]}, where the run "
+            f"started; fetch it (git fetch) or restart the run once every worker has it"
+        )
+
+
 def committed_params(project: Path, commit: str) -> str:
     """params.yaml as commit `commit` holds it: a run starts there, not from uncommitted edits."""
     done = subprocess.run(
@@ -165,13 +179,7 @@ def open_workspace(project: Path, name: str, commit: str, params_text: str) -> W
 
 def _create(workspace: Workspace, commit: str, params_text: str) -> None:
     project = workspace.project
-    if not commit:
-        raise ConfigError(f"{project}: the run names no commit; a run's workspace needs one")
-    if subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=project).returncode:
-        raise ConfigError(
-            f"{project}: this checkout does not have commit {commit[:12]}, where the run "
-            f"started; fetch it (git fetch) or restart the run once every worker has it"
-        )
+    require_commit(project, commit)
     git(project, "worktree", "add", "--detach", "--force", str(workspace.path), commit)
     _share_cache(workspace)
     atomic_write_text(workspace.path / "params.yaml", params_text)

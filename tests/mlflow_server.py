@@ -134,6 +134,7 @@ class MlflowServer:
     auth: BasicAuth | None = None
     host: str = "127.0.0.1"
     extra_env: dict[str, str] = field(default_factory=dict)  # the server's own settings
+    workers: int = 1
 
     @property
     def url(self) -> str:
@@ -144,7 +145,7 @@ class MlflowServer:
             str(BIN_DIR / "mlflow"), "server",
             "--backend-store-uri", self.backend_uri,
             "--artifacts-destination", self.artifacts_dir.as_uri(),
-            "--host", self.host, "--port", str(self.port), "--workers", "1",
+            "--host", self.host, "--port", str(self.port), "--workers", str(self.workers),
         ]  # fmt: skip
         env = venv_environ() | self.extra_env
         if self.auth is not None:

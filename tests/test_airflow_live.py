@@ -42,7 +42,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[AirflowServ
     scratch = tmp_path_factory.mktemp("live")
     corpus = write_tiny_corpus(scratch / "corpus")
     # No schedule: unpausing a weekly DAG would start the latest missed interval's run at once.
-    project = make_project(scratch / "project", corpus, {"orchestration": {"schedule": "none"}})
+    settings = {"schedule": "none", "data_root": str(scratch)}  # where the new corpora go
+    project = make_project(scratch / "project", corpus, {"orchestration": settings})
     home = scratch / "airflow_home"
     home.mkdir()
     # On a loaded 2-core machine the task supervisor's calls to the execution API can take more

@@ -51,7 +51,9 @@ EXPERIMENT = "retrain_translation-manual__2026-03-01T10-00-00-00-00"
 
 @pytest.fixture
 def git_project(project_dir: Path) -> Path:
-    """project_dir with its params.yaml committed: where a run starts."""
+    """project_dir with its params.yaml committed: where a run starts; run data paths may be
+    anywhere in it."""
+    write_params(project_dir, {"orchestration": {"data_root": "."}})
     git_commit_all(project_dir)
     return project_dir
 
@@ -402,6 +404,18 @@ def test_a_relative_data_path_is_resolved_against_the_project(git_project: Path)
     settings = start(git_project, {"data_source": "dir", "data_path": "incoming"})
     folder = str(git_project / "incoming")
     assert settings["overrides"]["data"] == {"source": "dir", "path": folder}
+
+
+def test_a_data_path_outside_the_data_root_is_refused(git_project: Path, tmp_path: Path) -> None:
+    (git_project / "incoming").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    write_params(git_project, {"orchestration": {"data_root": "incoming"}})
+    git_commit_all(git_project)
+    assert start(git_project, {"data_source": "dir", "data_path": "incoming"})["overrides"]
+    (git_project / "incoming" / "escape").symlink_to(tmp_path / "elsewhere")
+    for path in (str(tmp_path / "elsewhere"), "incoming/escape", "incoming/.."):
+        with pytest.raises(ConfigError, match="is outside orchestration.data_root"):
+            start(git_project, {"data_source": "dir", "data_path": path})
 
 
 def test_invalid_overrides_fail_the_first_task(git_project: Path) -> None:

@@ -519,7 +519,7 @@ def test_env_example_covers_every_compose_variable() -> None:
     assert sorted(set(example) - set(used)) == [], "docker/.env.example lists unused variables"
     required = sorted(name for name, operator in used.items() if operator == ":?")
     assert [name for name in required if example[name]] == [], "never ship a secret"
-    assert len(required) == 13  # 12 + MT_REGISTRY_WEBHOOK_SECRET
+    assert len(required) == 14  # 12, the webhook secret and its encryption key
 
 
 def test_env_example_values_equal_the_compose_defaults() -> None:
@@ -537,6 +537,11 @@ def test_readme_brings_the_stack_up_with_one_command(compose: dict[str, Any]) ->
         assert port and f"http://localhost:{port.group(1)}" in readme, service
 
 
+def compose_service_env(name: str) -> dict[str, str]:
+    raw = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    return {str(k): str(v) for k, v in raw["services"][name]["environment"].items()}
+
+
 def test_make_env_fills_every_required_secret(tmp_path: Path) -> None:
     target = tmp_path / ".env"
     subprocess.run([str(DOCKER / "make-env.sh"), str(target)], check=True, capture_output=True)
@@ -544,7 +549,12 @@ def test_make_env_fills_every_required_secret(tmp_path: Path) -> None:
     used = compose_vars(COMPOSE_FILE.read_text(encoding="utf-8"))
     required = [name for name, operator in used.items() if operator == ":?"]
     assert all(re.fullmatch(r"[A-Za-z0-9_=-]{32,}", env[name]) for name in required), env
-    assert len(base64.urlsafe_b64decode(env["AIRFLOW_FERNET_KEY"])) == 32
+    for fernet in ("AIRFLOW_FERNET_KEY", "MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"):
+        assert len(base64.urlsafe_b64decode(env[fernet])) == 32, fernet
+    mlflow = compose_service_env("mlflow")
+    assert mlflow["MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY"].startswith(
+        "${MLFLOW_WEBHOOK_SECRET_ENCRYPTION_KEY:?"
+    )
     assert env["MT_BIND_ADDRESS"] == "127.0.0.1"
     assert target.stat().st_mode & 0o777 == 0o600
     again = subprocess.run([str(DOCKER / "make-env.sh"), str(target)], capture_output=True)

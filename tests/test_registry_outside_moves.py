@@ -448,3 +448,40 @@ def test_champion_lock_takes_a_lock_with_its_own_token_as_acquired(project: Path
     assert client.get_registered_model(name).tags["holder"] == "retried mover"
     _release(registry, name, "our-token")
     assert not client.search_registered_models(f"name = '{name}'")
+
+
+# --- the receiver under bad or idle clients (issue 25) ----------------------------------------
+
+
+def raw_status(port: int, request: bytes, timeout_s: float = 5.0) -> int:
+    """Send `request` as is on a fresh connection; the HTTP status of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        sock.sendall(request)
+        answer = sock.recv(4096)
+    status_line = answer.split(b"\r\n", 1)[0].decode()
+    return int(status_line.split()[1])
+
+
+def declared(head: str, length: str) -> bytes:
+    return f"{head}Content-Length: {length}\r\n\r\n".encode()
+
+
+def test_the_receiver_refuses_bodies_of_no_plain_length_and_serves_beside_an_idle_client(
+    project: Path, tmp_path: Path
+) -> None:
+    with webhook_receiver(project, tmp_path) as receiver:
+        idle = socket.create_connection(("127.0.0.1", receiver.port))  # connects, sends nothing
+        try:
+            head = "POST / HTTP/1.1\r\nHost: receiver\r\n"
+            statuses = {
+                length: raw_status(receiver.port, declared(head, length))
+                for length in ("-1", "abc", str(2 << 20))
+            }
+            assert statuses == {"-1": 400, "abc": 400, str(2 << 20): 413}
+            assert raw_status(receiver.port, f"{head}\r\n".encode()) == 411
+            forged = signed_post(receiver.url, "not-the-secret", alias_event("m", "1"))
+            assert forged == 401  # answered while the idle connection is still open
+        finally:
+            idle.close()
+        assert receiver.process.poll() is None
+        assert "Traceback" not in receiver.output()

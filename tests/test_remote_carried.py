@@ -1,21 +1,34 @@
 """What a multi-host run carries from task to task (pipeline/orchestration/carried.py): which
-uncached outputs travel, how lock entries merge into dvc.lock, the task scripts' inputs."""
+uncached outputs travel, how lock entries merge into dvc.lock, the task scripts' inputs, and
+what a worker refuses of what XCom carries (orchestration/carried_checks.py)."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.orchestration.carried import (
     RunInputs,
     StageResult,
     carried_files,
+    check_results,
     load_pipeline,
     read_lock,
     write_carried_files,
     write_lock_entries,
+)
+from pipeline.orchestration.carried_checks import (
+    MAX_PACKED_BYTES,
+    MAX_UNPACKED_BYTES,
+    check_commit,
+    check_params_text,
+    unpack,
 )
 from tests.conftest import REPO_ROOT
 
@@ -53,7 +66,7 @@ def test_carried_files_arrive_byte_identical(tmp_path: Path) -> None:
     write(source, "reports/validation/summary.json", '{"rows": 3}\n')
     result = StageResult("validate_raw", {}, carried_files(source, "validate_raw", PIPELINE))
     inputs = RunInputs.from_json(RunInputs("abc", "seed: 1\n", "run-1", (result,)).to_json())
-    write_carried_files(target, inputs.results)
+    write_carried_files(target, inputs.results, PIPELINE)
     assert (target / "reports/validation/summary.json").read_bytes() == b'{"rows": 3}\n'
 
 
@@ -89,3 +102,77 @@ def test_a_task_script_runs_mt_stage_on_inputs_in_a_private_file(tmp_path: Path)
         assert file.stat().st_mode & 0o777 == 0o600  # the params text may be private
         assert f"trap 'rm -f {file}' EXIT" in script
         file.unlink()
+
+
+# --- what a worker accepts from XCom (pipeline/orchestration/carried_checks.py) ---------------
+
+REPO_PARAMS = (REPO_ROOT / "params.yaml").read_text(encoding="utf-8")
+
+
+def packed(data: bytes) -> str:
+    return base64.b64encode(gzip.compress(data, mtime=0)).decode("ascii")
+
+
+@pytest.mark.parametrize(
+    "relative",
+    [
+        "/etc/cron.d/evil",
+        "../outside.txt",
+        "dvc.yaml",
+        "params.yaml",
+        "pipeline/cli.py",
+        "reports/validation/../../dvc.yaml",
+        "reports/validation_summary.json",
+    ],
+)
+def test_a_carried_file_outside_its_stages_uncached_outputs_is_refused(
+    tmp_path: Path, relative: str
+) -> None:
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    result = StageResult("validate_raw", {}, {relative: packed(b"stage: {cmd: evil}\n")})
+    with pytest.raises(ConfigError, match="is not under the stage's uncached outputs"):
+        write_carried_files(workspace, [result], PIPELINE)
+    assert sorted(tmp_path.rglob("*")) == [workspace]
+
+
+def test_a_carried_file_through_a_symlinked_folder_is_refused(tmp_path: Path) -> None:
+    workspace, outside = tmp_path / "workspace", tmp_path / "outside"
+    outside.mkdir()
+    (workspace / "reports").mkdir(parents=True)
+    (workspace / "reports" / "validation").symlink_to(outside)
+    result = StageResult("validate_raw", {}, {"reports/validation/x.json": packed(b"{}")})
+    with pytest.raises(ConfigError, match="reports/validation is a symlink"):
+        write_carried_files(workspace, [result], PIPELINE)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_gzip_bomb_is_refused_before_it_is_unpacked_in_full() -> None:
+    bomb = packed(b"\0" * (MAX_UNPACKED_BYTES + 1))
+    assert len(bomb) < 100_000  # ~87 kB that would unpack to 64 MB
+    with pytest.raises(ConfigError, match="unpacks to more than 64000000 bytes"):
+        unpack("reports/validation/summary.json", bomb, MAX_UNPACKED_BYTES)
+
+
+def test_results_over_the_packed_cap_or_with_foreign_outputs_are_refused() -> None:
+    too_big = StageResult(
+        "validate_raw", {}, {"reports/validation/a": "A" * (MAX_PACKED_BYTES + 1)}
+    )
+    with pytest.raises(PipelineError, match=f"carries {MAX_PACKED_BYTES + 1} bytes packed"):
+        check_results([too_big], PIPELINE)
+    foreign = StageResult("fetch", {"outs": [{"path": "pipeline/cli.py", "md5": "0" * 32}]})
+    with pytest.raises(ConfigError, match="records outputs dvc.yaml does not give it: pipeline"):
+        check_results([foreign], PIPELINE)
+    with pytest.raises(ConfigError, match="stage 'deploy' is not in dvc.yaml"):
+        check_results([StageResult("deploy", {})], PIPELINE)
+
+
+def test_carried_params_may_change_only_what_a_run_param_sets() -> None:
+    check_params_text(REPO_PARAMS, REPO_PARAMS.replace("  epochs: 15", "  epochs: 4"))
+    elsewhere = REPO_PARAMS.replace("https://github.com/multi30k", "http://10.0.0.5/")
+    with pytest.raises(ConfigError, match="changes data.url, which no run param sets"):
+        check_params_text(REPO_PARAMS, elsewhere)
+    with pytest.raises(ConfigError, match="`train.epochs` is 10000: 10000 is greater than"):
+        check_params_text(REPO_PARAMS, REPO_PARAMS.replace("  epochs: 15", "  epochs: 10000"))
+    with pytest.raises(ConfigError, match="run inputs: commit '' is not 40 hex digits"):
+        check_commit("")

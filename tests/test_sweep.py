@@ -78,8 +78,34 @@ def test_a_set_is_dvc_grid_syntax(text: str, axis: Axis) -> None:
             "--set 'train.epochs=interval(1,3)': use a list (a,b), range(...) or choice(...)",
         ),
         ("train.epochs=2,3,2", "--set 'train.epochs=2,3,2': '2' is listed twice"),
+        (
+            "register.min_bleu=0,1",
+            "--set 'register.min_bleu=0,1': `register.min_bleu` is not sweepable: a sweep tunes",
+        ),
+        (
+            "data.url=http://10.0.0.5/a",
+            "--set 'data.url=http://10.0.0.5/a': `data.url` is not sweepable",
+        ),
+        (
+            "orchestration.retries=1,2",
+            "--set 'orchestration.retries=1,2': `orchestration.retries` is not sweepable",
+        ),
+        (
+            "monitor.canary_size=1,2",
+            "--set 'monitor.canary_size=1,2': `monitor.canary_size` is not sweepable",
+        ),
     ],
-    ids=["misspelt-key", "no-value", "adds-a-key", "interval", "value-twice"],
+    ids=[
+        "misspelt-key",
+        "no-value",
+        "adds-a-key",
+        "interval",
+        "value-twice",
+        "gate-rule",
+        "data-url",
+        "deployment",
+        "monitoring",
+    ],
 )
 def test_a_bad_set_is_one_line_naming_it(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as raised:

@@ -23,13 +23,18 @@ import yaml
 
 from pipeline.atomic import atomic_write_bytes, atomic_write_text
 from pipeline.errors import PipelineError
+from pipeline.orchestration.carried_checks import (
+    MAX_PACKED_BYTES,
+    MAX_UNPACKED_BYTES,
+    carried_target,
+    check_lock_entry,
+    unpack,
+)
 
 LOCK_FILE = "dvc.lock"
 LOCK_SCHEMA = "2.0"
 # An uncached report nothing downstream reads travels only when it is this small.
 SMALL_REPORT_BYTES = 1_000_000
-# What one stage may carry in all; more would bloat Airflow's XCom table.
-MAX_CARRIED_BYTES = 16_000_000
 
 
 @dataclass(frozen=True)
@@ -112,12 +117,33 @@ def write_lock_entries(root: Path, results: Iterable[StageResult], order: list[s
     atomic_write_text(root / LOCK_FILE, yaml.safe_dump(lock, sort_keys=False))
 
 
-def write_carried_files(root: Path, results: Iterable[StageResult]) -> None:
+def check_results(results: Iterable[StageResult], pipeline: Mapping[str, Any]) -> None:
+    """Each result names a stage of `pipeline` (the run's dvc.yaml) and records only its
+    outputs; its files fit the packed cap. Nothing is written before every result passed."""
     for result in results:
+        check_lock_entry(result.stage, result.entry, pipeline)
+        packed = sum(len(value) for value in result.files.values())
+        if packed > MAX_PACKED_BYTES:
+            raise PipelineError(
+                f"run inputs: stage {result.stage} carries {packed} bytes packed, over "
+                f"{MAX_PACKED_BYTES}"
+            )
+
+
+def write_carried_files(
+    root: Path, results: Iterable[StageResult], pipeline: Mapping[str, Any]
+) -> None:
+    """The carried files into the workspace `root`, each under its stage's uncached outputs
+    (pipeline/orchestration/carried_checks.py), unpacked within the stage's cap."""
+    for result in results:
+        uncached = _uncached_outs(pipeline["stages"][result.stage])
+        budget = MAX_UNPACKED_BYTES
         for relative, packed in result.files.items():
-            target = root / relative
+            target = carried_target(root, relative, uncached)
+            data = unpack(relative, packed, budget)
+            budget -= len(data)
             target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(target, gzip.decompress(base64.b64decode(packed)))
+            atomic_write_bytes(target, data)
 
 
 def carried_files(root: Path, stage: str, pipeline: Mapping[str, Any]) -> dict[str, str]:
@@ -128,10 +154,10 @@ def carried_files(root: Path, stage: str, pipeline: Mapping[str, Any]) -> dict[s
         chosen += _travelling(root, out, read_later)
     packed = {str(path.relative_to(root)): _pack(path) for path in chosen}
     size = sum(len(value) for value in packed.values())
-    if size > MAX_CARRIED_BYTES:
+    if size > MAX_PACKED_BYTES:
         raise PipelineError(
             f"stage {stage}: its uncached outputs read downstream take {size} bytes packed, over "
-            f"{MAX_CARRIED_BYTES}; make them cached outputs in dvc.yaml so DVC's remote moves them"
+            f"{MAX_PACKED_BYTES}; make them cached outputs in dvc.yaml so DVC's remote moves them"
         )
     return packed
 

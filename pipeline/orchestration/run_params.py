@@ -34,15 +34,19 @@ def _schema(key: str) -> dict[str, Any]:
     return {"type": ["null", json_type], **bounds}
 
 
+# Run param -> the params.yaml key it sets: a run changes these and nothing else.
+PARAMS_KEY: dict[str, str] = {
+    "epochs": "train.epochs",
+    "data_source": "data.source",
+    "data_path": "data.path",
+    "src_lang": "data.src_lang",
+    "tgt_lang": "data.tgt_lang",
+    "model_name": "register.model_name",
+    "promotion_policy": "register.policy",
+}
 # Run param -> its JSON schema (the DAG's Params use it as is); anything else is refused.
 RUN_PARAM_SCHEMA: dict[str, dict[str, Any]] = {
-    "epochs": _schema("train.epochs"),
-    "data_source": _schema("data.source"),
-    "data_path": _schema("data.path"),
-    "src_lang": _schema("data.src_lang"),
-    "tgt_lang": _schema("data.tgt_lang"),
-    "model_name": _schema("register.model_name"),
-    "promotion_policy": _schema("register.policy"),
+    name: _schema(key) for name, key in PARAMS_KEY.items()
 }
 RUN_PARAM_NAMES: tuple[str, ...] = tuple(RUN_PARAM_SCHEMA)
 

@@ -29,15 +29,19 @@ from pipeline.orchestration.carried import (
     RunInputs,
     StageResult,
     carried_files,
+    check_results,
     load_pipeline,
     lock_entry,
     write_carried_files,
     write_lock_entries,
 )
+from pipeline.orchestration.carried_checks import check_commit, check_params_text
 from pipeline.orchestration.remote import configure_remote, dvc, remote_url
 from pipeline.workspaces import (
     Workspace,
+    committed_params,
     open_workspace,
+    require_commit,
     run_in,
     save_experiment,
     stage_environment,
@@ -49,7 +53,11 @@ GIT_REMOTE = "origin"
 
 def run_workspace(root: Path, inputs: RunInputs) -> Workspace:
     """The run's workspace on this host; on several hosts with the outputs of the stages the
-    run has done so far, wherever they ran."""
+    run has done so far, wherever they ran. The inputs come from XCom: checked first
+    (pipeline/orchestration/carried_checks.py)."""
+    check_commit(inputs.commit)
+    require_commit(root, inputs.commit)
+    check_params_text(committed_params(root, inputs.commit), inputs.params_text)
     workspace = open_workspace(root, inputs.experiment, inputs.commit, inputs.params_text)
     url = remote_url(root)
     if url:
@@ -95,9 +103,10 @@ def _bring_in(workspace: Path, inputs: RunInputs) -> None:
     _fetch_run_cache(workspace)
     if not inputs.results:
         return
-    order = list(load_pipeline(workspace)["stages"])
-    write_lock_entries(workspace, inputs.results, order)
-    write_carried_files(workspace, inputs.results)
+    pipeline = load_pipeline(workspace)  # the run's commit's dvc.yaml, never XCom's
+    check_results(inputs.results, pipeline)
+    write_lock_entries(workspace, inputs.results, list(pipeline["stages"]))
+    write_carried_files(workspace, inputs.results, pipeline)
     dvc(workspace, "--wait-for-lock", "pull", "--force", *inputs.stages)
 
 

@@ -124,9 +124,25 @@ def _checked_overrides(
     overrides = overrides_from_run_params(values, current)
     effective = parse_config(merge_overrides(raw, overrides), f"{where} with run params")
     folder = check_data_path(effective, root)
+    if "path" in overrides.get("data", {}):
+        check_data_root(folder, effective, root)
     if folder is not None and str(folder) != effective.data.path:
         overrides.setdefault("data", {})["path"] = str(folder)
     return overrides, effective
+
+
+def check_data_root(folder: Path | None, config: Config, root: Path) -> None:
+    """A data path a run asks for (form, asset event) must resolve inside
+    `orchestration.data_root`: whoever may trigger a run must not choose the training and test
+    data from anywhere on the worker. params.yaml's own data.path is the project's choice."""
+    if folder is None:
+        return  # the public corpus reads no data path
+    allowed = (root / config.orchestration.data_root).resolve()
+    if not folder.is_relative_to(allowed):
+        raise ConfigError(
+            f"run params: data path {folder} is outside orchestration.data_root ({allowed}); "
+            "put the corpus under it, or change data_root in params.yaml"
+        )
 
 
 def check_data_path(config: Config, root: Path) -> Path | None:

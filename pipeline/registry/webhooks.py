@@ -7,7 +7,9 @@ delivery's HMAC signature exactly as `mlflow/webhooks/delivery.py` makes it (HMA
 `<delivery id>.<unix timestamp>.<body>`, base64, header `X-MLflow-Signature: v1,<signature>`),
 refuses a missing or wrong signature (401) and a timestamp more than five minutes off (400,
 replays), and records a `@champion` move in the audit trail as action `outside` unless the
-trail has it already (audit.record_delivery). It answers one delivery at a time.
+trail has it already (audit.record_delivery). A thread per connection, each with a socket
+timeout, so a client that sends nothing holds up no one; a body must declare its length, in
+digits, within 1 MiB (411, 400 and 413 otherwise), and nothing more is read.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ import hmac
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mlflow.entities.webhook import WebhookEvent
@@ -47,6 +50,8 @@ EVENTS = (WebhookEvent(ALIAS_ENTITY, "created"), WebhookEvent(ALIAS_ENTITY, "del
 # Standard Webhooks' tolerance: an older (or future) timestamp is a replay or a broken clock.
 TOLERANCE_S = 300
 MAX_BODY_BYTES = 1 << 20
+# Seconds a connection may stay silent (headers or body) before the receiver drops it.
+SOCKET_TIMEOUT_S = 10.0
 
 
 class DeliveryRejected(Exception):
@@ -116,6 +121,7 @@ class Receiver:
     paths: ProjectPaths
     secret: str
     registries: dict[str, Registry] = field(default_factory=dict)
+    connecting: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         try:
@@ -134,9 +140,24 @@ class Receiver:
         return 200, {"recorded": outcome.startswith("recorded"), "outcome": outcome}
 
     def _registry(self, model_name: str) -> Registry:
-        if model_name not in self.registries:
-            self.registries[model_name] = Registry.connect(self.paths, model_name)
-        return self.registries[model_name]
+        with self.connecting:  # deliveries arrive on threads of their own
+            if model_name not in self.registries:
+                self.registries[model_name] = Registry.connect(self.paths, model_name)
+            return self.registries[model_name]
+
+
+def body_length(headers: Mapping[str, str]) -> int:
+    """The declared body length, or DeliveryRejected: missing (411), not plain digits, e.g.
+    `-1` or `abc` (400), or over MAX_BODY_BYTES (413)."""
+    declared = {key.lower(): value for key, value in headers.items()}.get("content-length")
+    if declared is None:
+        raise DeliveryRejected(411, "a delivery must declare its Content-Length")
+    if not declared.strip().isdigit():
+        raise DeliveryRejected(400, f"Content-Length {declared[:20]!r} is not a length")
+    length = int(declared)
+    if length > MAX_BODY_BYTES:
+        raise DeliveryRejected(413, f"body over {MAX_BODY_BYTES} bytes")
+    return length
 
 
 def serve(paths: ProjectPaths, host: str, port: int) -> None:
@@ -144,10 +165,15 @@ def serve(paths: ProjectPaths, host: str, port: int) -> None:
     receiver = Receiver(paths, webhook_secret())
 
     class Handler(BaseHTTPRequestHandler):
+        timeout = SOCKET_TIMEOUT_S
+
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self._answer(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
+            try:
+                length = body_length(dict(self.headers.items()))
+            except DeliveryRejected as rejected:
+                log.warning("refused a webhook delivery: %s", rejected.message)
+                self.close_connection = True
+                self._answer(rejected.status, {"error": rejected.message})
                 return
             status, answer = receiver.handle(dict(self.headers.items()), self.rfile.read(length))
             self._answer(status, answer)
@@ -163,7 +189,8 @@ def serve(paths: ProjectPaths, host: str, port: int) -> None:
         def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
 
-    server = HTTPServer((host, port), Handler)
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
     print(f"mt registry webhook receiver listening on http://{host}:{port}/", flush=True)
     try:
         server.serve_forever()

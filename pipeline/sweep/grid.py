@@ -32,6 +32,9 @@ SWEEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
 # Hydra value types DVC accepts for a grid; an interval cannot be enumerated, a glob needs Hydra's
 # config search path (DVC refuses it too).
 ENUMERABLE = {"ELEMENT", "SIMPLE_CHOICE_SWEEP", "CHOICE_SWEEP", "RANGE_SWEEP"}
+# Keys a grid may not set, whoever fills the form: the data's source (a grid could point
+# data.url at an internal host), the gate's rules (register.min_bleu=0) and the deployment.
+NOT_SWEPT = ("data.url", "data.path", "data.source", "register.", "orchestration.", "monitor.")
 
 
 @dataclass(frozen=True)
@@ -100,13 +103,22 @@ def parse_axis(text: str) -> Axis:
 
 
 def check_key(key: str, where: str) -> str:
-    """A key of params.yaml (dotted), else a ConfigError with the nearest one."""
+    """A sweepable key of params.yaml (dotted), else a ConfigError with the nearest one."""
     specs = param_specs()
+    if key in specs and key.startswith(NOT_SWEPT):
+        raise ConfigError(
+            f"{where}: `{key}` is not sweepable: a sweep tunes the model, never where the data "
+            f"comes from, the gate, or the deployment ({', '.join(_patterns(NOT_SWEPT))})"
+        )
     if key in specs:
         return key
     near = difflib.get_close_matches(key, list(specs), n=1)
     hint = f"; did you mean {near[0]}?" if near else "; docs/params.md lists them"
     raise ConfigError(f"{where}: `{key}` is not a key of params.yaml{hint}")
+
+
+def _patterns(prefixes: Sequence[str]) -> list[str]:
+    return [f"{prefix}*" if prefix.endswith(".") else prefix for prefix in prefixes]
 
 
 def parse_grid(texts: Sequence[str]) -> list[Axis]:

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from pipeline.atomic import fsync_directory, process_alive
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.model.seq2seq import build_seq2seq
@@ -58,14 +60,31 @@ def export_float32(weights: Sequence[np.ndarray], config: Config, data: Training
 
 
 def stage_model(model: keras.Model, staged: Path) -> None:
-    """Save `model` as `staged`, whole or not at all (a partial file is removed)."""
+    """Save `model` as `staged`, whole or not at all (a partial file is removed, and so are
+    the partial files of killed saves before it)."""
     staged.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_partials(staged)
     partial = staged.with_name(f".{staged.stem}.{os.getpid()}.tmp{staged.suffix}")
     try:
         model.save(partial)
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(partial, staged)
+        fsync_directory(staged.parent)
     finally:
         partial.unlink(missing_ok=True)
+
+
+def remove_dead_partials(staged: Path) -> list[Path]:
+    """`.<stem>.<pid>.tmp<suffix>` files whose saving process is gone (killed mid-save)."""
+    pattern = re.compile(rf"\.{re.escape(staged.stem)}\.(\d+)\.tmp{re.escape(staged.suffix)}")
+    removed = []
+    for entry in staged.parent.glob(f".{staged.stem}.*.tmp{staged.suffix}"):
+        match = pattern.fullmatch(entry.name)
+        if match and not process_alive(int(match.group(1))):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def publish_outputs(
