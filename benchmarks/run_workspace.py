@@ -42,6 +42,7 @@ from pipeline.workspaces import (  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "run_workspace.json"
 MiB = 2**20
+NAMES = {"reflink,hardlink,copy": "bench-links", "copy": "bench-copies"}
 
 
 def added_bytes(folder: Path) -> int:
@@ -67,13 +68,20 @@ def set_cache(folder: Path, project: Path, links: str) -> None:
         local["cache"]["type"] = links
 
 
+def with_project_lock(project: Path, folder: Path) -> None:
+    """The project's dvc.lock as `make repro` left it (a fresh clone does not commit it): the
+    hashes of what its cache holds."""
+    shutil.copy2(project / "dvc.lock", folder / "dvc.lock")
+
+
 def worktree(project: Path, links: str) -> Callable[[], Path]:
     def make() -> Path:
         commit = head_commit(project)
         workspace = open_workspace(
-            project, f"bench-{links}", commit, committed_params(project, commit)
+            project, NAMES[links], commit, committed_params(project, commit)
         )
         set_cache(workspace.path, project, links)
+        with_project_lock(project, workspace.path)
         return workspace.path
 
     return make
@@ -83,6 +91,7 @@ def clone(project: Path, target: Path) -> Callable[[], Path]:
     def make() -> Path:
         subprocess.run(["git", "clone", "-q", "--local", str(project), str(target)], check=True)
         set_cache(target, project, "reflink,hardlink,copy")
+        with_project_lock(project, target)
         return target
 
     return make
@@ -112,13 +121,15 @@ def main(argv: list[str] | None = None) -> int:
     cache_mib = sum(p.stat().st_size for p in (project / ".dvc/cache").rglob("*") if p.is_file())
     clone_target = project.parent / "bench-clone"
     shutil.rmtree(clone_target, ignore_errors=True)
+    for name in NAMES.values():  # left by an interrupted run of this benchmark
+        remove_workspace(Workspace(project, name))
     rows = [
         measure("worktree, links", worktree(project, "reflink,hardlink,copy")),
         measure("worktree, copies", worktree(project, "copy")),
         measure("clone, links", clone(project, clone_target)),
     ]
     for links in ("reflink,hardlink,copy", "copy"):
-        remove_workspace(Workspace(project, f"bench-{links}"))
+        remove_workspace(Workspace(project, NAMES[links]))
     shutil.rmtree(clone_target, ignore_errors=True)
     print(f"project {project}: DVC cache {cache_mib / MiB:.0f} MiB")
     print(f"{'way':<18} {'make s':>7} {'checkout s':>10} {'total s':>8} {'added MiB':>10}")

@@ -4,8 +4,9 @@ process encrypted them with a key of its own).
 
 A real `mlflow server --workers 2` on SQLite, a real receiver on 127.0.0.1 that checks MLflow's
 HMAC signature with pipeline/registry/webhooks.py: with the key the compose file now passes,
-every listing answers and a delivery after a restart is signed with the secret; without it, the
-same restart makes the webhook unreadable (the defect, shown for real).
+every listing answers and a delivery after a restart is signed with the secret. (Without it the
+same restart made the webhook unreadable: listing it answered HTTP 500, tried once by hand;
+not kept as a test, it would only show MLflow's behaviour and cost CI a server's two starts.)
 """
 
 from __future__ import annotations
@@ -114,22 +115,3 @@ def test_webhooks_stay_readable_across_workers_and_a_restart_with_the_key(
     )
     assert headers["X-MLflow-Signature"] == expected
     assert abs(int(headers["X-MLflow-Timestamp"]) - time.time()) < 300
-
-
-def test_without_the_key_a_restart_makes_the_webhook_unreadable(
-    tmp_path: Path, receiver: str
-) -> None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    server = two_worker_server(tmp_path, None).start()
-    try:
-        MlflowClient(server.url, server.url).create_webhook(
-            "audit", receiver, ["model_version_alias.created"], secret=SECRET
-        )
-        server.stop()
-        server.start()
-        with pytest.raises(MlflowException):
-            webhook_names(server.url)
-    finally:
-        server.stop()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -53,10 +54,11 @@ def dvc(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A committed git + DVC project with one stage and size: 10 in params.yaml."""
-    root = tmp_path / "project"
+@pytest.fixture(scope="module")
+def committed_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A committed git + DVC project with one stage and size: 10 in params.yaml (made once:
+    `dvc init` costs seconds)."""
+    root = tmp_path_factory.mktemp("workspaces") / "project"
     root.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     dvc(root, "init", "-q")
@@ -65,6 +67,12 @@ def project(tmp_path: Path) -> Path:
     (root / "params.yaml").write_text("size: 10\n", encoding="utf-8")
     git_commit_all(root)
     return root
+
+
+@pytest.fixture
+def project(committed_project: Path, tmp_path: Path) -> Path:
+    """A copy of the committed project of this test's own."""
+    return Path(shutil.copytree(committed_project, tmp_path / "project", symlinks=True))
 
 
 def head(root: Path) -> str:
