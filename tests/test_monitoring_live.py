@@ -90,7 +90,8 @@ def monitor_params(scratch: Path, hook_url: str) -> dict[str, Any]:
 def build_project(scratch: Path, hook_url: str) -> Path:
     """The tiny project: v1 champion, v2 weak, data/clean sources, the corpus profile."""
     overrides = {
-        "orchestration": {"schedule": "none"},
+        # The watch asks for a retrain on its corpus folder: inside the run's data root.
+        "orchestration": {"schedule": "none", "data_root": str(scratch)},
         "register": {"min_bleu": 20.0, "bootstrap_resamples": 200, "model_name": MODEL},
         "monitor": monitor_params(scratch, hook_url),
     }
