@@ -301,7 +301,7 @@ def write_eval_reports(
 def read_split(paths: ProjectPaths, config: Config, split: str) -> SplitData:
     """Normalised sources from data/clean/, raw references from data/raw/, line-aligned.
 
-    The references lose their invisible characters (clean's `remove_invisible`, the same
+    The references lose their invisible characters (`pipeline.text.remove_invisible`, the same
     function the registry applies): hypotheses never contain them, since the model learnt from
     data/clean, so a "Hund\u200b" in a reference would otherwise count as a wrong word. Nothing
     else is changed, so scores stay comparable with published results on the raw references.

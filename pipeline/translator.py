@@ -1,7 +1,7 @@
 """Raw text in, translated text out: the trained model and its tokenizers behind one object.
 
 `Translator.load` reads the Keras model and the SentencePiece models once. `translate`
-normalises each text exactly as the clean stage did (pipeline.data.clean.normalize_text), cuts
+normalises each text exactly as the clean stage did (pipeline.text.normalize_text), cuts
 it into pieces, decodes the non-empty ones in length-sorted batches (similar lengths waste
 little padding) and detokenises the result back into the input order. The MLflow pyfunc in
 pipeline/serving.py wraps this class; `mt translate` is its command line, which shows its

@@ -1,6 +1,6 @@
 """pipeline/aligned_text.py: one definition of a line, and every reader of aligned files using it.
 
-The readers (clean/tokenize's `read_pairs`, validate's `decode_lines`, evaluate's `read_split`,
+The readers (aligned_text's `read_pairs`, validate's `decode_lines`, evaluate's `read_split`,
 the registry's gate evidence) must agree on the line count of the same file, whatever Unicode
 line-break characters its sentences hold; the registry used `str.splitlines` and did not.
 """
