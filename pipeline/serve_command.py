@@ -19,7 +19,7 @@ from pathlib import Path
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.paths import project_paths
-from pipeline.tracking import model_metadata, tracking_uri
+from pipeline.tracking import model_metadata, redact, redacted, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,11 @@ def check_model_found(model_uri: str, store_uri: str) -> None:
         model_metadata(store_uri, model_uri)
     except (MlflowException, OSError) as error:
         message = (getattr(error, "message", None) or str(error)).splitlines()[0][:300]
+        message = redacted(message, store_uri)
         raise PipelineError(
-            f"--model {model_uri}: not found in {store_uri}: {message}; run `mt register` (or "
-            "`dvc repro`), or pass --model with a version that exists (`mt registry list`)"
+            f"--model {model_uri}: not found in {redact(store_uri)}: {message}; run `mt "
+            "register` (or `dvc repro`), or pass --model with a version that exists (`mt "
+            "registry list`)"
         ) from None
 
 

@@ -20,6 +20,7 @@ import contextlib
 import os
 import re
 import threading
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -212,6 +213,26 @@ def load_pyfunc(store_uri: str, uri: str) -> PyFuncModel:
     return mlflow.pyfunc.load_model(download_model_files(store_uri, uri))
 
 
+def redact(uri: str) -> str:
+    """`uri` with the password of its user part shown as `***`: messages name the store they
+    failed against, and they reach task logs and alert mails."""
+    password = _password(uri)
+    return uri.replace(f":{password}@", ":***@", 1) if password else uri
+
+
+def redacted(text: str, uri: str) -> str:
+    """`text` (an error another library wrote) with `uri`'s password replaced wherever it is."""
+    password = _password(uri)
+    return text.replace(password, "***") if password else text
+
+
+def _password(uri: str) -> str | None:
+    try:
+        return urllib.parse.urlsplit(uri).password
+    except ValueError:  # not a URL at all: nothing to hide in it
+        return None
+
+
 def access_refusal(uri: str, doing: str, error_code: str | None, message: str) -> str | None:
     """One line for a server that refused the caller (HTTP 401 or 403), else None.
 
@@ -219,6 +240,8 @@ def access_refusal(uri: str, doing: str, error_code: str | None, message: str) -
     sent (the standard `MLFLOW_TRACKING_USERNAME`; none means an anonymous request).
     """
     from mlflow.environment_variables import MLFLOW_TRACKING_USERNAME
+
+    message, uri = redacted(message, uri), redact(uri)
 
     user = MLFLOW_TRACKING_USERNAME.get()
     if error_code == "PERMISSION_DENIED":

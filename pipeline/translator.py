@@ -284,15 +284,16 @@ def load_mlflow_model(uri: str) -> Any:
     """The pyfunc at `uri`, or a PipelineError naming it (not found, server unreachable)."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.tracking import load_pyfunc, tracking_uri
+    from pipeline.tracking import load_pyfunc, redact, redacted, tracking_uri
 
     uri_in_force = tracking_uri()
     try:
         return load_pyfunc(uri_in_force, uri)
     except (MlflowException, OSError) as error:
         message = (getattr(error, "message", None) or str(error)).splitlines()[0][:300]
+        message = redacted(message, uri_in_force)
         raise PipelineError(
-            f"--model {uri}: cannot load this MLflow model from {uri_in_force}: {message}"
+            f"--model {uri}: cannot load this MLflow model from {redact(uri_in_force)}: {message}"
         ) from None
 
 

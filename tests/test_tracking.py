@@ -24,6 +24,8 @@ from pipeline.tracking import (
     load_pyfunc,
     mlflow_settings,
     model_metadata,
+    redact,
+    redacted,
     store_client,
     tracking_uri,
 )
@@ -218,3 +220,34 @@ def test_a_users_retry_setting_wins_over_both_policies(
     assert registry_connect_requests(unavailable, tmp_path, monkeypatch) == 3
     assert mirror_restore_requests(unavailable, tmp_path) == 3
     assert os.environ[MAX_RETRIES] == "2"
+
+
+# --- credentials in a tracking URI never reach a message (issue 25) ----------------------------
+
+
+def test_a_uri_is_shown_without_its_password() -> None:
+    assert redact("https://mt:s3cret@mlflow.example:5000") == "https://mt:***@mlflow.example:5000"
+    assert redact("postgresql+psycopg2://mt:pw@db:5432/mlflow") == (
+        "postgresql+psycopg2://mt:***@db:5432/mlflow"
+    )
+    assert redact("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert redact("sqlite:////srv/mt/mlruns.db") == "sqlite:////srv/mt/mlruns.db"
+    assert redacted("GET http://mt:s3cret@h/api failed", "http://mt:s3cret@h") == (
+        "GET http://mt:***@h/api failed"
+    )
+
+
+def test_a_store_that_does_not_answer_is_named_without_its_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mlflow import MlflowClient
+
+    from pipeline.registry.store import registry_call
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    uri = "http://mt:hunter2-secret@127.0.0.1:1"  # nothing listens on port 1
+    with pytest.raises(RegistryError) as refused, registry_call(uri, "listing models"):
+        MlflowClient(uri, uri).search_registered_models()
+    message = str(refused.value)
+    assert message.startswith("listing models failed against the tracking store http://mt:***@")
+    assert "hunter2-secret" not in message

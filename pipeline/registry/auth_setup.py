@@ -34,7 +34,7 @@ from pipeline.config import load_config
 from pipeline.paths import project_paths
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.store import AUDIT_EXPERIMENT, Registry, registry_call
-from pipeline.tracking import EXPERIMENT_NAME, tracking_uri
+from pipeline.tracking import EXPERIMENT_NAME, redact, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,8 @@ def check_inputs(uri: str, password_envs: dict[str, str]) -> None:
     """
     if not uri.startswith(("http://", "https://")):
         raise RegistryError(
-            f"MLFLOW_TRACKING_URI is {uri}: accounts live on an MLflow server started with "
-            "`mlflow server --app-name basic-auth`; fix: set MLFLOW_TRACKING_URI to its URL"
+            f"MLFLOW_TRACKING_URI is {redact(uri)}: accounts live on an MLflow server started "
+            "with `mlflow server --app-name basic-auth`; fix: set MLFLOW_TRACKING_URI to its URL"
         )
     for env, username in password_envs.items():
         password = os.environ.get(env, "")

@@ -43,6 +43,8 @@ from pipeline.tracking import (
     ensure_experiment,
     fluent_store,
     mlflow_settings,
+    redact,
+    redacted,
     store_client,
     tracking_uri,
 )
@@ -122,8 +124,9 @@ def tracking_call(
         refusal = access_refusal(uri, step, getattr(error, "error_code", None), message)
         if refusal is not None:  # a login or a right is missing: retrying cannot help
             raise RegistryError(refusal) from None
+        first = redacted(message.splitlines()[0][:500], uri)
         raise RegistryError(
-            f"{step} failed against the tracking store {uri}: {message.splitlines()[0][:500]} "
+            f"{step} failed against the tracking store {redact(uri)}: {first} "
             "(fix: check that the MLflow server is up, and its database: HTTP 500s come from a "
             "database it cannot reach, and that MLFLOW_TRACKING_URI is right, then re-run: "
             "the rerun picks up where this one stopped)"

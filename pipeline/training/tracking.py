@@ -33,6 +33,8 @@ from pipeline.tracking import (
     DVC_EXP_NAME_TAG,
     ensure_experiment,
     experiment_run_tags,
+    redact,
+    redacted,
     store_client,
     tracking_uri,
 )
@@ -70,8 +72,9 @@ def mlflow_needed(uri: str, doing: str, advice: str) -> Iterator[None]:
     try:
         yield
     except (MlflowException, requests.RequestException) as error:
+        reason = redacted(failure_reason(error), uri)
         raise MlflowUnavailable(
-            f"MLflow at {uri} failed while {doing} ({failure_reason(error)}); {advice}"
+            f"MLflow at {redact(uri)} failed while {doing} ({reason}); {advice}"
         ) from error
 
 
