@@ -39,6 +39,7 @@ from pathlib import Path
 from pipeline.atomic import atomic_write_json, atomic_write_text
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.paths import project_paths
+from pipeline.programs import program
 from pipeline.tracking import DVC_EXP_NAME_ENV, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,9 @@ def check_name(name: str) -> None:
 
 def git(cwd: Path, *args: str) -> str:
     """`git ARGS` in `cwd`; a failure is one line naming the command and git's last words."""
-    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [program("git"), *args], cwd=cwd, capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         said = (done.stderr or done.stdout).strip().splitlines()
         raise PipelineError(f"`git {' '.join(args)}` in {cwd} failed: {' '.join(said[-1:])}")
@@ -111,7 +114,9 @@ def require_commit(project: Path, commit: str) -> None:
     if not commit:
         raise ConfigError(f"{project}: the run names no commit; a run's workspace needs one")
     found = subprocess.run(
-        ["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=project, capture_output=True
+        [program("git"), "cat-file", "-e", f"{commit}^{{commit}}"],
+        cwd=project,
+        capture_output=True,
     )
     if found.returncode:
         raise ConfigError(
@@ -123,7 +128,7 @@ def require_commit(project: Path, commit: str) -> None:
 def committed_params(project: Path, commit: str) -> str:
     """params.yaml as commit `commit` holds it: a run starts there, not from uncommitted edits."""
     done = subprocess.run(
-        ["git", "show", f"{commit}:params.yaml"],
+        [program("git"), "show", f"{commit}:params.yaml"],
         cwd=project,
         capture_output=True,
         text=True,
@@ -221,13 +226,13 @@ def remove_workspace(workspace: Workspace) -> bool:
 
 def _remove_worktree(workspace: Workspace) -> None:
     subprocess.run(
-        ["git", "worktree", "remove", "--force", "--force", str(workspace.path)],
+        [program("git"), "worktree", "remove", "--force", "--force", str(workspace.path)],
         cwd=workspace.project,
         capture_output=True,
         check=False,
     )
     shutil.rmtree(workspace.path, ignore_errors=True)
-    subprocess.run(["git", "worktree", "prune"], cwd=workspace.project, check=False)
+    subprocess.run([program("git"), "worktree", "prune"], cwd=workspace.project, check=False)
 
 
 def prune_workspaces(project: Path, keep_days: float, now: float | None = None) -> list[str]:
@@ -274,9 +279,10 @@ def run_in(
     """Run `command` in the workspace; its output reaches stderr line by line (`prefix | `);
     a failure is one line with the command's last error line."""
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    executable = program(command[0], env.get("PATH"))
     try:
         process = subprocess.Popen(
-            list(command),
+            [executable, *command[1:]],
             cwd=workspace.path,
             env=dict(env),
             stdout=subprocess.PIPE,
@@ -287,8 +293,7 @@ def run_in(
     except FileNotFoundError:
         raise PipelineError(f"{workspace.path}: `{command[0]}` not found on PATH") from None
     with process:
-        assert process.stdout is not None
-        for line in process.stdout:
+        for line in process.stdout or ():
             print(f"{prefix} | {line}" if prefix else line, end="", flush=True, file=sys.stderr)
             tail.append(line.rstrip())
     if process.returncode != 0:
@@ -345,7 +350,10 @@ def committer(workspace: Workspace) -> dict[str, str]:
     """Who commits the experiment where git names nobody (a worker's container has no git
     config): the pipeline, through git's own variables. A configured identity is kept."""
     done = subprocess.run(
-        ["git", "config", "user.email"], cwd=workspace.path, capture_output=True, check=False
+        [program("git"), "config", "user.email"],
+        cwd=workspace.path,
+        capture_output=True,
+        check=False,
     )
     if done.returncode == 0:
         return {}
@@ -366,7 +374,7 @@ def experiment_ref(baseline: str, name: str) -> str:
 def experiment_rev(project: Path, baseline: str, name: str) -> str | None:
     """The commit of experiment `name` on `baseline`, or None when there is none."""
     done = subprocess.run(
-        ["git", "rev-parse", "--verify", "--quiet", experiment_ref(baseline, name)],
+        [program("git"), "rev-parse", "--verify", "--quiet", experiment_ref(baseline, name)],
         cwd=project,
         capture_output=True,
         text=True,

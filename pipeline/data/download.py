@@ -11,6 +11,7 @@ import logging
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +25,8 @@ MIRROR_ENV = "MT_DATA_DIR"
 # Server-side or transient statuses worth another attempt; any other HTTP error is final.
 RETRYABLE_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 USER_AGENT = "mt-pipeline-fetch/1.0"
+# urllib would also open file: and ftp: URLs; a corpus comes over HTTP(S) only.
+HTTP_SCHEMES = frozenset({"http", "https"})
 
 
 def mirror_from_env() -> Path | None:
@@ -37,8 +40,10 @@ class _IncompleteDownload(Exception):
 
 
 def _download_once(url: str, destination: Path, timeout_s: float, cap: SizeCap) -> None:
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+    if urllib.parse.urlsplit(url).scheme not in HTTP_SCHEMES:
+        raise DataError(f"{url}: not an http(s) URL; data.url must start with https://")
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})  # noqa: S310 (scheme checked above)
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (same)
         expected = response.headers.get("Content-Length")
         if expected is not None and int(expected) > cap.bytes:
             raise cap.too_large(f"{url} (Content-Length {expected})")

@@ -18,10 +18,11 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import ConfigError, PipelineError
+from pipeline.programs import program
 
 REMOTE_ENV = "MT_DVC_REMOTE"
 USER_ENV = "MT_DVC_REMOTE_USER"
-PASSWORD_ENV = "MT_DVC_REMOTE_PASSWORD"
+PASSWORD_ENV = "MT_DVC_REMOTE_PASSWORD"  # noqa: S105 (an environment variable's name)
 REMOTE_NAME = "mt-remote"
 # Protocols DVC handles with the plugins this project installs or documents.
 KNOWN_SCHEMES = ("s3://", "ssh://", "webdav://", "webdavs://", "gs://", "azure://", "/")
@@ -73,11 +74,8 @@ def configure_remote(root: Path, url: str) -> None:
 def dvc(root: Path, *args: str) -> None:
     """Run `dvc ARGS` in `root`; its output goes to the task log on stderr (stdout is
     kept for the task's result); a failure is one line naming the command."""
-    command = ["dvc", *args]
+    command = [program("dvc"), *args]
     output = sys.stderr.fileno()
-    try:
-        done = subprocess.run(command, cwd=root, stdout=output, stderr=output, check=False)
-    except FileNotFoundError:
-        raise PipelineError(f"{root}: `dvc` not found on PATH") from None
+    done = subprocess.run(command, cwd=root, stdout=output, stderr=output, check=False)
     if done.returncode != 0:
         raise PipelineError(f"{root}: `dvc {' '.join(args)}` failed (exit {done.returncode})")

@@ -37,6 +37,7 @@ from pipeline.orchestration.carried import (
 )
 from pipeline.orchestration.carried_checks import check_commit, check_params_text
 from pipeline.orchestration.remote import configure_remote, dvc, remote_url
+from pipeline.programs import program
 from pipeline.workspaces import (
     Workspace,
     committed_params,
@@ -93,7 +94,10 @@ def save_run(root: Path, inputs: RunInputs) -> dict[str, Any]:
 
 def _has_git_remote(path: Path) -> bool:
     done = subprocess.run(
-        ["git", "remote", "get-url", GIT_REMOTE], cwd=path, capture_output=True, check=False
+        [program("git"), "remote", "get-url", GIT_REMOTE],
+        cwd=path,
+        capture_output=True,
+        check=False,
     )
     return done.returncode == 0
 

@@ -38,8 +38,8 @@ from pipeline.tracking import EXPERIMENT_NAME, redact, tracking_uri
 
 log = logging.getLogger(__name__)
 
-PIPELINE_PASSWORD_ENV = "MT_PIPELINE_PASSWORD"
-PROMOTER_PASSWORD_ENV = "MT_PROMOTER_PASSWORD"
+PIPELINE_PASSWORD_ENV = "MT_PIPELINE_PASSWORD"  # noqa: S105 (an environment variable's name)
+PROMOTER_PASSWORD_ENV = "MT_PROMOTER_PASSWORD"  # noqa: S105 (an environment variable's name)
 EXPERIMENT = "experiment"
 REGISTERED_MODEL = "registered_model"
 

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from pipeline.errors import PipelineError
+from pipeline.programs import program
 from pipeline.registry.errors import RegistryError
 
 log = logging.getLogger(__name__)
@@ -48,10 +50,15 @@ def git_commit_tags(root: Path) -> dict[str, str]:
 def _git(root: Path, *args: str) -> str | None:
     try:
         done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=30
+            [program("git"), *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         )
-    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
-        return None
+    except (OSError, PipelineError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return None  # no git here: the lineage says unknown
     return done.stdout.strip()
 
 
@@ -82,7 +89,9 @@ def content_md5(path: Path) -> str:
         for child in sorted(path.rglob("*"))
         if child.is_file()
     ]
-    return hashlib.md5("\n".join(listing).encode("utf-8")).hexdigest() + ".dir"
+    return (
+        hashlib.md5("\n".join(listing).encode("utf-8"), usedforsecurity=False).hexdigest() + ".dir"
+    )
 
 
 def _file_md5(path: Path) -> str:

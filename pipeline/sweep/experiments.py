@@ -28,6 +28,7 @@ from typing import Any
 from pipeline.atomic import atomic_write_json
 from pipeline.errors import PipelineError
 from pipeline.paths import ProjectPaths, project_paths
+from pipeline.programs import program
 from pipeline.sweep.errors import SweepError
 from pipeline.sweep.grid import Point
 from pipeline.sweep.tracking import Sweep
@@ -58,7 +59,11 @@ def baseline_rev(root: Path) -> str:
     if not (root / ".git").exists():
         raise SweepError(f"{root}: not a git repository; DVC experiments need one (git init)")
     done = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
+        [program("git"), "rev-parse", "HEAD"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         raise SweepError(f"{root}: no commit yet; a sweep starts from one (git commit)")
@@ -68,7 +73,11 @@ def baseline_rev(root: Path) -> str:
 def file_at(root: Path, rev: str, path: str) -> str | None:
     """A file of commit `rev` as text, or None when the commit does not hold it."""
     done = subprocess.run(
-        ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True, check=False
+        [program("git"), "show", f"{rev}:{path}"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return done.stdout if done.returncode == 0 else None
 

@@ -119,7 +119,8 @@ def register_best(root: Path, sweep: Sweep) -> dict[str, Any]:
     left_out = ", ".join(row.name for row in unfinished(rows))
     if left_out:
         log.warning("sweep %s: %s did not finish; choosing among the others", sweep.name, left_out)
-    assert best.exp_rev and best.run_id  # winner() returns finished points only
+    if not (best.exp_rev and best.run_id):  # winner() returns finished points only
+        raise SweepError(f"sweep {sweep.name}: {best.name} has no experiment commit or run")
     log.info("registering %s (val BLEU %.2f) through the gate", best.name, best.val_bleu or 0.0)
     registration = experiments.register_point(root, best.exp_rev, best.name, best.run_id, sweep)
     record_registration(paths, sweep, best, registration)
