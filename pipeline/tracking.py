@@ -44,6 +44,9 @@ WHO_MAY_PROMOTE = "'Who may promote' in docs/registry.md"
 RESPONSE_BODY = re.compile(r"Response body: '([^']*)'")
 # mlflow.set_tracking_uri / set_registry_uri also write these, for child processes to inherit.
 URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+# Database stores probed before MLflow opens them (both drivers take a connect_timeout).
+PROBED_DATABASES = ("postgresql", "mysql")
+DATABASE_CONNECT_TIMEOUT_S = 10
 
 # Held while a block has MLflow's process-wide state changed (fluent_store, mlflow_settings):
 # two blocks never interleave their changes and restores. Re-entrant: blocks nest.
@@ -74,7 +77,32 @@ def store_client(uri: str) -> MlflowClient:
     """A client of the store at `uri`, for its runs and its registry alike."""
     from mlflow import MlflowClient
 
+    if uri.split(":", 1)[0].split("+", 1)[0] in PROBED_DATABASES:
+        check_database_answers(uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def check_database_answers(uri: str) -> None:
+    """One connection to a database store, with a timeout, before MLflow builds its store.
+
+    MLflow's SQL store tries a database that does not answer ten times over ~100 s and then
+    raises SQLAlchemy's error, which no caller expects; this is an MlflowException at once,
+    which every caller turns into one line naming the store.
+    """
+    import sqlalchemy
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.pool import NullPool
+
+    connect_args = {"connect_timeout": DATABASE_CONNECT_TIMEOUT_S}
+    engine = sqlalchemy.create_engine(uri, connect_args=connect_args, poolclass=NullPool)
+    try:
+        with engine.connect():
+            pass
+    except sqlalchemy.exc.SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise MlflowException(f"its database does not answer: {redacted(reason, uri)}") from None
+    finally:
+        engine.dispose()
 
 
 def local_artifacts_dir(uri: str, paths: ProjectPaths | None = None) -> Path:

@@ -5,6 +5,8 @@ set it: the registry's 4 retries and the checkpoint mirror's 1 never leak into e
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +32,9 @@ from pipeline.tracking import (
     tracking_uri,
 )
 from pipeline.training.checkpoint_mirror import CheckpointMirror
+from tests.conftest import REPO_ROOT
+
+VENV_BIN = Path(sys.executable).parent
 
 MAX_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"
 HTTP_SETTINGS = (MAX_RETRIES, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT")
@@ -251,3 +256,27 @@ def test_a_store_that_does_not_answer_is_named_without_its_password(
     message = str(refused.value)
     assert message.startswith("listing models failed against the tracking store http://mt:***@")
     assert "hunter2-secret" not in message
+
+
+def test_a_database_store_that_does_not_answer_is_one_line_at_once(tmp_path: Path) -> None:
+    """MLflow's SQL store would retry for ~100 s and end in SQLAlchemy's traceback."""
+    uri = "postgresql://mt:hunter2-secret@127.0.0.1:1/mt"  # nothing listens on port 1
+    done = subprocess.run(
+        [str(VENV_BIN / "mt"), "registry", "list"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "hunter2-secret" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].split("ERROR pipeline.cli: ")[1] == (
+        "registry failed: connecting failed against the tracking store "
+        "postgresql://mt:***@127.0.0.1:1/mt: its database does not answer: connection failed: "
+        'connection to server at "127.0.0.1", port 1 failed: Connection refused (fix: check '
+        "that the MLflow server is up, and its database: HTTP 500s come from a database it "
+        "cannot reach, and that MLFLOW_TRACKING_URI is right, then re-run: the rerun picks up "
+        "where this one stopped)"
+    )
