@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 MT_DATA_DIR ?= $(shell [ -d ../shared/data/multi30k ] && cd ../shared/data/multi30k && pwd)
 export MT_DATA_DIR
 
-.PHONY: install browser repro test test-fast lint typecheck pytest benchmarks clean-venv
+.PHONY: install browser test-packages repro test test-fast lint typecheck pytest benchmarks clean-venv
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ browser:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  { echo "install Debian's chromium (apt-get install chromium) for the UI test" >&2; exit 1; }
 
+# The clock-skew tests run processes on a moved clock with Debian's libfaketime (`faketime`).
+test-packages: browser
+	@command -v faketime >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq faketime >/dev/null; } || \
+	  { echo "install Debian's faketime (apt-get install faketime) for the clock tests" >&2; exit 1; }
+
 repro: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 
@@ -35,7 +41,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install browser
+pytest: install test-packages
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

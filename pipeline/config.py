@@ -173,9 +173,14 @@ class RegisterConfig:
     min_delta: float = field(metadata=ranged(ge=0, le=100))
     significance: float = field(metadata=ranged(gt=0, lt=1))
     bootstrap_resamples: int = field(metadata=ranged(ge=10, le=100_000))
-    max_input_chars: int = field(metadata=ranged(ge=1, le=1_000_000))
-    max_batch_rows: int = field(metadata=ranged(ge=1, le=100_000))
-    max_request_work: int = field(metadata=ranged(ge=1))
+    # Upper bounds keep a request within one host: the body cap they imply (serving.py
+    # max_request_bytes) stays under 118 MB (1.2 TB before); a text is a sentence, 10x the
+    # default; 1_024 rows at beam 5 take ~14 s on 2 cores (75/s,
+    # benchmarks/results/decode_speed.json), inside the scoring server's 60 s timeout; 10^7
+    # units (beam x decoder steps) are ~15 min of that host's ~11_000 hypothesis-steps a second.
+    max_input_chars: int = field(metadata=ranged(ge=1, le=10_000))
+    max_batch_rows: int = field(metadata=ranged(ge=1, le=1_024))
+    max_request_work: int = field(metadata=ranged(ge=1, le=10_000_000))
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,13 @@ class MonitorConfig:
 
     incoming_asset: str = field(metadata=ASSET_URI)
     translated_asset: str = field(metadata=ASSET_URI)
+    # Where a translate_batch request (form, asset event) may read and write; "": the folder of
+    # orchestration.data_root (inputs) and of translated_asset (outputs). `mt translate-batch`,
+    # run by a person at the shell, is not confined (docs/monitoring.md).
+    input_root: str = field(metadata=matching(r"(/\S*)?", "an absolute folder path, or empty"))
+    output_root: str = field(metadata=matching(r"(/\S*)?", "an absolute folder path, or empty"))
+    # Bytes one batch (a file, or a folder's *.txt together) may hold, checked before reading.
+    max_batch_mb: float = field(metadata=ranged(gt=0, le=10_000))
     batch_size: int = field(metadata=ranged(ge=1, le=65_536))
     canary_size: int = field(metadata=ranged(ge=1, le=100_000))
     max_canary_drop: float = field(metadata=ranged(ge=0, le=100))

@@ -7,8 +7,9 @@ SentencePiece tokenizer directory and a JSON of decoding settings; `load_context
 `TextToTextModel` holds what every text-in/text-out model we serve shares: the input checks
 and the `beam_size` request parameter (the signature's params schema, its default the logged
 decode.beam_size). A bad request (non-string values, an empty batch, a text over
-`max_input_chars`, more than `max_batch_rows` rows, more work than `max_request_work`, a beam
-size outside 1..MAX_BEAM_SIZE) raises an MlflowException with INVALID_PARAMETER_VALUE, which
+`max_input_chars`, more than `max_batch_rows` rows, more work than `max_request_work` (the beam
+times the decoder steps its rows may take, `request_work`), a beam size outside
+1..MAX_BEAM_SIZE) raises an MlflowException with INVALID_PARAMETER_VALUE, which
 the scoring server answers with HTTP 400 and the message, never a stack trace. Inside
 `mlflow models serve` the body is capped before it is parsed (HTTP 413, see
 pipeline/serving_body_cap.py).
@@ -20,6 +21,8 @@ import abc
 import dataclasses
 import json
 import logging
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +36,7 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from pipeline.config import MAX_BEAM_SIZE
+from pipeline.text import normalize_text
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +87,65 @@ JSON_BYTES_OVERHEAD = 4096
 
 
 @dataclass(frozen=True)
+class StepBounds:
+    """The most decoder steps a text can take, as pipeline/model/decoding.py bounds them.
+
+    The search stops a row at floor(max_length_ratio x its source pieces) + max_length_offset
+    steps, at least 1 (`max_target_lengths`), and the Translator cuts a source at
+    max_source_length pieces. A text that normalises to nothing is not decoded at all. Pieces
+    are counted without the tokenizer, so that a request is measured before anything loads:
+    SentencePiece (nmt_nfkc) normalises the text with NFKC, which can lengthen it (U+FDFA
+    becomes 18 characters), then emits at least one character per piece, plus at most one piece
+    for the word-boundary mark it puts before the first word. So NFKC characters + 1 is never
+    fewer than the pieces.
+
+    The defaults stand for a model that is not our decoder (the test stand-ins): an output as
+    long as its input.
+    """
+
+    max_length_ratio: float = 1.0
+    max_length_offset: int = 0
+    max_source_length: int | None = None
+
+    @classmethod
+    def of(cls, settings: Any) -> StepBounds:
+        """The bounds of a `DecodingSettings` (duck-typed: decoding.py imports Keras)."""
+        return cls(
+            settings.max_length_ratio, settings.max_length_offset, settings.max_source_length
+        )
+
+    @classmethod
+    def from_settings_json(cls, text: str) -> StepBounds:
+        """The bounds of a decoding settings artifact, read as TranslationModel reads it."""
+        from pipeline.model.decoding import DecodingSettings
+
+        return cls.of(DecodingSettings(**json.loads(text)))
+
+    def steps(self, text: str) -> int:
+        """The most decoder steps `text` can take; 0 when it is not decoded."""
+        normalised = normalize_text(text)
+        if not normalised:
+            return 0
+        pieces = len(unicodedata.normalize("NFKC", normalised)) + 1
+        if self.max_source_length is not None:
+            pieces = min(pieces, self.max_source_length)
+        # In float32, as the search computes it.
+        scaled = np.floor(np.float32(self.max_length_ratio) * np.float32(pieces))
+        return max(int(scaled) + self.max_length_offset, 1)
+
+
+def request_work(texts: Sequence[str], beam_size: int, bounds: StepBounds) -> int:
+    """What a request may cost: beam x the decoder steps of each row (hypothesis-steps)."""
+    return beam_size * sum(bounds.steps(text) for text in texts)
+
+
+@dataclass(frozen=True)
 class InputLimits:
     """Request bounds, passed to the pyfunc as its `model_config`.
 
-    `max_request_work` bounds what one request may cost: the characters of all its rows times
-    the beam size (decoding time grows with both).
+    `max_request_work` bounds what one request may cost, in `request_work`'s units: every
+    hypothesis of the beam takes a decoder step at a time, and each row may take as many steps
+    as its StepBounds allow, so even a one-character row costs max_length_offset steps or more.
     """
 
     max_input_chars: int
@@ -149,15 +207,18 @@ def requested_beam_size(params: dict[str, Any] | None, default: int) -> int:
     return int(value)
 
 
-def texts_from_input(model_input: Any, limits: InputLimits, beam_size: int = 1) -> list[str]:
+def texts_from_input(
+    model_input: Any, limits: InputLimits, beam_size: int = 1, bounds: StepBounds = StepBounds()
+) -> list[str]:
     """Check a request and return its texts, or raise a 400-worthy MlflowException."""
     texts = _checked_texts(_column_values(model_input), limits)
-    characters = sum(len(text) for text in texts)
-    if characters * beam_size > limits.max_request_work:
+    work = request_work(texts, beam_size, bounds)
+    if work > limits.max_request_work:
         raise _bad_request(
-            f"request of {len(texts)} rows and {characters} characters at beam {beam_size} is "
-            f"{characters * beam_size} units of work (characters x beam), over "
-            f"register.max_request_work={limits.max_request_work}; send fewer or shorter rows"
+            f"request of {len(texts)} rows at beam {beam_size} is {work} units of work (beam x "
+            f"{work // beam_size} decoder steps its rows may take), over "
+            f"register.max_request_work={limits.max_request_work}; send fewer or shorter rows, "
+            "or a smaller beam"
         )
     return texts
 
@@ -191,6 +252,8 @@ class TextToTextModel(PythonModel, abc.ABC):
     limits: InputLimits
     # The beam of a request that names none; the request-work bound multiplies by the beam.
     beam_size: int = 1
+    # How many decoder steps a row may take (request_work); TranslationModel sets its own.
+    step_bounds: StepBounds = StepBounds()
 
     def load_context(self, context: Any) -> None:
         from pipeline.serving_body_cap import cap_scoring_server_body
@@ -205,7 +268,7 @@ class TextToTextModel(PythonModel, abc.ABC):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         beam_size = requested_beam_size(params, self.beam_size)
-        texts = texts_from_input(model_input, self.limits, beam_size)
+        texts = texts_from_input(model_input, self.limits, beam_size, self.step_bounds)
         return pd.DataFrame({TRANSLATION_COLUMN: self.translate_texts(texts, beam_size)})
 
     @abc.abstractmethod
@@ -215,6 +278,13 @@ class TextToTextModel(PythonModel, abc.ABC):
     @abc.abstractmethod
     def translate_texts(self, texts: list[str], beam_size: int) -> list[str]:
         """One output per input text, same order; an empty text gives an empty string."""
+
+
+def step_bounds_of(pyfunc: Any) -> StepBounds:
+    """The step bounds a loaded pyfunc checks its requests with (StepBounds() for a model that
+    is not a TextToTextModel: it checks none of ours)."""
+    python_model = pyfunc.unwrap_python_model()
+    return python_model.step_bounds if isinstance(python_model, TextToTextModel) else StepBounds()
 
 
 class TranslationModel(TextToTextModel):
@@ -231,6 +301,7 @@ class TranslationModel(TextToTextModel):
             Path(artifacts[KERAS_MODEL_ARTIFACT]), Path(artifacts[TOKENIZER_ARTIFACT]), settings
         )
         self.beam_size = settings.beam_size
+        self.step_bounds = StepBounds.of(settings)
         log.info("translator loaded with %s", settings)
 
     def translate_texts(self, texts: list[str], beam_size: int) -> list[str]:

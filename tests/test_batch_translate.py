@@ -1,13 +1,15 @@
 """`mt translate-batch` (pipeline/monitor/batch*.py) against a real SQLite registry.
 
 The champion is the upper-casing stand-in pyfunc (tests/mlflow_server.py, limits: 50
-characters a line, 4 rows and 120 characters x beam a request), registered once for the
+characters a line, 4 rows and 120 units of work a request: beam x the decoder steps its rows
+may take, one per character and a word mark for this stand-in), registered once for the
 module; its translation of a line is the line in capitals, so every output is known exactly.
 The project has a tiny tokenizer and corpus profile, so the drift check runs for real.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -26,40 +28,47 @@ import pytest
 from pipeline import cli
 from pipeline.atomic import atomic_write_json
 from pipeline.config import TokenizeConfig, _load_cached, load_config
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, DataError
+from pipeline.monitor.batch import run_request
 from pipeline.monitor.batch_manifest import BatchKey
 from pipeline.monitor.batch_model import translate_lines
+from pipeline.monitor.batch_paths import BatchRoots, batch_roots
 from pipeline.monitor.drift import check_incoming
 from pipeline.monitor.profile import profile_corpus
 from pipeline.orchestration.batch_request import batch_requests
 from pipeline.paths import project_paths
 from pipeline.pause_points import PAUSE_AT_ENV, PAUSE_DIR_ENV
 from pipeline.tokenize import train_tokenizer_models
-from tests.conftest import tiny_pairs, write_params
+from tests.conftest import deep_merge, tiny_pairs, write_params
 from tests.mlflow_server import reference_lines, register_standin, venv_environ
 
 MODEL = "multi30k-en-de-lstm"
 PARAMS = {
     "register": {"min_bleu": 20.0, "bootstrap_resamples": 200, "max_input_chars": 40},
     # min_drift_lines 3: the 3-line French batch is judged (the minimum's own rule and its
-    # measured value are tests/test_drift.py's).
-    "monitor": {"batch_size": 3, "min_drift_lines": 3},
+    # measured value are tests/test_drift.py's). max_batch_mb 0.01: 10,000 bytes a batch.
+    "monitor": {"batch_size": 3, "min_drift_lines": 3, "max_batch_mb": 0.01},
 }
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00")
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A project whose @champion is the stand-in (version 1), with a corpus profile."""
+    """A project whose @champion is the stand-in (version 1), with a corpus profile; a DAG
+    request's roots are srv/incoming and srv/outgoing beside it."""
     root = tmp_path_factory.mktemp("batch") / "project"
     root.mkdir()
+    srv = {name: root.parent / "srv" / name for name in ("incoming", "outgoing")}
+    for folder in srv.values():
+        folder.mkdir(parents=True)
+    roots = {"input_root": str(srv["incoming"]), "output_root": str(srv["outgoing"])}
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         for var in ("AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID"):
             patch.delenv(var, raising=False)
         patch.setenv("MT_PROJECT_DIR", str(root))
         patch.chdir(root)
-        write_params(root, PARAMS)
+        write_params(root, deep_merge(PARAMS, {"monitor": roots}))
         _load_cached.cache_clear()
         write_profile(root)
         references = reference_lines()
@@ -108,8 +117,6 @@ def manifest_of(output: Path) -> dict[str, Any]:
 
 
 def sha256(path: Path) -> str:
-    import hashlib
-
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -338,8 +345,8 @@ def test_a_line_over_the_models_own_request_limit_is_refused_before_any_output(
     caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    # 30 characters pass register.max_input_chars=40, but at beam 5 they are 150 units of work,
-    # over the stand-in's max_request_work=120.
+    # 30 characters pass register.max_input_chars=40, but at beam 5 their 31 decoder steps are
+    # 155 units of work, over the stand-in's max_request_work=120.
     write_lines(tmp_path / "first.txt", ["Fine."])
     write_lines(tmp_path / "second.txt", ["z" * 30])
     code, _, error = mt(
@@ -354,9 +361,9 @@ def test_a_line_over_the_models_own_request_limit_is_refused_before_any_output(
     )
     assert (code, error) == (
         2,
-        f"translate-batch failed: {tmp_path / 'second.txt'}: line 1: 30 characters x beam is 150 "
-        "units of work, over this model's max_request_work=120; split that line or use a "
-        "smaller beam",
+        f"translate-batch failed: {tmp_path / 'second.txt'}: line 1: 30 characters may take 31 "
+        "decoder steps: 155 units of work at beam 5, over this model's max_request_work=120; "
+        "split that line or use a smaller beam",
     )
     assert not (tmp_path / "out").exists()
 
@@ -387,6 +394,66 @@ def test_bad_arguments_are_refused_in_one_line(
             f"translate-batch failed: {message}",
         )
     assert not (tmp_path / "o.txt").exists()
+
+
+CAP = "monitor.max_batch_mb = 0.01 (10000 bytes)"
+RAISE_CAP = "or raise monitor.max_batch_mb in params.yaml"
+
+
+def test_a_batch_over_max_batch_mb_is_refused_before_it_is_read(
+    project: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 25 §3: an input was read whole, whatever its size. Each line is 25 bytes.
+    big = write_lines(tmp_path / "big.txt", ["A dog runs on the beach."] * 401)
+    folder = tmp_path / "folder"
+    write_lines(folder / "a.txt", ["A dog runs on the beach."] * 200)
+    write_lines(folder / "b.txt", ["A dog runs on the beach."] * 201)
+    out = tmp_path / "out"
+    cases = {
+        (big, out / "big.txt"): f"{big}: larger than {CAP}; split it into smaller files, "
+        f"{RAISE_CAP}",
+        (folder, out): f"{folder}: its *.txt files hold more than {CAP} together (passed at "
+        f"b.txt); translate them in smaller batches, {RAISE_CAP}",
+    }
+    for (source, output), message in cases.items():
+        assert mt(caplog, capsys, "--input", str(source), "--output", str(output)) == (
+            2,
+            "",
+            f"translate-batch failed: {message}",
+        )
+    assert not out.exists()
+
+
+def test_the_manifest_records_the_bytes_written_not_a_later_edit(
+    project: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 25 §9: the manifest hashed the output by reading it back after the rename, so an
+    # edit landing in between was recorded as the translation and reruns kept the edit.
+    source = write_lines(tmp_path / "raced.txt", ["A cat sleeps."])
+    output = tmp_path / "out" / "raced.txt"
+    args = ("--input", str(source), "--output", str(output))
+    rename = os.replace
+
+    def rename_then_edit(src: Any, dst: Any) -> None:
+        rename(src, dst)
+        if Path(dst) == output:  # another writer appends the moment the output lands
+            with output.open("a", encoding="utf-8") as handle:
+                handle.write("edited by another writer\n")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "replace", rename_then_edit)
+        assert mt(caplog, capsys, *args)[0] == 0
+    assert manifest_of(output)["output_sha256"] == hashlib.sha256(b"A CAT SLEEPS.\n").hexdigest()
+    code, out, _ = mt(caplog, capsys, *args)
+    assert code == 0
+    assert without_drift(out) == f"{output}: translated: 1 lines from {source} by version 1\n"
+    assert output.read_text("utf-8") == "A CAT SLEEPS.\n"
 
 
 # ---- progress ------------------------------------------------------------------------------
@@ -490,39 +557,59 @@ def test_a_run_killed_mid_batch_leaves_no_output_and_the_rerun_completes_it(
 
 # ---- what a DAG run translates (pipeline/orchestration/batch_request.py) ------------------
 
-TRANSLATED = "file:///srv/mt/outgoing/translated"
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Path:
+    """incoming/ (the input root), outgoing/ (the output root) and a project/ side by side."""
+    for name in ("incoming", "outgoing", "project"):
+        (tmp_path / "srv" / name).mkdir(parents=True)
+    return tmp_path / "srv"
 
 
-def test_a_form_run_translates_what_its_form_names(tmp_path: Path) -> None:
-    form = {"input_path": "incoming/a.txt", "output_path": "/data/out.txt", "beam_size": 3}
-    assert batch_requests(form, [], tmp_path, TRANSLATED) == [
+def roots_of(srv: Path) -> BatchRoots:
+    return BatchRoots(srv / "incoming", srv / "outgoing", srv / "project")
+
+
+def translated(srv: Path) -> str:
+    return (srv / "outgoing" / "translated").as_uri()
+
+
+def test_a_form_run_translates_what_its_form_names(srv: Path) -> None:
+    write_lines(srv / "incoming" / "a.txt", ["Fine."])
+    form = {"input_path": "a.txt", "output_path": "de/out.txt", "beam_size": 3}  # under roots
+    assert batch_requests(form, [], roots_of(srv), translated(srv)) == [
         {
-            "input_path": str(tmp_path / "incoming/a.txt"),
-            "output_path": "/data/out.txt",
+            "input_path": str(srv / "incoming" / "a.txt"),
+            "output_path": str(srv / "outgoing" / "de" / "out.txt"),
             "beam_size": 3,
         }
     ]
 
 
 def test_an_event_run_translates_one_batch_per_event_into_the_translated_asset(
-    tmp_path: Path,
+    srv: Path,
 ) -> None:
+    one = write_lines(srv / "incoming" / "one.txt", ["Fine."])
+    folder = write_lines(srv / "incoming" / "folder" / "a.txt", ["Fine."]).parent
     extras: list[dict[str, Any]] = [
-        {"input_path": "/in/one.txt", "from_rest_api": True},
-        {"input_path": "/in/folder", "beam_size": 2},
-        {"input_path": "/in/one.txt"},  # the same batch twice: translated once
+        {"input_path": str(one), "from_rest_api": True},
+        {"input_path": str(folder), "beam_size": 2},
+        {"input_path": "one.txt"},  # the same batch twice: translated once
     ]
     assert batch_requests(
-        {"input_path": None, "output_path": None, "beam_size": None}, extras, tmp_path, TRANSLATED
+        {"input_path": None, "output_path": None, "beam_size": None},
+        extras,
+        roots_of(srv),
+        translated(srv),
     ) == [
         {
-            "input_path": "/in/one.txt",
-            "output_path": "/srv/mt/outgoing/translated/one.txt",
+            "input_path": str(one),
+            "output_path": str(srv / "outgoing" / "translated" / "one.txt"),
             "beam_size": None,
         },
         {
-            "input_path": "/in/folder",
-            "output_path": "/srv/mt/outgoing/translated/folder",
+            "input_path": str(folder),
+            "output_path": str(srv / "outgoing" / "translated" / "folder"),
             "beam_size": 2,
         },
     ]
@@ -534,33 +621,33 @@ def test_an_event_run_translates_one_batch_per_event_into_the_translated_asset(
         (
             {},
             [],
-            TRANSLATED,
+            "",
             "translate_batch: nothing to translate; set `input_path` in the Trigger form, or emit "
             'an event on monitor.incoming_asset with extra {"input_path": "<file or folder>"}',
         ),
         (
             {},
-            [{"input_path": "/in/a.txt"}, {"path": "/in/b.txt"}],
-            TRANSLATED,
+            [{"input_path": "a.txt"}, {"path": "b.txt"}],
+            "",
             "asset event 2's extra has no `input_path`; name the file or folder to translate, "
             'e.g. {"input_path": "/srv/mt/incoming/to-translate/batch-01.txt"}',
         ),
         (
             {},
-            [{"input_path": "/in/a.txt", "beam_size": 65}],
-            TRANSLATED,
+            [{"input_path": "a.txt", "beam_size": 65}],
+            "",
             "asset event 1's extra `beam_size` is 65: 65 is greater than the maximum of 64 "
             "(the form's rule)",
         ),
         (
             {"input_path": ""},
             [{"input_path": 7}],
-            TRANSLATED,
+            "",
             "asset event 1's extra `input_path` is 7: 7 is not of type 'null', 'string' "
             "(the form's rule)",
         ),
         (
-            {"input_path": "/in/a.txt"},
+            {"input_path": "a.txt"},
             [],
             "s3://bucket/out",
             "monitor.translated_asset is 's3://bucket/out', not a local file:// URI, so there is "
@@ -576,8 +663,212 @@ def test_an_event_run_translates_one_batch_per_event_into_the_translated_asset(
     ],
 )
 def test_bad_requests_fail_the_planning_task_in_one_line(
-    tmp_path: Path, form: dict[str, Any], extras: list[dict[str, Any]], asset: str, message: str
+    srv: Path, form: dict[str, Any], extras: list[dict[str, Any]], asset: str, message: str
 ) -> None:
+    write_lines(srv / "incoming" / "a.txt", ["Fine."])
     with pytest.raises(ConfigError) as error:
-        batch_requests(form, extras, tmp_path, asset)
+        batch_requests(form, extras, roots_of(srv), asset or translated(srv))
     assert str(error.value) == message
+
+
+def outside(what: str, path: Path | str, root: Path, key: str) -> str:
+    return (
+        f"{what} {path}: outside {key} ({root}); put the file under it, or change {key} in "
+        "params.yaml"
+    )
+
+
+def symlinked(what: str, path: Path, link: Path, root: Path, key: str) -> str:
+    return (
+        f"{what} {path}: {link} is a symlink; give a path with no symlink, inside {key} ({root})"
+    )
+
+
+def in_project(what: str, path: Path, project: Path, key: str) -> str:
+    return (
+        f"{what} {path}: inside the project checkout ({project}); a request may not read or "
+        f"write the project's files, use a path under {key} outside it"
+    )
+
+
+def confinement_cases(srv: Path) -> dict[str, tuple[dict[str, Any], BatchRoots, str, str]]:
+    """name -> (the form, the roots, monitor.translated_asset, the one error line)."""
+    incoming, outgoing, project = srv / "incoming", srv / "outgoing", srv / "project"
+    roots = roots_of(srv)
+    shared = BatchRoots(srv, srv, project)  # one folder for both roots, the project inside it
+    write_lines(incoming / "a.txt", ["Fine."])
+    private = write_lines(project / ".dvc" / "config.local", ["['remote \"store\"']"])
+    secret = write_lines(srv / "secret.txt", ["password"])
+    (incoming / "link.txt").symlink_to(secret)
+    (incoming / "linked").symlink_to(srv)
+    (outgoing / "linked").symlink_to(project)
+    key_in, key_out = "monitor.input_root", "monitor.output_root"
+    asset = translated(srv)
+    climbing = incoming / "../project/.dvc/config.local"
+    return {
+        "input_elsewhere": (
+            {"input_path": "/etc/passwd"},
+            roots,
+            asset,
+            outside("input", "/etc/passwd", incoming, key_in),
+        ),
+        "input_climbing_out": (
+            {"input_path": "../project/.dvc/config.local"},
+            roots,
+            asset,
+            outside("input", climbing, incoming, key_in),
+        ),
+        "input_in_the_project": (
+            {"input_path": str(private)},
+            shared,
+            asset,
+            in_project("input", private, project, key_in),
+        ),
+        "input_a_symlink": (
+            {"input_path": "link.txt"},
+            roots,
+            asset,
+            symlinked("input", incoming / "link.txt", incoming / "link.txt", incoming, key_in),
+        ),
+        "input_under_a_linked_folder": (
+            {"input_path": "linked/secret.txt"},
+            roots,
+            asset,
+            symlinked(
+                "input", incoming / "linked/secret.txt", incoming / "linked", incoming, key_in
+            ),
+        ),
+        "input_missing": (
+            {"input_path": "missing.txt"},
+            roots,
+            asset,
+            f"input {incoming / 'missing.txt'}: not found; give a text file or a folder",
+        ),
+        "output_elsewhere": (
+            {"input_path": "a.txt", "output_path": str(project / "params.yaml")},
+            roots,
+            asset,
+            outside("output", project / "params.yaml", outgoing, key_out),
+        ),
+        "output_in_the_project": (
+            {"input_path": str(incoming / "a.txt"), "output_path": str(project / "dvc.lock")},
+            shared,
+            asset,
+            in_project("output", project / "dvc.lock", project, key_out),
+        ),
+        "output_under_a_linked_folder": (
+            {"input_path": "a.txt", "output_path": "linked/dvc.lock"},
+            roots,
+            asset,
+            symlinked(
+                "output", outgoing / "linked/dvc.lock", outgoing / "linked", outgoing, key_out
+            ),
+        ),
+        "default_output_outside": (
+            {"input_path": "a.txt"},
+            roots,
+            (srv / "elsewhere").as_uri(),
+            outside("output", srv / "elsewhere" / "a.txt", outgoing, key_out),
+        ),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "input_elsewhere",
+        "input_climbing_out",
+        "input_in_the_project",
+        "input_a_symlink",
+        "input_under_a_linked_folder",
+        "input_missing",
+        "output_elsewhere",
+        "output_in_the_project",
+        "output_under_a_linked_folder",
+        "default_output_outside",
+    ],
+)
+def test_a_request_outside_its_roots_fails_the_planning_task_in_one_line(
+    srv: Path, case: str
+) -> None:
+    # Issue 25 §3: a form or an asset event could read /etc/passwd or .dvc/config.local and
+    # overwrite params.yaml, dvc.lock or a DAG file.
+    form, roots, asset, message = confinement_cases(srv)[case]
+    with pytest.raises(ConfigError) as error:
+        batch_requests(form, [], roots, asset)
+    assert str(error.value) == message
+
+
+def test_the_roots_come_from_params_yaml_and_must_exist(tmp_path: Path) -> None:
+    project, incoming, translated_dir = tmp_path / "p", tmp_path / "in", tmp_path / "out"
+    for folder in (project, incoming, translated_dir):
+        folder.mkdir()
+    asset = {"translated_asset": translated_dir.as_uri()}
+
+    def roots(orchestration: dict[str, Any], monitor: dict[str, Any]) -> BatchRoots:
+        write_params(project, {"orchestration": orchestration, "monitor": monitor})
+        _load_cached.cache_clear()
+        return batch_roots(load_config(project / "params.yaml"), project)
+
+    # Empty roots: orchestration.data_root, and the folder of monitor.translated_asset.
+    assert roots({"data_root": str(incoming)}, asset) == BatchRoots(
+        incoming, translated_dir, project
+    )
+    # The output root is made when missing, like any output folder; the input root is not.
+    made = tmp_path / "made" / "here"
+    assert roots({"data_root": str(incoming)}, {**asset, "output_root": str(made)}).outputs == made
+    assert made.is_dir()
+    missing, a_file = tmp_path / "missing", write_lines(tmp_path / "a-file", ["not a folder"])
+    bad = {
+        (str(missing), ""): f"monitor.input_root {missing}: not a folder on this worker; create "
+        "it, or set monitor.input_root in params.yaml",
+        ("", str(a_file)): f"monitor.output_root {a_file}: not a folder on this worker; "
+        "create it, or set monitor.output_root in params.yaml",
+    }
+    for (input_root, output_root), message in bad.items():
+        with pytest.raises(ConfigError) as error:
+            roots(
+                {"data_root": str(incoming)},
+                {**asset, "input_root": input_root, "output_root": output_root},
+            )
+        assert str(error.value) == message
+    with pytest.raises(ConfigError) as error:
+        roots({"data_root": str(incoming)}, {"translated_asset": "s3://bucket/out"})
+    assert str(error.value) == (
+        "monitor.output_root is empty and monitor.translated_asset 's3://bucket/out' is not a "
+        "local file:// URI, so there is no output root; set monitor.output_root"
+    )
+
+
+def test_the_translate_task_confines_its_request_again(project: Path) -> None:
+    # The request reaches `translate` through XCom, which any task can write: run_request
+    # checks it against params.yaml's roots itself, and opens no symlink in a folder input.
+    srv = project.parent / "srv"
+    incoming, outgoing = srv / "incoming", srv / "outgoing"
+    forged = {
+        "input_path": str(project / "params.yaml"),
+        "output_path": str(outgoing / "params.txt"),
+        "beam_size": None,
+    }
+    with pytest.raises(ConfigError) as error:
+        run_request(project, forged)
+    assert str(error.value) == outside(
+        "input", project / "params.yaml", incoming, "monitor.input_root"
+    )
+    folder = write_lines(incoming / "mixed" / "a.txt", ["Fine."]).parent
+    (folder / "b.txt").symlink_to(project / "params.yaml")
+    request = {
+        "input_path": str(folder),
+        "output_path": str(outgoing / "mixed"),
+        "beam_size": None,
+    }
+    with pytest.raises(DataError) as data_error:
+        run_request(project, request)
+    assert str(data_error.value) == (
+        f"{folder / 'b.txt'}: a symlink; a request's input must be the file itself, inside "
+        "monitor.input_root"
+    )
+    (folder / "b.txt").unlink()
+    extra = run_request(project, request)
+    assert [item["action"] for item in extra["files"]] == ["translated"]
+    assert (outgoing / "mixed" / "a.txt").read_text("utf-8") == "FINE.\n"

@@ -629,3 +629,38 @@ def test_translate_batch_form_has_input_output_and_beam_with_the_shared_schema(
         "minimum": 1,
         "maximum": 64,
     }
+
+
+def test_translate_batch_plan_fails_on_a_path_outside_the_input_root(
+    batch_dag: Any, project_dir: Path, tmp_path: Path
+) -> None:
+    # Issue 25 §3: the Trigger form (or an asset event) could name /etc/passwd; plan_batches,
+    # the run's first task, confines the request to the roots of the project's params.yaml.
+    from pipeline.config import _load_cached
+
+    incoming, outgoing = tmp_path / "incoming", tmp_path / "outgoing"
+    incoming.mkdir()
+    outgoing.mkdir()
+    monitor = {
+        "input_root": str(incoming),
+        "output_root": str(outgoing),
+        "translated_asset": (outgoing / "translated").as_uri(),
+    }
+    write_params(project_dir, {"monitor": monitor})
+    (project_dir / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")  # a project root
+    _load_cached.cache_clear()
+    plan = batch_dag.get_task("plan_batches").python_callable
+    with pytest.raises(ConfigError) as error:
+        plan(params={"input_path": "/etc/passwd", "output_path": None, "beam_size": None})
+    assert str(error.value) == (
+        f"input /etc/passwd: outside monitor.input_root ({incoming}); put the file under it, or "
+        "change monitor.input_root in params.yaml"
+    )
+    (incoming / "news.txt").write_text("A dog runs.\n", encoding="utf-8")
+    assert plan(params={"input_path": "news.txt"}) == [
+        {
+            "input_path": str(incoming / "news.txt"),
+            "output_path": str(outgoing / "translated" / "news.txt"),
+            "beam_size": None,
+        }
+    ]

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -227,6 +228,30 @@ def test_a_bad_batch_is_refused_and_nothing_is_written(
         check_incoming(lines, batch_id, paths, load_config())
     assert not paths.drift_dir.exists()
     assert not (monitored_project / "mlruns.db").exists()
+
+
+def test_the_drift_page_and_its_mlflow_copy_show_counts_never_the_lines(
+    monitored_project: Path,
+) -> None:
+    # Issue 25 §3: a line with control characters was listed verbatim among the GX rule's
+    # unexpected values, on a page uploaded to MLflow where every logged-in user reads it.
+    from mlflow import MlflowClient
+
+    secret = "api_key=sk-live-4242"
+    lines = [*ENGLISH[:39], f"A dog runs. {secret}\x1b]0;owned\x07"]
+    result = check_incoming(lines, "leaky-1", project_paths(), load_config())
+    assert (result.gx_success, result.gx_failed_rules) == (False, ("no_control_chars",))
+    run = monitoring_runs(monitored_project)["leaky-1"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{monitored_project / 'mlruns.db'}")
+    run_id = run.info.run_id  # type: ignore[attr-defined]
+    copy = client.download_artifacts(run_id, "data_docs", str(monitored_project.parent))
+    [page] = Path(copy).rglob("*.html")
+    text = page.read_text("utf-8")
+    plain = " ".join(re.sub(r"<[^>]+>", " ", text).split())  # the page's words, no markup
+    rule = "values must be greater than or equal to 0.0 and less than or equal to 0.0"
+    assert f"control_chars Status Expectation Observed Value {rule} . 1 unexpected" in plain
+    written = [path for path in monitored_project.parent.rglob("*") if path.is_file()]
+    assert [path for path in written if secret.encode() in path.read_bytes()] == []
 
 
 def test_check_incoming_without_a_profile_names_the_stage_to_run(project_dir: Path) -> None:

@@ -68,7 +68,7 @@ def test_docs_table_lists_exactly_the_params_with_the_declared_ranges() -> None:
 
 
 BAD_VALUES = [
-    ("register.max_batch_rows", 0, "is 0; allowed: [1, 100_000]"),
+    ("register.max_batch_rows", 0, "is 0; allowed: [1, 1024]"),
     ("register.min_bleu", -1, "is -1.0; allowed: [0, 100]"),
     ("train.learning_rate", -0.001, "is -0.001; allowed: (0, 1]"),
     ("decode.beam_size", 100_000, "is 100000; allowed: [1, 64]"),
@@ -124,6 +124,23 @@ def test_a_value_outside_its_range_names_key_value_and_range(
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
+        ("register.max_input_chars", 10_001, "is 10001; allowed: [1, 10_000]"),
+        ("register.max_batch_rows", 1_025, "is 1025; allowed: [1, 1024]"),
+        ("register.max_request_work", 10_000_001, "is 10000001; allowed: [1, 10_000_000]"),
+    ],
+    ids=["max_input_chars", "max_batch_rows", "max_request_work"],
+)
+def test_request_limits_are_bounded_above(key: str, value: Any, message: str) -> None:
+    """Issue 25: `max_request_work` had no maximum, and the body cap the limits imply reached
+    1.2 TB at the old maxima (tests/test_serving.py checks the cap at the new ones)."""
+    with pytest.raises(ConfigError) as error:
+        parse_config(deep_merge(repo_params(), nested(key, value)))
+    assert str(error.value).startswith(f"params.yaml: `{key}` {message}")
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
         ("data.test_splits", ["test_2016_flickr", "../train"], "`data.test_splits[1]` is '../"),
         ("train.bucket_boundaries", [0, 8], "`train.bucket_boundaries[0]` is 0; allowed: [1, "),
     ],
@@ -142,6 +159,9 @@ def test_each_item_of_a_list_is_checked(key: str, value: Any, message: str) -> N
         ("decode.beam_size", 1),
         ("decode.max_source_length", 10_000),
         ("register.min_bleu", 0),
+        ("register.max_input_chars", 10_000),
+        ("register.max_batch_rows", 1_024),
+        ("register.max_request_work", 10_000_000),
         ("train.clip_norm", 0),
         ("data.tgt_lang", "no"),  # Norwegian: a code that YAML 1.1 would read as false unquoted
         ("orchestration.schedule", "30 2 * * 1-5"),
@@ -171,7 +191,7 @@ def test_a_cron_with_a_wrong_field_count_or_value_is_refused() -> None:
     [
         (
             {"register": {"max_batch_rows": 0}},
-            "`register.max_batch_rows` is 0; allowed: [1, 100_000]",
+            "`register.max_batch_rows` is 0; allowed: [1, 1024]",
         ),
         ({"data": {"val_split": "train"}}, "`data.val_split` is 'train', the same split as"),
     ],

@@ -1,4 +1,4 @@
-"""Moves of @champion made outside mt, the champion lock, and the smoke check, against the test
+"""Moves of @champion made outside mt, and the smoke check, against the test
 run's real `mlflow server` (tests/conftest.py `shared_mlflow`: PostgreSQL; webhooks need a SQL
 backend) and the webhook receiver as a process.
 
@@ -14,6 +14,8 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
+import shutil
 import socket
 import subprocess
 import time
@@ -32,8 +34,6 @@ from pipeline import cli
 from pipeline.config import load_config
 from pipeline.paths import project_paths
 from pipeline.registry.commands import registry_main
-from pipeline.registry.errors import RegistryError
-from pipeline.registry.lock import champion_lock, lock_name
 from pipeline.registry.store import CHAMPION, Registry
 from pipeline.registry.webhooks import SECRET_ENV, WEBHOOK_NAME
 from pipeline.tracking import fluent_store
@@ -132,11 +132,14 @@ def delete_alias_through_rest(server: MlflowServer, name: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
-def run_mt(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_mt(
+    project: Path, *args: str, clock: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`mt ARGS` as a process; `clock`: a command it runs under (`skewed_clock`)."""
     env = {**venv_environ(), "MT_PROJECT_DIR": str(project), "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
-        [str(BIN_DIR / "mt"), *args], cwd=project, env=env, capture_output=True, text=True,
-        timeout=180, check=False,
+        [*(clock or []), str(BIN_DIR / "mt"), *args], cwd=project, env=env,
+        capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
 
 
@@ -174,13 +177,17 @@ class WebhookReceiver:
 
 
 @contextlib.contextmanager
-def webhook_receiver(project: Path, directory: Path) -> Iterator[WebhookReceiver]:
+def webhook_receiver(
+    project: Path, directory: Path, clock: list[str] | None = None
+) -> Iterator[WebhookReceiver]:
+    """The receiver as a process; `clock`: a command it runs under (`skewed_clock`)."""
     port = free_port()
     log_file = directory / "receiver.log"
     env = {**venv_environ(), "MT_PROJECT_DIR": str(project), "PYTHONUNBUFFERED": "1"}
+    command = [str(BIN_DIR / "mt"), "registry", "webhook", "serve", "--port", str(port)]
     with log_file.open("wb") as log:
         process = subprocess.Popen(
-            [str(BIN_DIR / "mt"), "registry", "webhook", "serve", "--port", str(port)],
+            [*(clock or []), *command],
             cwd=project, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     receiver = WebhookReceiver(process, port, log_file)
@@ -200,6 +207,21 @@ def _listening(port: int) -> bool:
 
 def signed_post(url: str, secret: str, payload: dict[str, object], age_s: int = 0) -> int:
     """A delivery signed as MLflow signs one (mlflow/webhooks/delivery.py); its HTTP status."""
+    return signed_delivery(url, secret, payload, age_s).status_code
+
+
+def signed_delivery(
+    url: str, secret: str, payload: dict[str, object], age_s: int = 0
+) -> requests.Response:
+    """A delivery signed as MLflow signs one, dated `age_s` before this host's clock."""
+    headers, body = signed_headers(secret, payload, age_s)
+    return requests.post(url, data=body, headers=headers, timeout=30)
+
+
+def signed_headers(
+    secret: str, payload: dict[str, object], age_s: int = 0
+) -> tuple[dict[str, str], bytes]:
+    """The headers and body of a delivery as MLflow signs one (mlflow/webhooks/delivery.py)."""
     body = json.dumps(payload)
     delivery_id, timestamp = str(uuid.uuid4()), str(int(time.time()) - age_s)
     signed = f"{delivery_id}.{timestamp}.{body}".encode()
@@ -210,7 +232,7 @@ def signed_post(url: str, secret: str, payload: dict[str, object], age_s: int = 
         "X-MLflow-Timestamp": timestamp,
         "X-MLflow-Signature": f"v1,{base64.b64encode(digest).decode()}",
     }
-    return requests.post(url, data=body, headers=headers, timeout=30).status_code
+    return headers, body.encode()
 
 
 def alias_event(name: str, version: str) -> dict[str, object]:
@@ -333,6 +355,107 @@ def test_reconcile_records_a_move_made_through_the_rest_api_and_rollback_undoes_
     assert champion(registry) == "1"
 
 
+# --- clocks: an mt host or a receiver whose clock is off the server's (issue 25) ---------------
+
+# Far past what the old code allowed: 60 s between an mt host and the server, and 300 s between
+# the receiver and the server.
+SKEW = "+10m"
+
+
+def skewed_clock(offset: str) -> list[str]:
+    """`faketime -f OFFSET`: the command after it runs with its clock moved by OFFSET
+    (libfaketime, preloaded: time(), gettimeofday() and clock_gettime() of the process)."""
+    if shutil.which("faketime") is None:
+        pytest.fail("libfaketime is not installed: run `make test-packages`")
+    return ["faketime", "-f", offset]
+
+
+@contextlib.contextmanager
+def subscribed(server: MlflowServer, receiver: WebhookReceiver) -> Iterator[None]:
+    """The webhook installed for `receiver`, and deleted after (the server is shared)."""
+    client = MlflowClient(tracking_uri=server.url, registry_uri=server.url)
+    assert registry_main(["webhook", "install", "--url", receiver.url]) == 0
+    try:
+        yield
+    finally:
+        for hook in client.list_webhooks():
+            client.delete_webhook(hook.webhook_id)
+
+
+def outcomes(receiver: WebhookReceiver, name: str) -> list[str]:
+    """What the receiver did with each delivery about model `name`, in order, without the
+    actor of an echoed move ("... by <user>@<host> ...")."""
+    about = f" ({name}): "
+    return [
+        line.split(about, 1)[1].split(" by ")[0]
+        for line in receiver.output().splitlines()
+        if line.startswith("delivery ") and about in line
+    ]
+
+
+def test_a_move_by_an_mt_host_whose_clock_is_ahead_is_known_as_its_own_when_delivered(
+    project: Path, server: MlflowServer, standin: ModelInfo, tmp_path: Path
+) -> None:
+    """An mt host 10 minutes fast dated its move 10 minutes after the delivery that reported
+    it, so the receiver recorded mt's own move as one made outside mt. Its moves are dated by
+    the server's clock now (pipeline/registry/server_clock.py)."""
+    clock = skewed_clock(SKEW)
+    with webhook_receiver(project, tmp_path) as receiver, subscribed(server, receiver):
+        registry = standin_versions(standin, 2)  # v1 promoted by mt in this process
+        wait_for(lambda: len(outcomes(receiver, registry.name)) == 1, "the delivery of v1")
+        promoted = run_mt(project, "registry", "promote", "2", "--reason", "fast", clock=clock)
+        assert promoted.returncode == 0, promoted.stderr
+        wait_for(lambda: len(outcomes(receiver, registry.name)) == 2, "the delivery of v2")
+    assert outcomes(receiver, registry.name) == [
+        "already in the trail: promote v- -> v1",
+        "already in the trail: promote v1 -> v2",
+    ]
+    assert moves_of(registry) == [
+        ("promote", None, "1", "FINISHED"),
+        ("promote", "1", "2", "FINISHED"),
+    ]
+    fast_hosts_move = registry.recorded_moves()[1]
+    assert fast_hosts_move.start_ms < time.time() * 1000 + 60_000  # not 10 minutes ahead
+
+
+def test_a_receiver_whose_clock_is_ahead_keeps_genuine_deliveries_and_refuses_replays(
+    project: Path, server: MlflowServer, standin: ModelInfo, tmp_path: Path
+) -> None:
+    """A receiver 10 minutes fast refused every genuine delivery (400, which MLflow does not
+    retry): it held MLflow's signed timestamp against its own clock. It holds it against the
+    server's now, says its own is off, and still refuses a delivery sent again 15 minutes on."""
+    with (
+        webhook_receiver(project, tmp_path, skewed_clock(SKEW)) as receiver,
+        subscribed(server, receiver),
+    ):
+        registry = standin_versions(standin, 2)  # v1 promoted by mt in this process
+        wait_for(lambda: len(outcomes(receiver, registry.name)) == 1, "the delivery of v1")
+        set_alias_through_rest(server, registry.name, "2")
+        wait_for(lambda: len(outcomes(receiver, registry.name)) == 2, "the delivery of v2")
+        replayed = signed_delivery(receiver.url, SECRET, alias_event(registry.name, "1"), 900)
+    assert outcomes(receiver, registry.name) == [
+        "already in the trail: promote v- -> v1",
+        "recorded: outside v1 -> v2",
+    ]
+    assert moves_of(registry) == [
+        ("promote", None, "1", "FINISHED"),
+        ("outside", "1", "2", "FINISHED"),
+    ]
+    timestamp = replayed.request.headers["X-MLflow-Timestamp"]
+    # The server's clock is read to the second (its Date header), hence 899 to 901.
+    assert replayed.status_code == 400 and replayed.json()["error"] in {
+        f"timestamp {timestamp} is {age} s before the MLflow server's clock now (allowed: "
+        "300 s): a replayed delivery, or one held up that long"
+        for age in (899, 900, 901)
+    }
+    skew_warning = re.compile(
+        r"this host's clock is (599|600|601) s ahead of the MLflow server's "
+        rf"\({re.escape(server.url)}\); deliveries are checked against the server's clock, "
+        r"but fix this host's time sync \(NTP\)"
+    )
+    assert skew_warning.search(receiver.output()), receiver.output()
+
+
 # --- the smoke check: a broken version never becomes champion --------------------------------
 
 BROKEN_MODEL_CODE = '''\
@@ -400,54 +523,6 @@ def test_a_version_failing_the_smoke_check_never_becomes_champion(
         ) in caplog.text
     assert champion(registry) == "1"
     assert moves_of(registry) == [("promote", None, "1", "FINISHED")]
-
-
-# --- the champion lock ----------------------------------------------------------------------
-
-
-def test_champion_lock_excludes_a_second_holder_and_is_taken_over_from_a_dead_one(
-    project: Path,
-) -> None:
-    registry = open_registry()
-    client = registry.client
-    name = lock_name(registry.name)
-    with (
-        champion_lock(registry, "first holder"),
-        pytest.raises(RegistryError, match=r"^@champion is locked by first holder "),
-        champion_lock(registry, "second holder", wait_s=0.5),
-    ):
-        pass
-    assert not client.search_registered_models(f"name = '{name}'")
-
-    finished = subprocess.Popen(["true"])
-    finished.wait()  # a pid of this host that no longer runs: a killed mover's
-    now_ms = int(time.time() * 1000)
-    left = {  # token: (pid, host, lease end)
-        "dead": (str(finished.pid), socket.gethostname(), now_ms + 60_000),
-        "expired": ("1", "another-host", now_ms - 1_000),
-    }
-    for token, (pid, host, expires) in left.items():
-        tags = {"holder": token, "token": token, "pid": pid, "host": host}
-        client.create_registered_model(name, tags={**tags, "expires_ms": str(expires)})
-        with champion_lock(registry, "taker", wait_s=5):
-            assert client.get_registered_model(name).tags["holder"] == "taker"
-        assert client.get_registered_model(f"{name}.stale.{token}").tags["holder"] == token
-    assert not client.search_registered_models(f"name = '{name}'")
-
-
-def test_champion_lock_takes_a_lock_with_its_own_token_as_acquired(project: Path) -> None:
-    """MLflow's client retries a request answered with a 5xx: a create the server did anyway
-    is then answered "already exists". The lock found holds this acquire's own token: it is
-    ours, not a holder to wait for (which would time out waiting for itself)."""
-    from pipeline.registry.lock import _acquire, _release, _try_create
-
-    registry = open_registry()
-    client, name = registry.client, lock_name(registry.name)
-    assert _try_create(registry, name, "our-token", "retried mover")  # the lost first try
-    _acquire(registry, name, "our-token", "retried mover", wait_s=0)  # the retry: no wait
-    assert client.get_registered_model(name).tags["holder"] == "retried mover"
-    _release(registry, name, "our-token")
-    assert not client.search_registered_models(f"name = '{name}'")
 
 
 # --- the receiver under bad or idle clients (issue 25) ----------------------------------------

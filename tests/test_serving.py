@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import shutil
 import signal
 import subprocess
@@ -19,15 +21,27 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.exceptions import MlflowException
 
 from pipeline import cli
-from pipeline.config import _load_cached, load_config
+from pipeline.config import RegisterConfig, _load_cached, load_config, parse_config
+from pipeline.monitor.batch_model import choose_model, load_version, model_facts
+from pipeline.param_rules import rule_of
 from pipeline.paths import project_paths
-from pipeline.serving import InputLimits, requested_beam_size, texts_from_input
+from pipeline.serving import (
+    InputLimits,
+    StepBounds,
+    request_work,
+    requested_beam_size,
+    step_bounds_of,
+    texts_from_input,
+)
 from pipeline.serving_body_cap import SCORING_SERVER_ENV, cap_scoring_server_body
+from pipeline.text import normalize_text
+from pipeline.tokenize import load_tokenizers
 from pipeline.tracking import model_metadata, tracking_uri
-from tests.conftest import TINY_OVERRIDES, write_params
+from tests.conftest import REPO_ROOT, TINY_OVERRIDES, tiny_pairs, write_params
 from tests.mlflow_server import (
     BIN_DIR,
     ModelServer,
@@ -94,16 +108,90 @@ def test_bad_requests_raise_invalid_parameter_value(model_input: object, message
     assert caught.value.get_http_status_code() == 400
 
 
-def test_work_per_request_is_bounded_by_characters_times_beam() -> None:
-    two_full_rows = ["x" * 10, "y" * 10]
-    assert texts_from_input(two_full_rows, LIMITS, beam_size=1) == two_full_rows  # 20: at it
+def repo_register_and_decode() -> tuple[InputLimits, StepBounds]:
+    """params.yaml's request limits and the step bounds of its decode settings."""
+    config = parse_config(yaml.safe_load((REPO_ROOT / "params.yaml").read_text("utf-8")))
+    register = config.register
+    limits = InputLimits(
+        register.max_input_chars, register.max_batch_rows, register.max_request_work
+    )
+    return limits, StepBounds.of(config.decode)
+
+
+def test_a_request_of_many_short_rows_is_refused_for_the_decoder_steps_they_may_take() -> None:
+    """Issue 25: work counted characters x beam, so 256 one-character rows at beam 64 were 16_384
+    units against register.max_request_work=200_000; each row may take 13 decoder steps
+    (floor(1.5 x 2) + 10), 212_992 hypothesis-steps in all."""
+    limits, bounds = repo_register_and_decode()
+    short_rows = ["a"] * limits.max_batch_rows
+    assert (limits.max_batch_rows, limits.max_request_work) == (256, 200_000)
+    assert bounds == StepBounds(max_length_ratio=1.5, max_length_offset=10, max_source_length=200)
+    assert texts_from_input(short_rows, limits, 60, bounds) == short_rows  # 199_680 units
     with pytest.raises(MlflowException) as caught:
-        texts_from_input(two_full_rows, LIMITS, beam_size=2)
+        texts_from_input(short_rows, limits, 64, bounds)
     assert caught.value.message == (
-        "request of 2 rows and 20 characters at beam 2 is 40 units of work (characters x "
-        "beam), over register.max_request_work=20; send fewer or shorter rows"
+        "request of 256 rows at beam 64 is 212992 units of work (beam x 3328 decoder steps its "
+        "rows may take), over register.max_request_work=200000; send fewer or shorter rows, or "
+        "a smaller beam"
     )
     assert caught.value.get_http_status_code() == 400
+
+
+def test_a_model_without_decoding_settings_counts_one_step_per_character_and_a_mark() -> None:
+    two_rows = ["x" * 9, "y" * 9]  # the stand-ins: an output as long as the input
+    assert texts_from_input(two_rows, LIMITS, beam_size=1) == two_rows  # 20 units: at it
+    with pytest.raises(MlflowException) as caught:
+        texts_from_input(two_rows, LIMITS, beam_size=2)
+    assert caught.value.message == (
+        "request of 2 rows at beam 2 is 40 units of work (beam x 20 decoder steps its rows may "
+        "take), over register.max_request_work=20; send fewer or shorter rows, or a smaller beam"
+    )
+
+
+@pytest.fixture(scope="module")
+def source_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A tiny SentencePiece model trained as `mt tokenize` trains one (params.yaml's options)."""
+    from pipeline.tokenize import SOURCE_MODEL, TARGET_MODEL, train_tokenizer_models
+
+    pairs = tiny_pairs(60)
+    config = parse_config(yaml.safe_load((REPO_ROOT / "params.yaml").read_text("utf-8")))
+    tiny = dataclasses.replace(config.tokenize, vocab_size=120)
+    models = train_tokenizer_models([s for s, _ in pairs], [t for _, t in pairs], tiny, 1234)
+    directory = tmp_path_factory.mktemp("tokenizer")
+    (directory / SOURCE_MODEL).write_bytes(models[0])
+    (directory / TARGET_MODEL).write_bytes(models[1])
+    return load_tokenizers(directory).src
+
+
+@pytest.mark.parametrize("max_source_length", [200, 8])
+def test_the_step_bound_is_the_decoders_own_limit_or_above(
+    source_tokenizer: Any, max_source_length: int
+) -> None:
+    """Each text's bound against `max_target_lengths` of the decoder on its real pieces, cut as
+    the Translator cuts them: never below ("Ö" is two pieces, "▁" and <unk>; "ﬃ ﬃ" is eight
+    after NFKC: both exactly at the bound), equal once the cut decides the length."""
+    import keras
+
+    from pipeline.model.decoding import max_target_lengths
+    from pipeline.translator import pad_batch
+
+    bounds = StepBounds(1.5, 10, max_source_length)
+    texts = [
+        "A dog runs.", "Ö", "\ufdfa", "\ufdfa" * 3, "ﬃ ﬃ", "x" * 1000, "😀 hi",
+        "a " * 500, "  ", "",
+    ]  # fmt: skip
+    pieces = source_tokenizer.encode([normalize_text(text) for text in texts])
+    decoded = {
+        text: ids[:max_source_length] for text, ids in zip(texts, pieces, strict=True) if ids
+    }
+    limits = max_target_lengths(pad_batch(list(decoded.values())), 1.5, 10)
+    decoder_limit = dict(zip(decoded, keras.ops.convert_to_numpy(limits).tolist(), strict=True))
+    bound = {text: bounds.steps(text) for text in decoded}
+    assert all(bound[text] >= decoder_limit[text] for text in decoded), (bound, decoder_limit)
+    assert [bound[text] - decoder_limit[text] for text in ("Ö", "ﬃ ﬃ")] == [0, 0]
+    longest = "a " * 500  # 500 pieces "▁a", cut to max_source_length
+    assert bound[longest] == decoder_limit[longest] == math.floor(1.5 * max_source_length) + 10
+    assert [bounds.steps(text) for text in ("  ", "")] == [0, 0]  # not decoded at all
 
 
 @pytest.mark.parametrize(
@@ -138,6 +226,15 @@ def test_body_cap_admits_the_largest_request_the_limits_allow() -> None:
     rows = [[astral] for _ in range(LIMITS.max_batch_rows)]
     body = json.dumps({"dataframe_split": {"columns": ["text"], "data": rows}})
     assert len(body.encode()) <= LIMITS.max_request_bytes == 3 * (12 * 10 + 16) + 4096
+
+
+def test_body_cap_at_the_largest_allowed_limits_stays_under_118_mb() -> None:
+    """Issue 25: at the old maxima (1_000_000 characters, 100_000 rows) it was 1.2 TB."""
+    fields = {field.name: field for field in dataclasses.fields(RegisterConfig)}
+    largest = {name: rule_of(fields[name]).le for name in ("max_input_chars", "max_batch_rows")}
+    assert largest == {"max_input_chars": 10_000, "max_batch_rows": 1_024}
+    cap = InputLimits(10_000, 1_024, 10_000_000).max_request_bytes
+    assert cap == 1_024 * (12 * 10_000 + 16) + 4096 == 122_900_480
 
 
 @pytest.fixture
@@ -242,13 +339,14 @@ def assert_serves_champion(server: ModelServer) -> None:
 
 def assert_beam_is_a_request_parameter(server: ModelServer) -> None:
     """`params.beam_size` reaches the model: the work bound counts the requested beam."""
-    rows = {"inputs": {"text": ["x" * 40] * 3}}  # 120 characters: work 120 at beam 1
+    rows = {"inputs": {"text": ["x" * 39] * 3}}  # 3 x (39 + 1) steps: work 120 at beam 1
     status, body = invocations(server, {**rows, "params": {"beam_size": 1}})
-    assert (status, body) == (200, {"predictions": [{"translation": "X" * 40}] * 3})
+    assert (status, body) == (200, {"predictions": [{"translation": "X" * 39}] * 3})
     assert_bad_request(
         invocations(server, {**rows, "params": {"beam_size": 2}}),
-        "request of 3 rows and 120 characters at beam 2 is 240 units of work (characters x "
-        "beam), over register.max_request_work=120; send fewer or shorter rows",
+        "request of 3 rows at beam 2 is 240 units of work (beam x 120 decoder steps its rows may "
+        "take), over register.max_request_work=120; send fewer or shorter rows, or a smaller "
+        "beam",
     )
     assert_bad_request(
         invocations(server, {**rows, "params": {"beam_size": 0}}),
@@ -403,9 +501,12 @@ def test_mt_register_logs_the_trained_translator_and_mt_serve_serves_it(
     monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
     pairs = TRAIN_PAIRS[:10]
     sources = [source for source, _ in pairs]
-    # Work bound = these rows' characters: a request for them passes at beam 1 only (and the
-    # smoke check's canary sentences, fewer characters, still pass at the logged beam 2).
-    register = {**TINY_OVERRIDES["register"], "max_request_work": sum(map(len, sources))}
+    # Work bound = the decoder steps these rows may take: a request for them passes at beam 1
+    # only (and the smoke check's canary sentences, fewer, still pass at the logged beam 2).
+    write_params(project_dir, TINY_OVERRIDES)
+    _load_cached.cache_clear()
+    work = request_work(sources, 1, StepBounds.of(load_config().decode))
+    register = {**TINY_OVERRIDES["register"], "max_request_work": work}
     write_params(project_dir, {**TINY_OVERRIDES, "register": register})
     _load_cached.cache_clear()
     shutil.copytree(memorised_model_dir(tmp_path_factory), project_dir / "models")
@@ -426,6 +527,12 @@ def test_mt_register_logs_the_trained_translator_and_mt_serve_serves_it(
     assert signature.params.to_dict() == [
         {"name": "beam_size", "type": "long", "default": 2, "shape": None}
     ]
+    # Batch translation (before loading) and the champion watch (loaded) split requests by
+    # the version's own step bounds, those the served model checks with.
+    logged_bounds = StepBounds.of(load_config().decode)
+    choice = choose_model(project_paths(), None, name)
+    assert model_facts(choice, batch_size=64).limits.step_bounds == logged_bounds
+    assert step_bounds_of(load_version(choice)) == logged_bounds
     server = MtServe(project_dir, tmp_path / "serve.log")
     try:
         server.start()
@@ -442,11 +549,11 @@ def test_mt_register_logs_the_trained_translator_and_mt_serve_serves_it(
         server.stop()
     expected = [target for _, target in pairs] + [""]
     assert greedy == (200, {"predictions": [{"translation": text} for text in expected]})
-    work = register["max_request_work"]
     assert_bad_request(
         logged_beam,
-        f"request of 10 rows and {work} characters at beam 2 is {2 * work} units of work "
-        f"(characters x beam), over register.max_request_work={work}; send fewer or shorter rows",
+        f"request of 10 rows at beam 2 is {2 * work} units of work (beam x {work} decoder steps "
+        f"its rows may take), over register.max_request_work={work}; send fewer or shorter "
+        "rows, or a smaller beam",
     )
     assert_bad_request(
         too_wide,

@@ -15,6 +15,8 @@ import email.policy
 import http.server
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -42,7 +44,7 @@ from pipeline.registry.gate import GateRules
 from pipeline.registry.registration import register_candidate
 from pipeline.registry.store import Registry
 from tests.conftest import REPO_ROOT, tiny_pairs, write_params
-from tests.mlflow_server import free_port, uppercase_spec, write_evaluation
+from tests.mlflow_server import free_port, uppercase_spec, venv_environ, write_evaluation
 
 MODEL = "multi30k-en-de-lstm"
 SPLIT = "test_2016_flickr"
@@ -351,6 +353,85 @@ def test_a_batch_too_small_to_judge_is_counted_and_never_a_finding(
     assert [line for line in report if line.startswith("| small-3 |")] == [
         "| small-3 | 2026-03-01T10:00:00+00:00 | lines | 3 | min 125 | not judged: too few lines |"
     ]
+
+
+# --- two watch runs at once ------------------------------------------------------------------
+
+# One watch run in its own process. `pause-before-writing` stops it just before it writes
+# history.jsonl (inside the history's lock) until a line arrives on stdin; `announce-lock`
+# prints "locking" before it asks for that lock, so the test knows it now waits for it.
+WATCH_PROCESS = """
+import fcntl, sys
+from pipeline.config import load_config
+from pipeline.monitor import watch
+from pipeline.paths import project_paths
+
+if sys.argv[1] == "pause-before-writing":
+    write = watch.atomic_write_text
+    def paused(path, text):
+        if path.name == "history.jsonl":
+            print("writing", flush=True)
+            sys.stdin.readline()
+        write(path, text)
+    watch.atomic_write_text = paused
+else:
+    flock = fcntl.flock
+    def announced(handle, operation):
+        if str(getattr(handle, "name", "")).endswith(".history.lock"):
+            print("locking", flush=True)
+        flock(handle, operation)
+    fcntl.flock = announced
+record = watch.run_watch(project_paths(), load_config())
+print("recorded", record["mlflow_run_id"], flush=True)
+"""
+
+
+def start_watch(
+    paths: ProjectPaths, role: str, log: Path, processes: list[subprocess.Popen[str]]
+) -> subprocess.Popen[str]:
+    env = {**venv_environ(), "MT_PROJECT_DIR": str(paths.root), "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    process = subprocess.Popen(
+        [sys.executable, "-c", WATCH_PROCESS, role],
+        cwd=paths.root, env=env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=log.open("w", encoding="utf-8"),
+    )  # fmt: skip
+    processes.append(process)
+    return process
+
+
+def recorded_run(output: str) -> str:
+    """The MLflow run id a watch process printed last."""
+    [line] = [line for line in output.splitlines() if line.startswith("recorded ")]
+    return line.removeprefix("recorded ")
+
+
+@pytest.mark.timeout(600)  # a hang guard for the two processes, not a measured time
+def test_two_watch_runs_at_once_both_land_in_the_history(
+    paths: ProjectPaths, tmp_path: Path, processes: list[subprocess.Popen[str]]
+) -> None:
+    # Issue 25 §9: each run rewrote history.jsonl from what it had read before, so a run that
+    # wrote in between was lost. The first run is held where it writes; the second runs whole.
+    first = start_watch(paths, "pause-before-writing", tmp_path / "first.log", processes)
+    assert first.stdout is not None and first.stdin is not None
+    assert first.stdout.readline() == "writing\n", (tmp_path / "first.log").read_text("utf-8")
+    second = start_watch(paths, "announce-lock", tmp_path / "second.log", processes)
+    assert second.stdout is not None
+    seen = []  # until the second waits for the lock, or (without one) has finished
+    while (line := second.stdout.readline()) not in ("", "locking\n"):
+        seen.append(line)
+    first.stdin.write("\n")
+    first.stdin.flush()
+    first_out, _ = first.communicate()
+    second_out, _ = second.communicate()
+    assert (first.returncode, second.returncode) == (0, 0), (tmp_path / "second.log").read_text()
+    history = read_history(paths)
+    assert [record["mlflow_run_id"] for record in history] == [
+        recorded_run(first_out),
+        recorded_run("".join(seen) + second_out),
+    ]
+    report = (paths.watch_dir / "report.md").read_text("utf-8")
+    assert all(f"| {record['checked_at']} | v1 |" in report for record in history)
 
 
 # --- alerts through the real notifiers ------------------------------------------------------

@@ -1,7 +1,11 @@
 """`mt translate-batch`: translate a file or a folder of *.txt files with the champion.
 
 Order of work, so that bad input and a kill both leave nothing half made:
-1. read and check every input file (batch_input.py): a bad one fails the whole batch;
+0. a DAG request only (`run_request`): its paths must lie inside monitor.input_root and
+   output_root, outside the project checkout, with no symlink (batch_paths.py); a person
+   running `mt translate-batch` names their own paths and is not confined;
+1. read and check every input file (batch_input.py): regular files of at most
+   monitor.max_batch_mb in all, checked before reading; a bad one fails the whole batch;
 2. resolve `models:/<name>@champion` to a version and read its request limits and default
    beam (batch_model.py); every line must fit one request, checked now;
 3. check each input for drift against the training corpus (pipeline/monitor/drift.py), once
@@ -11,7 +15,8 @@ Order of work, so that bad input and a kill both leave nothing half made:
 4. per output: nothing to do when its manifest already records this input, version and
    decoding; a copy when another output already holds that translation; else translate in
    requests of at most monitor.batch_size lines (batch_manifest.py);
-5. write the output atomically, then its manifest (pipeline/atomic.py).
+5. write the output atomically, then its manifest (pipeline/atomic.py), which records the
+   sha256 of the bytes written (not of a re-read, which another writer could have changed).
 The DAG dags/translate_batch.py calls `translate_batch`; the command prints one line per file.
 """
 
@@ -20,19 +25,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import atomic_write_text
+from pipeline.atomic import atomic_write_bytes
 from pipeline.config import Config, DecodeConfig, load_config
 from pipeline.errors import PipelineError
-from pipeline.monitor.batch_input import BatchFile, output_text, read_batch
+from pipeline.monitor.batch_input import BatchFile, InputLimits, output_text, read_batch
 from pipeline.monitor.batch_manifest import (
     BatchKey,
-    file_sha256,
     recorded_output,
     up_to_date,
     write_manifest,
@@ -46,6 +51,7 @@ from pipeline.monitor.batch_model import (
     request_spans,
     translate_lines,
 )
+from pipeline.monitor.batch_paths import BatchRoots, batch_roots
 from pipeline.param_rules import rule_of
 from pipeline.paths import ProjectPaths, project_paths
 
@@ -103,10 +109,13 @@ def translate_batch(
     output_path: Path,
     beam_size: int | None = None,
     model: str | None = None,
+    roots: BatchRoots | None = None,
 ) -> list[FileOutcome]:
-    """Translate `input_path` (a file, or a folder of *.txt) into `output_path`; per file."""
+    """Translate `input_path` (a file, or a folder of *.txt) into `output_path`; per file.
+
+    `roots`: a DAG request's, whose paths must lie inside them; None for a person's command."""
     beam_size = checked_beam_size(beam_size)
-    files = read_batch(input_path, output_path, config.register.max_input_chars)
+    files = read_input(config, input_path, output_path, roots)
     choice = choose_model(paths, model, config.register.model_name)
     facts = model_facts(choice, config.monitor.batch_size)
     decoding = {"beam_size": beam_size or facts.default_beam_size}
@@ -118,6 +127,23 @@ def translate_batch(
         write_file(paths, plan, choice, config, loaded, drift[plan.file.batch_id])
         for plan in plans
     ]
+
+
+def read_input(
+    config: Config, input_path: Path, output_path: Path, roots: BatchRoots | None
+) -> list[BatchFile]:
+    """The checked files of the batch; with `roots`, every path inside them and no symlink."""
+    limits = InputLimits(
+        config.register.max_input_chars,
+        config.monitor.max_batch_mb,
+        follow_symlinks=roots is None,  # a person's own links, yes; a request's, no
+    )
+    if roots is None:
+        return read_batch(input_path, output_path, limits)
+    files = read_batch(roots.input_path(input_path), roots.output_path(output_path), limits)
+    for file in files:  # a folder's outputs: no symlink in their place either
+        roots.output_path(file.output)
+    return files
 
 
 def plan_file(
@@ -164,13 +190,14 @@ def write_file(
     if plan.action != "up_to_date":
         started = utc_now()
         text = produce_text(plan, model)
+        data = text.encode("utf-8")
         file.manifest.unlink(missing_ok=True)  # a kill from here on leaves no stale manifest
-        atomic_write_text(file.output, text)
+        atomic_write_bytes(file.output, data)
         manifest = {
             **plan.key.fields(),
             "input": str(file.source),
             "output": str(file.output),
-            "output_sha256": file_sha256(file.output),
+            "output_sha256": hashlib.sha256(data).hexdigest(),
             "line_count": len(file.lines),
             "model_run_id": choice.run_id,
             "model_uri": choice.requested,
@@ -208,7 +235,9 @@ def utc_now() -> str:
 
 
 def run_request(root: Path, request: dict[str, Any]) -> dict[str, Any]:
-    """One batch of a translate_batch DAG run; returns the `extra` of its Asset event."""
+    """One batch of a translate_batch DAG run; returns the `extra` of its Asset event.
+
+    The request came through XCom: its paths are confined to the roots again here."""
     paths = project_paths(root)
     config = load_config(paths.params)
     outcomes = translate_batch(
@@ -217,6 +246,7 @@ def run_request(root: Path, request: dict[str, Any]) -> dict[str, Any]:
         Path(request["input_path"]),
         Path(request["output_path"]),
         request.get("beam_size"),
+        roots=batch_roots(config, root),
     )
     return {
         "input_path": request["input_path"],

@@ -4,7 +4,9 @@
 its version number first, and that version is loaded (`models:/<name>/<version>`): a move of
 the alias during a long batch cannot mix two models in one output, and the manifest names the
 version that translated every line. Requests are cut to fit the version's own limits (its
-`model_config`, pipeline/serving.py InputLimits) and monitor.batch_size.
+`model_config`, pipeline/serving.py InputLimits) and monitor.batch_size, their work measured as
+the served model measures it (pipeline/serving.py `request_work`, with the step bounds of the
+version's decoding settings).
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from pipeline.pause_points import pause_point
 from pipeline.progress import with_progress
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.store import CHAMPION, Registry, registry_settings
-from pipeline.tracking import load_pyfunc, mlflow_settings, model_metadata
+from pipeline.serving import BEAM_SIZE_PARAM, DECODING_ARTIFACT, StepBounds, request_work
+from pipeline.tracking import download_model_files, load_pyfunc, mlflow_settings, model_metadata
 
 log = logging.getLogger(__name__)
 
 MODEL_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))")
-BEAM_SIZE_PARAM = "beam_size"  # the request parameter of pipeline/serving.py
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class RequestLimits:
     max_rows: int
     max_input_chars: int
     max_request_work: int
+    step_bounds: StepBounds
 
 
 def choose_model(paths: ProjectPaths, requested: str | None, default_name: str) -> ModelChoice:
@@ -101,16 +104,45 @@ def model_facts(choice: ModelChoice, batch_size: int) -> ModelFacts:
             f"--model {choice.requested}: version {choice.version} takes no beam_size "
             "parameter (logged before serving took decoding options); register the model again"
         )
-    config = info.flavors.get(mlflow.pyfunc.FLAVOR_NAME, {}).get(mlflow.pyfunc.MODEL_CONFIG) or {}
-    return ModelFacts(int(specs[BEAM_SIZE_PARAM].default), _limits(config, batch_size, choice))
+    flavor = info.flavors.get(mlflow.pyfunc.FLAVOR_NAME, {})
+    config = flavor.get(mlflow.pyfunc.MODEL_CONFIG) or {}
+    bounds = _step_bounds(choice, flavor)
+    return ModelFacts(
+        int(specs[BEAM_SIZE_PARAM].default), _limits(config, batch_size, bounds, choice)
+    )
 
 
-def _limits(config: dict[str, Any], batch_size: int, choice: ModelChoice) -> RequestLimits:
+def _step_bounds(choice: ModelChoice, flavor: dict[str, Any]) -> StepBounds:
+    """The version's decoding settings as step bounds; StepBounds() for a model that has none
+    (it checks its requests with those, pipeline/serving.py TextToTextModel)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.uri import append_to_uri_path
+
+    artifact = (flavor.get("artifacts") or {}).get(DECODING_ARTIFACT)
+    if artifact is None:
+        return StepBounds()
+    try:
+        with mlflow_settings(registry_settings()):
+            uri = append_to_uri_path(choice.uri, artifact["path"])
+            local = download_model_files(choice.store_uri, uri)
+        with open(local, encoding="utf-8") as settings:
+            return StepBounds.from_settings_json(settings.read())
+    except (MlflowException, OSError, ValueError, TypeError) as error:
+        raise PipelineError(
+            f"--model {choice.requested}: the decoding settings of version {choice.version} "
+            f"do not read: {_first_line(error)}"
+        ) from None
+
+
+def _limits(
+    config: dict[str, Any], batch_size: int, bounds: StepBounds, choice: ModelChoice
+) -> RequestLimits:
     try:
         return RequestLimits(
             max_rows=min(batch_size, int(config["max_batch_rows"])),
             max_input_chars=int(config["max_input_chars"]),
             max_request_work=int(config["max_request_work"]),
+            step_bounds=bounds,
         )
     except KeyError as missing:
         raise PipelineError(
@@ -142,13 +174,14 @@ def request_spans(
 ) -> Iterator[tuple[int, int]]:
     """[start, end) spans of consecutive lines, each one request within `limits`.
 
-    A request's work is its characters times the beam (pipeline/serving.py), so long lines
-    make smaller requests; a line that alone is over a limit is a DataError naming it.
+    A request's work is the beam times the decoder steps its lines may take
+    (pipeline/serving.py `request_work`), so long lines make smaller requests; a line that
+    alone is over a limit is a DataError naming it.
     """
     start, work = 0, 0
     for index, line in enumerate(lines):
-        cost = len(line) * beam_size
-        _check_line_fits(line, cost, limits, f"{origin}: line {index + 1}")
+        cost = request_work([line], beam_size, limits.step_bounds)
+        _check_line_fits(line, cost, beam_size, limits, f"{origin}: line {index + 1}")
         if index > start and (
             index - start >= limits.max_rows or work + cost > limits.max_request_work
         ):
@@ -158,7 +191,9 @@ def request_spans(
     yield start, len(lines)
 
 
-def _check_line_fits(line: str, cost: int, limits: RequestLimits, where: str) -> None:
+def _check_line_fits(
+    line: str, cost: int, beam_size: int, limits: RequestLimits, where: str
+) -> None:
     if len(line) > limits.max_input_chars:
         raise DataError(
             f"{where}: {len(line)} characters, over this model's max_input_chars="
@@ -166,8 +201,9 @@ def _check_line_fits(line: str, cost: int, limits: RequestLimits, where: str) ->
         )
     if cost > limits.max_request_work:
         raise DataError(
-            f"{where}: {len(line)} characters x beam is {cost} units of work, over this model's "
-            f"max_request_work={limits.max_request_work}; split that line or use a smaller beam"
+            f"{where}: {len(line)} characters may take {cost // beam_size} decoder steps: "
+            f"{cost} units of work at beam {beam_size}, over this model's max_request_work="
+            f"{limits.max_request_work}; split that line or use a smaller beam"
         )
 
 

@@ -35,7 +35,7 @@ from pipeline.registry.errors import RegistryError
 from pipeline.registry.registration import EVIDENCE_PREFIX
 from pipeline.registry.smoke import CANARY_SENTENCES, output_problem
 from pipeline.registry.store import CHAMPION, Registry, registry_settings
-from pipeline.serving import BEAM_SIZE_PARAM, TEXT_COLUMN, InputLimits
+from pipeline.serving import BEAM_SIZE_PARAM, TEXT_COLUMN, InputLimits, step_bounds_of
 from pipeline.tracking import load_pyfunc, mlflow_settings
 
 log = logging.getLogger(__name__)
@@ -136,6 +136,7 @@ def canary_translations(model: Any, canary: CanarySet, batch_size: int) -> list[
             max_rows=min(batch_size, limits.max_batch_rows),
             max_input_chars=limits.max_input_chars,
             max_request_work=limits.max_request_work,
+            step_bounds=step_bounds_of(model),
         )
         spans = list(
             request_spans(canary.sources, request, beam_size, f"canary of {canary.split}")

@@ -13,7 +13,6 @@ lines must be judged once. The kernel drops the flock when its holder dies.
 
 from __future__ import annotations
 
-import fcntl
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from pipeline.atomic import atomic_write_json
 from pipeline.errors import DataError
+from pipeline.file_lock import exclusive_flock
 
 LOCK_FILE = ".lock"
 
@@ -65,7 +65,5 @@ class Pool:
 @contextmanager
 def locked_pool(directory: Path) -> Iterator[Pool]:
     """The pool in `directory`, held exclusively until the block ends."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_FILE, "a", encoding="utf-8") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # closing the file (or dying) releases it
+    with exclusive_flock(directory / LOCK_FILE):
         yield Pool(directory)

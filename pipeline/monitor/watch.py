@@ -10,7 +10,10 @@ A run:
    request a retrain;
 4. logs the numbers as one run of the MLflow experiment `monitoring` (tag monitor.kind=watch);
 5. appends its record to reports/monitoring/watch/history.jsonl and rewrites report.md and
-   canary_bleu.png there (pipeline/monitor/watch_report.py).
+   canary_bleu.png there (pipeline/monitor/watch_report.py), under an exclusive flock of
+   watch/.history.lock: the DAG's run and a person's `mt monitor watch` may end at the same
+   moment, and each would otherwise rewrite the history from what it read before, dropping the
+   other's line.
 
 Nothing is written before the MLflow run is logged, so a run that fails (store unreachable,
 data missing) leaves the history as it was and its retry looks at the same batches. Findings
@@ -26,8 +29,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.atomic import atomic_write_text
-from pipeline.config import Config, load_config
+from pipeline.config import Config, MonitorConfig, load_config
 from pipeline.errors import DataError
+from pipeline.file_lock import exclusive_flock
 from pipeline.monitor.champion_check import ChampionCheck, check_champion
 from pipeline.monitor.drift import DriftResult, drift_results_since
 from pipeline.monitor.findings import drift_findings
@@ -39,6 +43,7 @@ from pipeline.registry.store import Registry
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.jsonl"
+HISTORY_LOCK = ".history.lock"
 WATCH_KIND = "watch"
 # MLflow keeps tag values up to 8000 characters; the findings tag stays well inside.
 MAX_TAG_CHARS = 5000
@@ -56,8 +61,7 @@ def run_watch(paths: ProjectPaths, config: Config) -> dict[str, Any]:
     drift = drift_results_since(paths, since)
     record = watch_record(checked_at, champion, drift, since)
     record["mlflow_run_id"] = log_watch_run(paths, record)
-    append_history(paths, record)
-    write_report(paths.watch_dir, [*history, record], config.monitor)
+    record_run(paths, record, config.monitor)
     log.info("watch of %s: %d finding(s)", champion.model_name, len(record["findings"]))
     return record
 
@@ -124,6 +128,18 @@ def read_history(paths: ProjectPaths) -> list[dict[str, Any]]:
                 "backup or remove that line"
             ) from None
     return records
+
+
+def record_run(
+    paths: ProjectPaths, record: dict[str, Any], monitor: MonitorConfig
+) -> list[dict[str, Any]]:
+    """Append `record` to the history and rewrite the report from the whole history, holding
+    the history's flock; returns that history (this record last)."""
+    with exclusive_flock(paths.watch_dir / HISTORY_LOCK):
+        history = [*read_history(paths), record]
+        append_history(paths, record)
+        write_report(paths.watch_dir, history, monitor)
+    return history
 
 
 def append_history(paths: ProjectPaths, record: dict[str, Any]) -> None:

@@ -8,19 +8,25 @@ An event's values must pass the form's own JSON schema, so a producer cannot ask
 form refuses. Without an output path the output goes into the folder of
 monitor.translated_asset (a file:// URI), under the input's name.
 
+Whoever triggers the run or emits the event names the paths, so they are confined here, before
+any task translates: the input inside monitor.input_root, the output inside monitor.output_root,
+neither in the project checkout (pipeline/monitor/batch_paths.py). A relative path is under its
+root. `translate` checks them again, since XCom is not trusted either (docs/security.md).
+
 Light imports only: the DAG file reads BATCH_PARAM_SCHEMA at parse time.
 """
 
 from __future__ import annotations
 
 import logging
-import urllib.parse
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import MAX_BEAM_SIZE
+from pipeline.config import MAX_BEAM_SIZE, load_config
 from pipeline.errors import ConfigError
+from pipeline.monitor.batch_paths import BatchRoots, batch_roots, file_uri_folder
+from pipeline.paths import project_paths
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +56,19 @@ def event_extras(
     return [dict(event.extra or {}) for batch in events.values() for event in batch]
 
 
+def planned_batches(
+    form: Mapping[str, Any], event_extras: Sequence[Mapping[str, Any]], project: Path
+) -> list[dict[str, Any]]:
+    """The requests of a run, confined to the roots of the project's params.yaml now."""
+    config = load_config(project_paths(project).params)
+    roots = batch_roots(config, project)
+    return batch_requests(form, event_extras, roots, config.monitor.translated_asset)
+
+
 def batch_requests(
     form: Mapping[str, Any],
     event_extras: Sequence[Mapping[str, Any]],
-    root: Path,
+    roots: BatchRoots,
     translated_asset: str,
 ) -> list[dict[str, Any]]:
     """One request ({input_path, output_path, beam_size}) per batch this run translates."""
@@ -68,7 +83,7 @@ def batch_requests(
             "translate_batch: nothing to translate; set `input_path` in the Trigger form, or "
             'emit an event on monitor.incoming_asset with extra {"input_path": "<file or folder>"}'
         )
-    requests = [_resolved(value, root, translated_asset) for value in values]
+    requests = [_resolved(value, roots, translated_asset) for value in values]
     unique = [request for n, request in enumerate(requests) if request not in requests[:n]]
     log.info("batches to translate: %s", unique)
     return unique
@@ -89,26 +104,29 @@ def _checked(values: Mapping[str, Any], where: str) -> dict[str, Any]:
     return picked
 
 
-def _resolved(values: Mapping[str, Any], root: Path, translated_asset: str) -> dict[str, Any]:
-    """Absolute paths (relative ones are under the project); the default output path."""
-    input_path = root / Path(values["input_path"]).expanduser()
+def _resolved(
+    values: Mapping[str, Any], roots: BatchRoots, translated_asset: str
+) -> dict[str, Any]:
+    """Absolute paths inside their roots (a relative one is under its root); the default
+    output path."""
+    input_path = roots.input_path(roots.inputs / values["input_path"])
     if values.get("output_path"):
-        output_path = root / Path(values["output_path"]).expanduser()
+        output_path = roots.outputs / values["output_path"]
     else:
         output_path = asset_folder(translated_asset) / input_path.name
     return {
         "input_path": str(input_path),
-        "output_path": str(output_path),
+        "output_path": str(roots.output_path(output_path)),
         "beam_size": values.get("beam_size"),
     }
 
 
 def asset_folder(uri: str) -> Path:
     """The local folder a file:// Asset URI names (where outputs go by default)."""
-    parsed = urllib.parse.urlsplit(uri)
-    if parsed.scheme != "file" or parsed.netloc not in {"", "localhost"}:
+    folder = file_uri_folder(uri)
+    if folder is None:
         raise ConfigError(
             f"monitor.translated_asset is {uri!r}, not a local file:// URI, so there is no "
             "default output folder; set `output_path` in the form or the event's extra"
         )
-    return Path(urllib.parse.unquote(parsed.path))
+    return folder

@@ -9,7 +9,8 @@ promote, rollback, webhook). See docs/registry.md.
   datasets and artifacts; `model_card`: the version's description.
 - `store`: the MLflow calls: create the version, move aliases by compare-and-set.
 - `audit`: the trail of @champion moves, reconciled with moves made outside mt;
-  `webhooks`: MLflow's registry webhooks received and recorded; `lock`: the champion lock;
+  `webhooks`: MLflow's registry webhooks received and recorded; `server_clock`: the tracking
+  server's clock, which both date and check by; `lock`: the champion lock;
   `handle`: what `audit` and `lock` use of a `store.Registry`;
   `smoke`: the canary translation every new champion must pass.
 - `auth_setup`: users and permissions on a basic-auth MLflow server (`mt mlflow-users`).

@@ -8,18 +8,23 @@ a FINISHED run with action `outside`: by the webhook receiver as soon as MLflow 
 alias event (`record_delivery`), or by `reconcile` the next time `mt` reads or moves the
 champion. The functions here do not lock: callers hold the champion lock (lock.py) around
 every write, so two writers never interleave.
+
+Every time in the trail is the tracking server's (server_clock.py): mt's moves are dated by it,
+outside moves by MLflow's delivery or the registered model's last update. So a delivery is
+matched with the move it reports by comparing one clock with itself, whatever the clock of the
+host that ran mt.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.registry.handle import RegistryHandle
+from pipeline.registry.server_clock import server_now_ms
 from pipeline.tracking import local_artifacts_dir
 
 log = logging.getLogger(__name__)
@@ -34,8 +39,9 @@ DELIVERY_TAG = "mt.webhook.delivery_id"
 # FINISHED move to V started at most this long before MLflow sent it (mt records its intent
 # before it moves the alias; MLflow retries a failed delivery for well under a minute).
 ECHO_WINDOW_MS = 10 * 60 * 1000
-# Clock skew allowed between the tracking server (delivery times) and the hosts running mt.
-CLOCK_SKEW_MS = 60 * 1000
+# How much later than its delivery's time a move may seem to start: mt dates a move by the
+# server's clock read through its whole-second Date header (server_clock.py), a second or so off.
+CLOCK_READING_MS = 5 * 1000
 
 
 @dataclass(frozen=True)
@@ -158,9 +164,11 @@ def _move_tags(
 def record_intent(
     registry: RegistryHandle, action: str, moved: tuple[str | None, str], actor: str, reason: str
 ) -> str:
-    """Open the RUNNING run of a move mt is about to make; its run id."""
+    """Open the RUNNING run of a move mt is about to make, dated by the server's clock (the
+    clock of the delivery that will report it); its run id."""
     run = registry.client.create_run(
         audit_experiment_id(registry),
+        start_time=server_now_ms(registry.uri),
         run_name=f"{registry.name} {action}: v{moved[0]} -> v{moved[1]}",
         tags=_move_tags(registry, action, moved, actor, reason),
     )
@@ -245,7 +253,7 @@ def reconcile(registry: RegistryHandle, actor: str) -> ChampionMove | None:
     updated = registry.client.get_registered_model(registry.name).last_updated_timestamp
     when_ms = max(int(updated or 0), (last.start_ms + 1) if last else 0)
     reason = (
-        f"found by {actor} at {_iso(int(time.time() * 1000))}: @champion was at "
+        f"found by {actor} at {_iso(server_now_ms(registry.uri))}: @champion was at "
         f"v{champion or '-'}, the trail at v{trail_at or '-'}; MLflow records neither who "
         "moved it nor when (dated by the registered model's last update)"
     )
@@ -286,7 +294,7 @@ def record_delivery(registry: RegistryHandle, delivery: AliasDelivery) -> str:
 def _echoed_move(moves: list[ChampionMove], delivery: AliasDelivery) -> ChampionMove | None:
     """The move (mt's own, or one reconcile found) that this delivery reports, if any: the
     newest move at the delivery's time, when it goes to the same version and is recent."""
-    at_delivery = [m for m in moves if m.start_ms <= delivery.when_ms + CLOCK_SKEW_MS]
+    at_delivery = [m for m in moves if m.start_ms <= delivery.when_ms + CLOCK_READING_MS]
     if not at_delivery:
         return None
     newest = at_delivery[-1]

@@ -5,11 +5,19 @@ and `.deleted` events (one webhook, created or updated by name, signed with the 
 MT_REGISTRY_WEBHOOK_SECRET). `mt registry webhook serve` is the receiver: it checks each
 delivery's HMAC signature exactly as `mlflow/webhooks/delivery.py` makes it (HMAC-SHA256 of
 `<delivery id>.<unix timestamp>.<body>`, base64, header `X-MLflow-Signature: v1,<signature>`),
-refuses a missing or wrong signature (401) and a timestamp more than five minutes off (400,
-replays), and records a `@champion` move in the audit trail as action `outside` unless the
-trail has it already (audit.record_delivery). A thread per connection, each with a socket
-timeout, so a client that sends nothing holds up no one; a body must declare its length, in
-digits, within 1 MiB (411, 400 and 413 otherwise), and nothing more is read.
+refuses a missing or wrong signature (401) and a signed timestamp more than five minutes off
+the MLflow server's clock (400: a replay), and records a `@champion` move in the audit trail as
+action `outside` unless the trail has it already (audit.record_delivery). A thread per
+connection, each with a socket timeout, so a client that sends nothing holds up no one; a body
+must declare its length, in digits, within 1 MiB (411, 400 and 413 otherwise), and nothing more
+is read.
+
+The timestamp is the server's `time.time()` when it sent the delivery, so it is compared with
+the server's clock, read from its `Date` header (server_clock.py), never with this host's: a
+receiver whose clock is off would refuse every genuine delivery with a 4xx, which MLflow does
+not retry (it retries 429 and 5xx, three times, with the same id and timestamp). Such a host
+is named in a warning instead. A replay inside the window changes nothing: a recorded delivery
+is found in the trail by its id, and any other is judged at its own signed time again.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,16 +47,20 @@ from mlflow.webhooks.constants import (
 from pipeline.paths import ProjectPaths
 from pipeline.registry.audit import AliasDelivery
 from pipeline.registry.errors import RegistryError
+from pipeline.registry.server_clock import server_offset_s
 from pipeline.registry.store import CHAMPION, Registry, registry_call
+from pipeline.tracking import redact, tracking_uri
 
 log = logging.getLogger(__name__)
 
-SECRET_ENV = "MT_REGISTRY_WEBHOOK_SECRET"
+SECRET_ENV = "MT_REGISTRY_WEBHOOK_SECRET"  # noqa: S105 (an environment variable's name)
 WEBHOOK_NAME = "mt-champion-audit"
 ALIAS_ENTITY = "model_version_alias"
 EVENTS = (WebhookEvent(ALIAS_ENTITY, "created"), WebhookEvent(ALIAS_ENTITY, "deleted"))
-# Standard Webhooks' tolerance: an older (or future) timestamp is a replay or a broken clock.
+# Standard Webhooks' tolerance: a timestamp further from the server's clock is a replay.
 TOLERANCE_S = 300
+# A host whose clock is this far from the server's is named in a warning (NTP keeps well within).
+SKEW_WARNING_S = 60
 MAX_BODY_BYTES = 1 << 20
 # Seconds a connection may stay silent (headers or body) before the receiver drops it.
 SOCKET_TIMEOUT_S = 10.0
@@ -82,10 +94,13 @@ def signature(secret: str, delivery_id: str, timestamp: str, body: bytes) -> str
 
 
 def verify(
-    secret: str, headers: Mapping[str, str], body: bytes, now_s: float
+    secret: str, headers: Mapping[str, str], body: bytes, server_now_s: Callable[[], float]
 ) -> AliasDelivery | None:
     """The `@champion` alias event a genuine delivery reports, None for any other event;
-    DeliveryRejected for a forged, replayed or malformed one."""
+    DeliveryRejected for a forged, replayed or malformed one.
+
+    `server_now_s` (the server's clock) is read only once the signature holds, so unsigned
+    requests make the receiver call no one."""
     lowered = {key.lower(): value for key, value in headers.items()}  # names: any case
     delivery_id = lowered.get(WEBHOOK_DELIVERY_ID_HEADER.lower(), "")
     timestamp = lowered.get(WEBHOOK_TIMESTAMP_HEADER.lower(), "")
@@ -95,9 +110,23 @@ def verify(
     expected = signature(secret, delivery_id, timestamp, body)
     if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
         raise DeliveryRejected(401, "signature does not match (wrong secret, or altered body)")
-    if not timestamp.isdigit() or abs(now_s - int(timestamp)) > TOLERANCE_S:
-        raise DeliveryRejected(400, f"timestamp {timestamp!r} is not within {TOLERANCE_S}s")
+    if not timestamp.isdigit():
+        raise DeliveryRejected(400, f"timestamp {timestamp!r} is not a unix time")
+    _check_fresh(int(timestamp), server_now_s())
     return _alias_event(delivery_id, body)
+
+
+def _check_fresh(timestamp: int, server_now_s: float) -> None:
+    """DeliveryRejected unless the signed `timestamp` is within TOLERANCE_S of the server's
+    clock now: MLflow sends a delivery at once and retries it within a few minutes."""
+    off_s = round(server_now_s) - timestamp
+    if abs(off_s) > TOLERANCE_S:
+        when = f"{off_s} s before" if off_s > 0 else f"{-off_s} s after"
+        raise DeliveryRejected(
+            400,
+            f"timestamp {timestamp} is {when} the MLflow server's clock now (allowed: "
+            f"{TOLERANCE_S} s): a replayed delivery, or one held up that long",
+        )
 
 
 def _alias_event(delivery_id: str, body: bytes) -> AliasDelivery | None:
@@ -125,10 +154,13 @@ class Receiver:
 
     def handle(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, Any]]:
         try:
-            delivery = verify(self.secret, headers, body, time.time())
+            delivery = verify(self.secret, headers, body, self.server_now_s)
         except DeliveryRejected as rejected:
             log.warning("refused a webhook delivery: %s", rejected.message)
             return rejected.status, {"error": rejected.message}
+        except RegistryError as error:  # the server's clock unread: MLflow retries a 5xx
+            log.error("delivery not checked: %s", error)
+            return 503, {"error": str(error)}
         if delivery is None:
             return 200, {"recorded": False, "outcome": "not a @champion alias event"}
         try:
@@ -138,6 +170,21 @@ class Receiver:
             return 503, {"error": str(error)}
         print(f"delivery {delivery.delivery_id} ({delivery.model_name}): {outcome}", flush=True)
         return 200, {"recorded": outcome.startswith("recorded"), "outcome": outcome}
+
+    def server_now_s(self) -> float:
+        """Now by the MLflow server's clock; a warning names this host's clock when it is off."""
+        uri = tracking_uri(self.paths)
+        with registry_call(uri, "reading the MLflow server's clock"):
+            offset_s = server_offset_s(uri)
+        if abs(offset_s) > SKEW_WARNING_S:
+            log.warning(
+                "this host's clock is %.0f s %s the MLflow server's (%s); deliveries are "
+                "checked against the server's clock, but fix this host's time sync (NTP)",
+                abs(offset_s),
+                "ahead of" if offset_s < 0 else "behind",
+                redact(uri),
+            )
+        return time.time() + offset_s
 
     def _registry(self, model_name: str) -> Registry:
         with self.connecting:  # deliveries arrive on threads of their own
