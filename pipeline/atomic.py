@@ -2,9 +2,12 @@
 
 A stage that fails half way leaves the previous outputs (or none) in place, never a mix.
 A process killed half way can leave its temp path (or the old directory it moved aside)
-behind; each name carries the writer's host and pid, and the next write of the same target
-deletes those whose writer on this host is gone, except an old directory whose target is
-missing (the writer died between its two renames): that one is put back, so nothing is lost.
+behind. Each name carries its writer (pipeline/process_identity.py: pid, start time and pid
+namespace, since containers sharing a hostname and a volume number their pids independently),
+and the next write of the same target deletes those whose writer is certainly gone, except an
+old directory whose target is missing (the writer died between its two renames): that one is
+put back, so nothing is lost. A writer of another pid namespace or host is never judged gone.
+Names of mt before that (`<pid>@<host>`) are judged as then: by the pid, on this host.
 Files are fsynced before they are renamed into place and their folder after, so a power cut
 leaves the old output or the new one, not an empty file.
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.pause_points import pause_point
+from pipeline.process_identity import ProcessIdentity, is_gone, this_process
 
 
 def _umask() -> int:
@@ -31,21 +35,31 @@ def _umask() -> int:
     return current
 
 
-def _writer() -> str:
-    """This process, as it appears in the names of its temp paths: `<pid>@<host>`."""
-    return f"{os.getpid()}@{socket.gethostname()}"
+# A writer in a temp path's name: `<pid>-<start ticks>-<namespace key>`.
+WRITER = r"(\d+)-(\d+)-([0-9a-f]{12}|unknown)"
+TEMP_SUFFIX = r"\.[a-z0-9_]+\.tmp"  # tempfile's random part, then .tmp
+
+
+def writer_tag() -> str:
+    """This process, as it appears in the names of its temp paths."""
+    me = this_process()
+    return f"{me.pid}-{me.started}-{me.namespace}"
+
+
+def tagged_writer_is_gone(tag: str) -> bool:
+    """Whether the writer a `writer_tag()` names has certainly exited (False for no tag)."""
+    found = re.fullmatch(WRITER, tag)
+    if found is None:
+        return False
+    pid, started, namespace = found.groups()
+    return is_gone(ProcessIdentity("", namespace, int(pid), int(started)))
 
 
 def remove_leftovers(target: Path) -> list[Path]:
-    """Delete temp paths of `target` left by killed writers on this host; what was deleted."""
-    pattern = re.compile(
-        rf"\.{re.escape(target.name)}\.(?:old\.)?(\d+)@{re.escape(socket.gethostname())}"
-        r"(?:\..*\.tmp)?"
-    )
+    """Delete temp paths of `target` whose writers are gone; what was deleted."""
     removed = []
     for entry in target.parent.glob(f".{target.name}.*") if target.parent.is_dir() else []:
-        match = pattern.fullmatch(entry.name)
-        if not match or process_alive(int(match.group(1))):
+        if not _writer_is_gone(target, entry.name):
             continue
         if entry.name.startswith(f".{target.name}.old.") and not target.exists():
             os.replace(entry, target)  # its writer died between the renames: the output is back
@@ -56,6 +70,18 @@ def remove_leftovers(target: Path) -> list[Path]:
             entry.unlink()
         removed.append(entry)
     return removed
+
+
+def _writer_is_gone(target: Path, name: str) -> bool:
+    """Whether `name` is a temp path of `target` whose writer has certainly exited."""
+    stem = re.escape(target.name)
+    found = re.fullmatch(rf"\.{stem}\.(?:old\.{WRITER}|{WRITER}{TEMP_SUFFIX})", name)
+    if found:
+        pid, started, namespace = (part for part in found.groups() if part is not None)
+        return is_gone(ProcessIdentity("", namespace, int(pid), int(started)))
+    host = re.escape(socket.gethostname())
+    before = re.fullmatch(rf"\.{stem}\.(?:old\.)?(\d+)@{host}(?:\..*\.tmp)?", name)
+    return before is not None and not process_alive(int(before.group(1)))
 
 
 def process_alive(pid: int) -> bool:
@@ -78,7 +104,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace `path` with `data` in one rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_writer()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{writer_tag()}.", suffix=".tmp"
+    )
     try:
         # mkstemp makes 0600 files; outputs should get the usual permissions.
         os.fchmod(fd, 0o666 & ~_umask())
@@ -109,7 +137,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield an empty staging directory that replaces `target` only if the block succeeds."""
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
-    prefix = f".{target.name}.{_writer()}."
+    prefix = f".{target.name}.{writer_tag()}."
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=prefix, suffix=".tmp"))
     staging.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 directories
     try:
@@ -146,7 +174,7 @@ def _swap_in(staging: Path, target: Path) -> None:
     _fsync_tree(staging)
     retired = None
     if target.exists():
-        retired = target.with_name(f".{target.name}.old.{_writer()}")
+        retired = target.with_name(f".{target.name}.old.{writer_tag()}")
         os.replace(target, retired)
         pause_point(f"atomic.old_moved_aside.{target.name}")
     os.replace(staging, target)

@@ -8,12 +8,16 @@ which MLflow's client reads on every request.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 from mlflow.server.auth.client import AuthServiceClient
 
 from pipeline import cli
@@ -22,7 +26,9 @@ from pipeline.paths import project_paths
 from pipeline.registry import auth_setup
 from pipeline.registry.commands import registry_main
 from pipeline.registry.errors import RegistryError
+from pipeline.registry.lock import champion_lock, lock_name
 from pipeline.registry.store import CHALLENGER, CHAMPION, Registry
+from tests import lock_process
 from tests.conftest import write_params
 from tests.mlflow_server import (
     BasicAuth,
@@ -144,6 +150,10 @@ def test_mlflow_users_provisions_the_accounts_and_a_rerun_changes_only_what_diff
         "  READ   on experiment translation: unchanged",  # the server's default_permission
         "  EDIT   on experiment registry-audit: granted",
         f"  MANAGE on registered model {name}: granted",
+        "role mt-champion-lock: created",
+        f"  EDIT   on registered model {name}.champion-lock: granted",
+        "  member pipeline-idem: added",
+        "  member promoter-idem: added",
     ]
     # A rerun changes only what differs: here the pipeline's right on the audit trail.
     assert auth_setup.main([*users, "--separate-promotion"]) == 0
@@ -217,3 +227,61 @@ def test_pipeline_registers_promoter_promotes_and_the_pipeline_cannot(
     assert [(m.action, m.to_version, m.status, m.reason) for m in moves] == [
         ("promote", "1", "FINISHED", "reviewed")
     ]
+
+
+# --- the champion lock between mt's two accounts (issue 25) ---------------------------------
+
+
+def lock_holder_as(user: str, model: str) -> subprocess.Popen[str]:
+    """A process holding the champion lock with `user`'s login."""
+    login = {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": PASSWORDS[user]}
+    return lock_process.start_holder(model, env=lock_process.environ(**login))
+
+
+def kill(process: subprocess.Popen[str]) -> None:
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+
+
+def test_either_account_takes_over_the_lock_the_others_killed_process_left(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lock's creator gets MANAGE on it, and MLflow deletes a model's user grants with it
+    and moves them with a rename: only the role `mt mlflow-users` makes lets the other account
+    rename (take over) it, every time."""
+    log_in(monkeypatch, "admin", ADMIN_PASSWORD)
+    assert auth_setup.main([]) == 0
+    name, client = lock_name(model_name()), MlflowClient()
+    tokens = []
+    for user in ("mt-pipeline", "mt-promoter"):  # each takes over the lock the other left
+        holder = lock_holder_as(user, model_name())
+        tokens.append(client.get_registered_model(name).tags["token"])
+        kill(holder)
+    log_in(monkeypatch, "mt-pipeline")
+    with champion_lock(open_registry(project), "the pipeline again", wait_s=5):
+        assert client.get_registered_model(name).tags["holder"] == "the pipeline again"
+    stale = [client.get_registered_model(f"{name}.stale.{token}") for token in tokens]
+    assert [model.tags["token"] for model in stale] == tokens
+    assert not client.search_registered_models(f"name = '{name}'")
+
+
+def test_an_account_without_the_lock_role_is_refused_taking_over_in_one_line(
+    server: MlflowServer, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_in(monkeypatch, "admin", ADMIN_PASSWORD)
+    assert auth_setup.main([]) == 0
+    AuthServiceClient(server.url).create_user("lock-outsider", "outsider-password-1")
+    kill(lock_holder_as("mt-promoter", model_name()))
+    log_in(monkeypatch, "lock-outsider", "outsider-password-1")
+    name, registry = lock_name(model_name()), open_registry(project)
+    with pytest.raises(RegistryError) as refused, champion_lock(registry, "outsider", wait_s=5):
+        pass
+    message = str(refused.value)
+    assert message.startswith(f"the @champion lock {name} is held by holder (pid ")
+    assert message.endswith(
+        "which is gone, but the tracking server refused user 'lock-outsider' taking it over "
+        "(HTTP 403 PERMISSION_DENIED on renaming it); nothing moved; fix: an MLflow admin runs "
+        f"`mt mlflow-users` (its role mt-champion-lock gives mt's accounts EDIT on {name}), or "
+        f"deletes registered model {name} once no mt command runs"
+    )
+    assert MlflowClient().get_registered_model(name).tags["holder"] == "holder"

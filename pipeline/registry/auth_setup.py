@@ -11,7 +11,12 @@ standard variables MLflow's client sends). It makes, through MLflow's auth REST 
   delete aliases, grant others), READ on `translation`;
 - both: EDIT on `registry-audit`, where every `mt` move of `@champion` is recorded first. With
   `--separate-promotion` the pipeline gets READ there, so the server refuses any `mt` move of
-  `@champion` made with the pipeline's login before the alias moves.
+  `@champion` made with the pipeline's login before the alias moves;
+- both: the role `mt-champion-lock`, EDIT on each model's champion lock `<model>.champion-lock`
+  (pipeline/registry/lock.py), so either may take over a lock the other's dead process left
+  (a rename). A grant to a user on that name would not last: MLflow deletes a registered
+  model's user grants with it (each release) and moves them with a rename (each takeover);
+  a role's grants stay.
 
 MLflow 3.17 checks setting an alias with the same right as creating a version (EDIT on the
 registered model) and does not tell `@champion` from `@challenger`: the account that registers
@@ -29,10 +34,12 @@ from dataclasses import dataclass
 
 from mlflow.exceptions import MlflowException
 from mlflow.server.auth.client import AuthServiceClient
+from mlflow.utils.workspace_utils import DEFAULT_WORKSPACE_NAME
 
 from pipeline.config import load_config
 from pipeline.paths import project_paths
 from pipeline.registry.errors import RegistryError
+from pipeline.registry.lock import lock_name
 from pipeline.registry.store import AUDIT_EXPERIMENT, Registry, registry_call
 from pipeline.tracking import EXPERIMENT_NAME, redact, tracking_uri
 
@@ -42,6 +49,7 @@ PIPELINE_PASSWORD_ENV = "MT_PIPELINE_PASSWORD"  # noqa: S105 (an environment var
 PROMOTER_PASSWORD_ENV = "MT_PROMOTER_PASSWORD"  # noqa: S105 (an environment variable's name)
 EXPERIMENT = "experiment"
 REGISTERED_MODEL = "registered_model"
+LOCK_ROLE = "mt-champion-lock"
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,23 @@ class Account:
     username: str
     password_env: str
     grants: tuple[Grant, ...]
+
+
+@dataclass(frozen=True)
+class LockRole:
+    """The role whose members may take over each other's champion locks (see above)."""
+
+    name: str
+    grants: tuple[Grant, ...]
+    members: tuple[str, ...]
+
+
+def lock_role_plan(members: list[str], models: list[str]) -> LockRole:
+    grants = tuple(
+        Grant(REGISTERED_MODEL, lock_name(name), "EDIT", f"registered model {lock_name(name)}")
+        for name in models
+    )
+    return LockRole(LOCK_ROLE, grants, tuple(members))
 
 
 def account_plan(
@@ -178,6 +203,44 @@ def apply_plan(auth: AuthServiceClient, uri: str, plan: list[Account]) -> None:
             print(f"  {grant.permission:<6} on {grant.label}: {outcome}")
 
 
+def apply_lock_role(auth: AuthServiceClient, uri: str, role: LockRole) -> None:
+    with registry_call(uri, f"creating the role {role.name!r}"):
+        role_id, outcome = _ensure_role(auth, role.name)
+    print(f"role {role.name}: {outcome}")
+    for grant in role.grants:
+        with registry_call(
+            uri, f"granting the role {role.name!r} {grant.permission} on {grant.label}"
+        ):
+            outcome = _ensure_role_grant(auth, role_id, grant)
+        print(f"  {grant.permission:<6} on {grant.label}: {outcome}")
+    for username in role.members:
+        with registry_call(uri, f"giving {username!r} the role {role.name!r}"):
+            joined = any(found.id == role_id for found in auth.list_user_roles(username))
+            if not joined:
+                auth.assign_role(username, role_id)
+        print(f"  member {username}: {'unchanged' if joined else 'added'}")
+
+
+def _ensure_role(auth: AuthServiceClient, name: str) -> tuple[int, str]:
+    """The role's id, and "created" or "unchanged"."""
+    for role in auth.list_roles(DEFAULT_WORKSPACE_NAME):
+        if role.name == name:
+            return int(role.id), "unchanged"
+    description = "mt's accounts: may take over each other's champion locks (mt mlflow-users)"
+    return int(auth.create_role(DEFAULT_WORKSPACE_NAME, name, description).id), "created"
+
+
+def _ensure_role_grant(auth: AuthServiceClient, role_id: int, grant: Grant) -> str:
+    for held in auth.list_role_permissions(role_id):
+        if (held.resource_type, held.resource_pattern) == (grant.resource_type, grant.resource_id):
+            if held.permission == grant.permission:
+                return "unchanged"
+            auth.update_role_permission(held.id, grant.permission)
+            return "granted"
+    auth.add_role_permission(role_id, grant.resource_type, grant.resource_id, grant.permission)
+    return "granted"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mt mlflow-users", description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -208,5 +271,8 @@ def main(argv: list[str]) -> int:
     plan = account_plan(
         args.pipeline_user, args.promoter_user, models, ids, args.separate_promotion
     )
-    apply_plan(AuthServiceClient(registry.uri), registry.uri, plan)
+    auth = AuthServiceClient(registry.uri)
+    apply_plan(auth, registry.uri, plan)
+    lock_role = lock_role_plan([args.pipeline_user, args.promoter_user], models)
+    apply_lock_role(auth, registry.uri, lock_role)
     return 0

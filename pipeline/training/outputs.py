@@ -20,7 +20,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from pipeline.atomic import fsync_directory, process_alive
+from pipeline.atomic import fsync_directory, process_alive, tagged_writer_is_gone, writer_tag
 from pipeline.config import Config
 from pipeline.errors import PipelineError
 from pipeline.model.seq2seq import build_seq2seq
@@ -64,7 +64,7 @@ def stage_model(model: keras.Model, staged: Path) -> None:
     the partial files of killed saves before it)."""
     staged.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_partials(staged)
-    partial = staged.with_name(f".{staged.stem}.{os.getpid()}.tmp{staged.suffix}")
+    partial = staged.with_name(f".{staged.stem}.{writer_tag()}.tmp{staged.suffix}")
     try:
         model.save(partial)
         with open(partial, "rb") as handle:
@@ -76,12 +76,16 @@ def stage_model(model: keras.Model, staged: Path) -> None:
 
 
 def remove_dead_partials(staged: Path) -> list[Path]:
-    """`.<stem>.<pid>.tmp<suffix>` files whose saving process is gone (killed mid-save)."""
-    pattern = re.compile(rf"\.{re.escape(staged.stem)}\.(\d+)\.tmp{re.escape(staged.suffix)}")
+    """`.<stem>.<writer>.tmp<suffix>` files whose saving process is gone (killed mid-save):
+    judged as atomic.py judges its temp paths, so a save in progress in another container
+    that shares `models/` is never taken for a dead one. `<pid>` alone: older mt, this host."""
+    pattern = re.compile(rf"\.{re.escape(staged.stem)}\.(.+)\.tmp{re.escape(staged.suffix)}")
     removed = []
     for entry in staged.parent.glob(f".{staged.stem}.*.tmp{staged.suffix}"):
         match = pattern.fullmatch(entry.name)
-        if match and not process_alive(int(match.group(1))):
+        writer = match.group(1) if match else ""
+        old_style_dead = writer.isdigit() and not process_alive(int(writer))
+        if old_style_dead or tagged_writer_is_gone(writer):
             entry.unlink(missing_ok=True)
             removed.append(entry)
     return removed
