@@ -183,7 +183,9 @@ RUN_PARAMS = {
         KEEP,
         **RUN_PARAM_SCHEMA["data_source"],
         title="Data source",
-        description="multi30k: the public corpus; dir: {split}.{lang} files; tsv: {split}.tsv.",
+        description=(
+            "multi30k: the public corpus; dir: {split}.{lang}(.gz) files; tsv: {split}.tsv(.gz)."
+        ),
     ),
     "data_path": Param(
         None,

@@ -497,11 +497,14 @@ def test_crlf_line_ends_and_missing_final_newline_are_normalised(
     )
 
 
-def test_tsv_source_splits_columns(project_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("packed", [False, True], ids=["tsv", "tsv.gz"])
+def test_tsv_source_splits_columns(project_dir: Path, tmp_path: Path, packed: bool) -> None:
     folder = tmp_path / "tsv"
     folder.mkdir()
     for split in SPLITS:
-        (folder / f"{split}.tsv").write_bytes(b"Hello there.\tBonjour.\r\nA cat.\tUn chat.")
+        text = b"Hello there.\tBonjour.\r\nA cat.\tUn chat."
+        name = f"{split}.tsv.gz" if packed else f"{split}.tsv"
+        (folder / name).write_bytes(gzip.compress(text) if packed else text)
 
     checksums = fetch_local(project_dir, "tsv", folder, tgt_lang="fr")
 
@@ -510,6 +513,28 @@ def test_tsv_source_splits_columns(project_dir: Path, tmp_path: Path) -> None:
     assert (raw_dir / "val.fr").read_bytes() == b"Bonjour.\nUn chat.\n"
     assert checksums["source"] == {"kind": "tsv", "path": str(folder)}
     assert checksums["lines"]["train.fr"] == 2
+
+
+def test_a_tsv_split_missing_or_given_twice_is_named(project_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "tsv"
+    folder.mkdir()
+    for split in SPLITS:
+        (folder / f"{split}.tsv").write_bytes(b"a\tb\n")
+    (folder / "val.tsv.gz").write_bytes(gzip.compress(b"a\tb\n"))
+    with pytest.raises(DataError) as twice:
+        fetch_local(project_dir, "tsv", folder)
+    assert str(twice.value) == (
+        f"{folder}: both val.tsv and val.tsv.gz exist; it is unclear which one to use. Fix: "
+        "keep only one of them."
+    )
+    (folder / "val.tsv").unlink()
+    (folder / "val.tsv.gz").unlink()
+    with pytest.raises(DataError) as missing:
+        fetch_local(project_dir, "tsv", folder)
+    assert str(missing.value) == (
+        f"{folder}/val.tsv: missing (nor val.tsv.gz); split 'val' needs a `source<TAB>target` "
+        "file. Fix: add it, or change data.train_split / data.val_split / data.test_splits."
+    )
 
 
 @pytest.mark.parametrize(

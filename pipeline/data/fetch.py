@@ -6,7 +6,8 @@ Three sources (params `data.source`):
   sums still apply and checksums.json records the URL, not the folder, so the output is
   byte-identical to a download.
 - `dir`: `data.path` holds `{split}.{lang}` or `{split}.{lang}.gz` files.
-- `tsv`: `data.path` holds `{split}.tsv` files, one `source<TAB>target` per line.
+- `tsv`: `data.path` holds `{split}.tsv` (or `{split}.tsv.gz`) files, one `source<TAB>target`
+  per line.
 
 Every split named by `data.*_split(s)` must exist for both languages. The output is
 `data/raw/{split}.{lang}` (decompressed UTF-8, "\\n" line ends, final newline, no leading
@@ -258,16 +259,19 @@ def read_dir_source(data: DataConfig, folder: Path) -> FetchedCorpus:
 
 
 def _find_side_file(folder: Path, split: str, lang: str) -> Path:
-    plain = raw_file(folder, split, lang)
+    need = f"split {split!r} needs a {lang!r} side"
+    fix = "add the file, or change data.*_split(s) / data.src_lang / data.tgt_lang"
+    return _plain_or_packed(folder, raw_file(folder, split, lang), need, fix)
+
+
+def _plain_or_packed(folder: Path, plain: Path, need: str, fix: str) -> Path:
+    """`plain` or `plain.gz`, whichever exists; neither or both is one line naming them."""
     packed = plain.with_name(plain.name + ".gz")
     # exists(), not is_file(): a device or FIFO under the corpus name is refused by name when
     # it is opened, rather than reported as missing.
     found = [path for path in (plain, packed) if path.exists()]
     if not found:
-        raise DataError(
-            f"{plain}: missing (nor {packed.name}); split {split!r} needs a {lang!r} side. "
-            "Fix: add the file, or change data.*_split(s) / data.src_lang / data.tgt_lang."
-        )
+        raise DataError(f"{plain}: missing (nor {packed.name}); {need}. Fix: {fix}.")
     if len(found) == 2:
         raise DataError(
             f"{folder}: both {plain.name} and {packed.name} exist; it is unclear which one "
@@ -277,17 +281,14 @@ def _find_side_file(folder: Path, split: str, lang: str) -> Path:
 
 
 def read_tsv_source(data: DataConfig, folder: Path) -> FetchedCorpus:
-    """`{split}.tsv` files of `source<TAB>target` lines from a local folder."""
-    _require_folder(folder, "`{split}.tsv` files")
+    """`{split}.tsv` or `{split}.tsv.gz` files of `source<TAB>target` lines from a folder."""
+    _require_folder(folder, "`{split}.tsv` or `{split}.tsv.gz` files")
     sides = []
     for split in data.splits:
-        path = folder / f"{split}.tsv"
-        if not path.exists():
-            raise DataError(
-                f"{path}: missing; split {split!r} needs a `source<TAB>target` file. Fix: "
-                "add it, or change data.train_split / data.val_split / data.test_splits."
-            )
-        raw = read_regular_file(path, size_cap(data), LOCAL_FILE_FIX)
+        need = f"split {split!r} needs a `source<TAB>target` file"
+        fix = "add it, or change data.train_split / data.val_split / data.test_splits"
+        path = _plain_or_packed(folder, folder / f"{split}.tsv", need, fix)
+        raw = read_corpus_file(path, size_cap(data), LOCAL_FILE_FIX)
         text = normalise_text(raw, str(path))
         sources, targets = split_tsv(text, str(path))
         sides.append(CorpusSide(split, data.src_lang, f"{path} (column 1)", sources))
