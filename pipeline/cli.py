@@ -59,6 +59,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "run | best: a grid of DVC experiments, chosen by val BLEU, the best registered",
     ),
+    "dialogue-corpus": (
+        "pipeline.data.dialogue_corpus",
+        "main",
+        "write {train,val,test}.tsv of chatterbot-corpus's conversation turns",
+    ),
     "stage": (
         "pipeline.orchestration.commands",
         "main",
