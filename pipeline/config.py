@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import types
 import typing
 import zoneinfo
 from dataclasses import dataclass, field
@@ -18,8 +17,9 @@ from typing import Any, Literal
 
 import yaml
 
+from pipeline.config_reader import build_dataclass, dataclass_specs
 from pipeline.errors import ConfigError
-from pipeline.param_rules import ParamSpec, matching, ranged, rule_of, satisfying
+from pipeline.param_rules import ParamSpec, matching, ranged, satisfying
 from pipeline.paths import project_paths
 
 # Airflow's cron presets (airflow.utils.dates.cron_presets), which CronTriggerTimetable accepts.
@@ -301,7 +301,7 @@ def _require_distinct_splits(data: DataConfig) -> None:
 def parse_config(raw: Any, source: str = "params.yaml") -> Config:
     """Build a Config from a parsed YAML mapping, naming the first offending key."""
     try:
-        return typing.cast(Config, _build(Config, raw, ""))
+        return typing.cast(Config, build_dataclass(Config, raw, ""))
     except ConfigError as error:
         raise ConfigError(str(error).replace("params.yaml", source, 1)) from None
 
@@ -330,88 +330,9 @@ def load_config(path: str | Path | None = None) -> Config:
 
 def param_specs(cls: type = Config, prefix: str = "") -> dict[str, ParamSpec]:
     """Every key of params.yaml (dotted) with its type and allowed range, in file order."""
-    hints = typing.get_type_hints(cls)
-    specs: dict[str, ParamSpec] = {}
-    for item in dataclasses.fields(cls):
-        hint = hints[item.name]
-        if dataclasses.is_dataclass(hint):
-            specs |= param_specs(typing.cast(type, hint), f"{prefix}{item.name}.")
-        else:
-            specs[f"{prefix}{item.name}"] = ParamSpec(hint, rule_of(item))
-    return specs
+    return dataclass_specs(cls, prefix)
 
 
 def config_as_dict(config: Config) -> dict[str, Any]:
     """Plain nested dict (for MLflow params and lineage tags)."""
     return dataclasses.asdict(config)
-
-
-def _build(cls: type, raw: Any, prefix: str) -> Any:
-    if not isinstance(raw, dict):
-        where = prefix.rstrip(".") or "the top level"
-        raise ConfigError(f"params.yaml: `{where}` must be a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = dataclasses.fields(cls)
-    names = [item.name for item in fields]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        raise ConfigError(
-            f"params.yaml: unknown key `{prefix}{unknown[0]}`; allowed keys: {', '.join(names)}"
-        )
-    missing = [name for name in names if name not in raw]
-    if missing:
-        raise ConfigError(f"params.yaml: missing key `{prefix}{missing[0]}`")
-    values = {item.name: _checked_value(item, hints[item.name], raw, prefix) for item in fields}
-    return cls(**values)
-
-
-def _checked_value(
-    item: dataclasses.Field[Any], hint: Any, raw: dict[str, Any], prefix: str
-) -> Any:
-    key = prefix + item.name
-    return _in_range(item, _coerce(hint, raw[item.name], key), key)
-
-
-def _in_range(spec: dataclasses.Field[Any], value: Any, key: str) -> Any:
-    """`value` if the field's declared rule allows it (each item, for a list)."""
-    rule = rule_of(spec)
-    if rule is None:
-        return value
-    items = list(enumerate(value)) if isinstance(value, tuple) else [(None, value)]
-    for index, item in items:
-        if not rule.allows(item):
-            where = key if index is None else f"{key}[{index}]"
-            raise ConfigError(f"params.yaml: `{where}` is {item!r}; allowed: {rule.describe()}")
-    return value
-
-
-def _coerce(hint: Any, value: Any, key: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return _build(typing.cast(type, hint), value, f"{key}.")
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        if value not in allowed:
-            choices = ", ".join(repr(choice) for choice in allowed)
-            raise ConfigError(f"params.yaml: `{key}` is {value!r}; allowed values: {choices}")
-        return value
-    if origin is tuple:
-        item_type = typing.get_args(hint)[0]
-        if not isinstance(value, list):
-            raise ConfigError(f"params.yaml: `{key}` must be a list, got {value!r}")
-        return tuple(_coerce(item_type, item, f"{key}[{i}]") for i, item in enumerate(value))
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported config type for {key}: {hint}")
-    return _coerce_scalar(hint, value, key)
-
-
-def _coerce_scalar(hint: type, value: Any, key: str) -> Any:
-    # bool is an int in Python; refuse it where a number is meant, and vice versa.
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
-        return value
-    raise ConfigError(
-        f"params.yaml: `{key}` must be of type {hint.__name__}, got {value!r} "
-        f"({type(value).__name__})"
-    )
