@@ -8,12 +8,11 @@ in tests/test_registry_outside_moves.py.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from pipeline.paths import project_paths
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.server_clock import server_offset_s
 from pipeline.registry.webhooks import Receiver
+from tests.local_http import serving
 from tests.test_registry_outside_moves import alias_event, signed_headers
 
 SECRET = "secret-of-this-test"
@@ -53,15 +53,9 @@ def clock_server(ahead_s: float | None) -> Iterator[ClockServer]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    served.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
+        served.url = f"http://127.0.0.1:{server.server_address[1]}"
         yield served
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_the_offset_is_the_servers_date_against_this_hosts_clock_read_once_a_minute() -> None:

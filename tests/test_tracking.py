@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -33,6 +32,7 @@ from pipeline.tracking import (
 )
 from pipeline.training.checkpoint_mirror import CheckpointMirror
 from tests.conftest import REPO_ROOT
+from tests.local_http import serving
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -163,15 +163,9 @@ def unavailable(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadingHTTPServer
     which wins over both policies' 1 s), so a test takes no backoff time."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
-    server.requests = 0  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Unavailable) as server:
+        server.requests = 0  # type: ignore[attr-defined]
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def url_of(server: ThreadingHTTPServer) -> str:
