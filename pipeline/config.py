@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
+import urllib.parse
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,6 +262,24 @@ class MonitorConfig:
             "monitor.translated_asset",
             "must differ from incoming_asset (the batch DAG would trigger itself)",
         )
+        translated = local_folder_of(self.translated_asset)
+        _require(
+            not self.output_root
+            or translated is None
+            or translated.is_relative_to(self.output_root),
+            "monitor.output_root",
+            f"is {self.output_root!r}, which does not hold {translated}, the folder of "
+            "monitor.translated_asset where an asset-event run writes its outputs; make one hold "
+            "the other",
+        )
+
+
+def local_folder_of(uri: str) -> Path | None:
+    """The folder a local file:// URI names, or None for any other URI."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme != "file" or parsed.netloc not in {"", "localhost"}:
+        return None
+    return Path(urllib.parse.unquote(parsed.path))
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     srv = {name: root.parent / "srv" / name for name in ("incoming", "outgoing")}
     for folder in srv.values():
         folder.mkdir(parents=True)
-    roots = {"input_root": str(srv["incoming"]), "output_root": str(srv["outgoing"])}
+    roots = {
+        "input_root": str(srv["incoming"]),
+        "output_root": str(srv["outgoing"]),
+        "translated_asset": (srv["outgoing"] / "translated").as_uri(),
+    }
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         for var in ("AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID"):
@@ -816,8 +820,18 @@ def test_the_roots_come_from_params_yaml_and_must_exist(tmp_path: Path) -> None:
     )
     # The output root is made when missing, like any output folder; the input root is not.
     made = tmp_path / "made" / "here"
-    assert roots({"data_root": str(incoming)}, {**asset, "output_root": str(made)}).outputs == made
+    held = {"translated_asset": (made / "translated").as_uri(), "output_root": str(made)}
+    assert roots({"data_root": str(incoming)}, held).outputs == made
     assert made.is_dir()
+    # An output root that does not hold the translated asset's folder: event runs, which write
+    # there, would all fail, so params.yaml is refused when it is read.
+    with pytest.raises(ConfigError) as error:
+        roots({"data_root": str(incoming)}, {**asset, "output_root": str(made)})
+    assert str(error.value) == (
+        f"{project / 'params.yaml'}: `monitor.output_root` is {str(made)!r}, which does not hold "
+        f"{translated_dir}, the folder of monitor.translated_asset where an asset-event run "
+        "writes its outputs; make one hold the other"
+    )
     missing, a_file = tmp_path / "missing", write_lines(tmp_path / "a-file", ["not a folder"])
     bad = {
         (str(missing), ""): f"monitor.input_root {missing}: not a folder on this worker; create "
@@ -826,11 +840,11 @@ def test_the_roots_come_from_params_yaml_and_must_exist(tmp_path: Path) -> None:
         "create it, or set monitor.output_root in params.yaml",
     }
     for (input_root, output_root), message in bad.items():
+        monitor = {"input_root": input_root, "output_root": output_root}
+        if output_root:  # an output root that holds the translated asset's folder
+            monitor["translated_asset"] = (Path(output_root) / "translated").as_uri()
         with pytest.raises(ConfigError) as error:
-            roots(
-                {"data_root": str(incoming)},
-                {**asset, "input_root": input_root, "output_root": output_root},
-            )
+            roots({"data_root": str(incoming)}, {**asset, **monitor})
         assert str(error.value) == message
     with pytest.raises(ConfigError) as error:
         roots({"data_root": str(incoming)}, {"translated_asset": "s3://bucket/out"})

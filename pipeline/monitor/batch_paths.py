@@ -18,11 +18,10 @@ Light imports only: pipeline/orchestration/batch_request.py reads this when a ru
 from __future__ import annotations
 
 import contextlib
-import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import Config
+from pipeline.config import Config, local_folder_of
 from pipeline.confined_paths import inside_root, real_root
 from pipeline.errors import ConfigError
 
@@ -76,18 +75,10 @@ def batch_roots(config: Config, project: Path) -> BatchRoots:
 
 
 def _default_output_root(translated_asset: str) -> Path:
-    folder = file_uri_folder(translated_asset)
+    folder = local_folder_of(translated_asset)
     if folder is None:
         raise ConfigError(
             f"{OUTPUT_ROOT_KEY} is empty and monitor.translated_asset {translated_asset!r} is "
             f"not a local file:// URI, so there is no output root; set {OUTPUT_ROOT_KEY}"
         )
     return folder
-
-
-def file_uri_folder(uri: str) -> Path | None:
-    """The local folder a file:// URI names, or None for any other URI."""
-    parsed = urllib.parse.urlsplit(uri)
-    if parsed.scheme != "file" or parsed.netloc not in {"", "localhost"}:
-        return None
-    return Path(urllib.parse.unquote(parsed.path))

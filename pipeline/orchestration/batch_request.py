@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import MAX_BEAM_SIZE, load_config
+from pipeline.config import MAX_BEAM_SIZE, load_config, local_folder_of
 from pipeline.errors import ConfigError
-from pipeline.monitor.batch_paths import BatchRoots, batch_roots, file_uri_folder
+from pipeline.monitor.batch_paths import BatchRoots, batch_roots
 from pipeline.paths import project_paths
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _resolved(
 
 def asset_folder(uri: str) -> Path:
     """The local folder a file:// Asset URI names (where outputs go by default)."""
-    folder = file_uri_folder(uri)
+    folder = local_folder_of(uri)
     if folder is None:
         raise ConfigError(
             f"monitor.translated_asset is {uri!r}, not a local file:// URI, so there is no "
