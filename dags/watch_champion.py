@@ -30,7 +30,7 @@ DOC_MD = """
 serving does and has it translate the smoke check's sentences (the load check); re-scores it
 on the canary (`monitor.canary_size` seeded pairs of the gate split) and compares the BLEU with
 its recorded canary BLEU and with that of the version the gate last promoted (a drop of more
-than `monitor.max_canary_drop`, or below `monitor.min_canary_bleu`, is a finding); and
+than `monitor.max_canary_drop`, or below `monitor.min_canary_score`, is a finding); and
 collects the drift results of the incoming batches checked since the previous run. It logs
 the numbers to the MLflow experiment `monitoring` and writes
 `reports/monitoring/watch/report.md` with a chart of canary BLEU per run.

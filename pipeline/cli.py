@@ -59,6 +59,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "run | best: a grid of DVC experiments, chosen by val BLEU, the best registered",
     ),
+    "task": (
+        "pipeline.task_presets",
+        "main",
+        "list | use TASK: translation, summarization or dialogue (docs/tasks.md)",
+    ),
     "dialogue-corpus": (
         "pipeline.data.dialogue_corpus",
         "main",

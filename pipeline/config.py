@@ -22,6 +22,7 @@ from pipeline.config_reader import build_dataclass, dataclass_specs
 from pipeline.errors import ConfigError
 from pipeline.param_rules import ParamSpec, matching, ranged, satisfying
 from pipeline.paths import project_paths
+from pipeline.tasks import SACREBLEU_METRICS, TASK_METRICS, Task, allows_same_language
 
 # Airflow's cron presets (airflow.utils.dates.cron_presets), which CronTriggerTimetable accepts.
 SCHEDULE_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly")
@@ -82,8 +83,19 @@ class DataConfig:
         """Every split the pipeline reads, train first."""
         return (self.train_split, self.val_split, *self.test_splits)
 
+    @property
+    def pair(self) -> tuple[str, str]:
+        return (self.src_lang, self.tgt_lang)
+
+    @property
+    def sides(self) -> tuple[str, str]:
+        """The file suffix of each side ({split}.{side}): its language code, or, when both
+        sides share one language (a summary, a reply), `{lang}.src` and `{lang}.tgt`."""
+        if self.src_lang != self.tgt_lang:
+            return self.pair
+        return (f"{self.src_lang}.src", f"{self.tgt_lang}.tgt")
+
     def __post_init__(self) -> None:
-        _require(self.src_lang != self.tgt_lang, "data.tgt_lang", "must differ from src_lang")
         _require(len(self.test_splits) > 0, "data.test_splits", "must name at least one split")
         _require_distinct_splits(self)
 
@@ -97,6 +109,13 @@ class ValidateConfig:
     max_duplicate_share: float = field(metadata=ranged(ge=0, le=1))
     max_train_overlap: float = field(metadata=ranged(ge=0, le=1))
     mostly: float = field(metadata=ranged(gt=0, le=1))
+    # Summarization only (pipeline/tasks.py): a source worth summarising, and a target shorter
+    # than its source (target tokens / source tokens).
+    min_source_tokens: int = field(metadata=ranged(ge=1, le=10_000))
+    max_compression: float = field(metadata=ranged(gt=0, le=10))
+    # Summarization and dialogue: share of sampled lines of each side identified as its
+    # declared language (py3langid); translation keeps its rules without it.
+    min_language_share: float = field(metadata=ranged(ge=0, le=1))
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,9 @@ class CleanConfig:
     max_tokens: int = field(metadata=ranged(ge=1, le=10_000))
     max_length_ratio: float = field(metadata=ranged(ge=1))
     min_tokens: int = field(metadata=ranged(ge=1, le=10_000))
+    # Summarization only: train/val pairs outside these are dropped (see ValidateConfig).
+    min_source_tokens: int = field(metadata=ranged(ge=1, le=10_000))
+    max_compression: float = field(metadata=ranged(gt=0, le=10))
 
     def __post_init__(self) -> None:
         _require(self.max_tokens > self.min_tokens, "clean.max_tokens", "must be > min_tokens")
@@ -170,7 +192,10 @@ class EvaluateConfig:
 class RegisterConfig:
     model_name: str = field(metadata=MODEL_NAME)
     policy: Literal["auto", "manual"]
-    min_bleu: float = field(metadata=ranged(ge=0, le=100))
+    # The gate's, the canary's and the model card's headline; one of the task's metrics
+    # (pipeline/tasks.py TASK_METRICS). min_score and min_delta are in its points (0-100).
+    metric: Literal["bleu", "chrf", "rouge_1", "rouge_2", "rouge_l"]
+    min_score: float = field(metadata=ranged(ge=0, le=100))
     min_delta: float = field(metadata=ranged(ge=0, le=100))
     significance: float = field(metadata=ranged(gt=0, lt=1))
     bootstrap_resamples: int = field(metadata=ranged(ge=10, le=100_000))
@@ -238,7 +263,7 @@ class MonitorConfig:
     batch_size: int = field(metadata=ranged(ge=1, le=65_536))
     canary_size: int = field(metadata=ranged(ge=1, le=100_000))
     max_canary_drop: float = field(metadata=ranged(ge=0, le=100))
-    min_canary_bleu: float = field(metadata=ranged(ge=0, le=100))
+    min_canary_score: float = field(metadata=ranged(ge=0, le=100))
     length_psi: float = field(metadata=ranged(gt=0, le=100))
     length_ks: float = field(metadata=ranged(gt=0, le=1))
     char_class_psi: float = field(metadata=ranged(gt=0, le=100))
@@ -285,6 +310,7 @@ def local_folder_of(uri: str) -> Path | None:
 @dataclass(frozen=True)
 class Config:
     seed: int = field(metadata=ranged(ge=0, le=2**32 - 1))  # NumPy's seed range
+    task: Task
     data: DataConfig
     validate: ValidateConfig
     clean: CleanConfig
@@ -296,6 +322,40 @@ class Config:
     register: RegisterConfig
     orchestration: OrchestrationConfig
     monitor: MonitorConfig
+
+    def __post_init__(self) -> None:
+        _check_task(self)
+
+    @property
+    def metric(self) -> str:
+        """The task's primary metric (register.metric)."""
+        return self.register.metric
+
+    @property
+    def sacrebleu_metric(self) -> bool:
+        return self.register.metric in SACREBLEU_METRICS
+
+
+def _check_task(config: Config) -> None:
+    """What `task:` implies for the other sections (docs/tasks.md)."""
+    task, data = config.task, config.data
+    if data.src_lang == data.tgt_lang:
+        _require(
+            allows_same_language(task),
+            "data.tgt_lang",
+            f"must differ from src_lang for task {task} (summarization and dialogue allow "
+            "the same language on both sides)",
+        )
+    metrics = TASK_METRICS[task]
+    _require(
+        config.register.metric in metrics,
+        "register.metric",
+        f"is {config.register.metric!r}, which task {task} does not report; one of "
+        f"{', '.join(metrics)}",
+    )
+    from pipeline.model_naming import check_model_name  # light: no stage imports
+
+    check_model_name(config.register.model_name, task, data.pair)
 
 
 def _require(condition: bool, key: str, rule: str) -> None:

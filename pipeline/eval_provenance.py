@@ -96,8 +96,11 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def references_of(paths: ProjectPaths, splits: tuple[str, ...], tgt_lang: str) -> dict[str, Path]:
-    return {split: raw_file(paths.raw_dir, split, tgt_lang) for split in splits}
+def references_of(
+    paths: ProjectPaths, splits: tuple[str, ...], target_side: str
+) -> dict[str, Path]:
+    """Each split's reference file: `target_side` is data.sides[1] (its file suffix)."""
+    return {split: raw_file(paths.raw_dir, split, target_side) for split in splits}
 
 
 def hypotheses_of(eval_dir: Path, splits: tuple[str, ...]) -> dict[str, Path]:
@@ -123,7 +126,7 @@ def write_record(
     (eval_dir / PROVENANCE_FILE).write_text(record.as_json(), encoding="utf-8")
 
 
-def verified_evaluation(paths: ProjectPaths, tgt_lang: str) -> EvaluationRecord:
+def verified_evaluation(paths: ProjectPaths, target_side: str) -> EvaluationRecord:
     """The record of reports/eval, once metrics.json, hypotheses and references match it."""
     record = EvaluationRecord.from_file(paths.eval_reports_dir / PROVENANCE_FILE)
     _check(
@@ -135,7 +138,7 @@ def verified_evaluation(paths: ProjectPaths, tgt_lang: str) -> EvaluationRecord:
     splits = tuple(record.hypotheses_sha256)
     for split, path in hypotheses_of(paths.eval_reports_dir, splits).items():
         _check(path, record.hypotheses_sha256[split], "changed since evaluate wrote it")
-    for split, path in references_of(paths, splits, tgt_lang).items():
+    for split, path in references_of(paths, splits, target_side).items():
         expected = record.references_sha256.get(split, "")
         _check(path, expected, f"changed since evaluate scored {split} against it")
     return record

@@ -306,8 +306,8 @@ def read_split(paths: ProjectPaths, config: Config, split: str) -> SplitData:
     data/clean, so a "Hund\u200b" in a reference would otherwise count as a wrong word. Nothing
     else is changed, so scores stay comparable with published results on the raw references.
     """
-    source_path = raw_file(paths.clean_dir, split, config.data.src_lang)
-    reference_path = raw_file(paths.raw_dir, split, config.data.tgt_lang)
+    source_path = raw_file(paths.clean_dir, split, config.data.sides[0])
+    reference_path = raw_file(paths.raw_dir, split, config.data.sides[1])
     for path, stage in ((source_path, "clean"), (reference_path, "fetch")):
         if not path.is_file():
             raise DataError(
@@ -328,7 +328,7 @@ def read_split(paths: ProjectPaths, config: Config, split: str) -> SplitData:
 def read_val_split(paths: ProjectPaths, config: Config) -> SplitData:
     """The cleaned val pairs (data/clean, both sides): what sweeps select on."""
     split, data = config.data.val_split, config.data
-    sides = [raw_file(paths.clean_dir, split, lang) for lang in (data.src_lang, data.tgt_lang)]
+    sides = [raw_file(paths.clean_dir, split, lang) for lang in data.sides]
     for path in sides:
         if not path.is_file():
             raise DataError(
@@ -421,7 +421,7 @@ def write_outputs(
     metrics = {evaluation.split.name: evaluation.metrics for evaluation in evaluations}
     metrics |= selection
     metrics_text = json_text(metrics)
-    references = references_of(paths, config.data.test_splits, config.data.tgt_lang)
+    references = references_of(paths, config.data.test_splits, config.data.sides[1])
     with atomic_directory(paths.eval_reports_dir) as staging:
         write_eval_reports(staging, evaluations, description)
         write_record(staging, evaluated, references, metrics_text)

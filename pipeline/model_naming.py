@@ -1,4 +1,5 @@
-"""A registered model serves one language pair; a name that names a pair must name its own.
+"""A registered model serves one task and one language pair; a name that names either must
+name its own.
 
 Versions of one registered model compete for its `@champion`, so they must translate the same
 pair. Two paths choose the name, and both go through here:
@@ -15,6 +16,12 @@ with it in place (`en-x` for an `en` source, `x-de` for a `de` target), or two t
 codes (ISO 639-1, as pair names usually are). So `multi30k-en-de-lstm` names en-de, while
 `translator`, `fr-try` and `big-rnn` name no pair and are kept as the user chose them.
 
+A name names a task when it holds one of the task words (pipeline/tasks.py) as a token:
+`debian-descriptions-summarization-lstm` names summarization, and is refused for a dialogue
+model. A summarization or dialogue model's name may not name a translation pair (two different
+languages). The check runs when params.yaml is read (pipeline/config.py), so `dvc repro` with a
+name that does not fit stops before the first stage, not after twenty minutes of training.
+
 Only light imports: the DAG file imports run_params at parse time.
 """
 
@@ -23,6 +30,7 @@ from __future__ import annotations
 import re
 
 from pipeline.errors import ConfigError
+from pipeline.tasks import TASKS, Task
 
 Pair = tuple[str, str]
 
@@ -77,6 +85,38 @@ def check_name_names_pair(name: str, pair: Pair) -> None:
         f"params.yaml: register.model_name {name!r} names the language pair "
         f"{pair_token(other)}, but this model translates {pair_token(pair)} (data.src_lang, "
         f"data.tgt_lang); a registered model serves one pair. Set `register.model_name: "
-        f"{suggested}` (dvc repro then reruns only register), or a name without a language "
-        "pair; nothing was registered"
+        f"{suggested}`, or a name without a language pair"
     )
+
+
+def tasks_named(name: str) -> list[Task]:
+    """The task words standing as tokens of `name` (bounded by start, end, -, _ or .)."""
+    tokens = set(re.split(r"[-_.]", name.lower()))
+    return [task for task in TASKS if task in tokens]
+
+
+def check_model_name(name: str, task: Task, pair: Pair) -> None:
+    """Refuse a register.model_name that names another task, or another pair (translation) or
+    any translation pair (summarization, dialogue)."""
+    others = [named for named in tasks_named(name) if named != task]
+    if others:
+        raise ConfigError(
+            f"params.yaml: register.model_name {name!r} names the task {others[0]}, but "
+            f"`task` is {task}; versions of one registered model compete for one @champion. "
+            f"Set a name of this task's own (e.g. `register.model_name: "
+            f"{_name_for_task(name, others[0], task)}`)"
+        )
+    if task == "translation":
+        check_name_names_pair(name, pair)
+        return
+    translation_pairs = [tokens for tokens in pair_tokens(name) if tokens[0] != tokens[1]]
+    if translation_pairs:
+        raise ConfigError(
+            f"params.yaml: register.model_name {name!r} names the language pair "
+            f"{pair_token(translation_pairs[0])}, but `task` is {task}, not translation. Set a "
+            f"name of this task's own (the presets use e.g. <corpus>-{task}-lstm)"
+        )
+
+
+def _name_for_task(name: str, old: Task, new: Task) -> str:
+    return re.sub(rf"(?<![A-Za-z0-9]){old}(?![A-Za-z0-9])", new, name, count=1, flags=re.I)

@@ -114,6 +114,7 @@ def project_paths(root: str | Path | None = None) -> ProjectPaths:
     return ProjectPaths(Path(chosen).resolve())
 
 
-def raw_file(directory: Path, split: str, lang: str) -> Path:
-    """The one naming rule for a side of a split: `{split}.{lang}` (raw, clean)."""
-    return directory / f"{split}.{lang}"
+def raw_file(directory: Path, split: str, side: str) -> Path:
+    """The one naming rule for a side of a split: `{split}.{side}` (raw, clean); a side is its
+    language code, or `{lang}.src` / `{lang}.tgt` when both share one (DataConfig.sides)."""
+    return directory / f"{split}.{side}"

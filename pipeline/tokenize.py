@@ -295,8 +295,7 @@ def split_stats(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def read_clean_split(paths: ProjectPaths, config: Config, split: str) -> list[tuple[str, str]]:
-    langs = (config.data.src_lang, config.data.tgt_lang)
-    return read_pairs(paths.clean_dir, split, langs, producer="mt clean")
+    return read_pairs(paths.clean_dir, split, config.data.sides, producer="mt clean")
 
 
 def run_tokenize(config: Config, paths: ProjectPaths) -> dict[str, Any]:

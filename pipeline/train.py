@@ -271,7 +271,7 @@ def start_run(job: TrainingJob, hashes: dict[str, str]) -> tuple[TrainingRun, Ep
 def run_training(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     """Train (or finish an interrupted run), write every output, then drop the checkpoints."""
     mirror_to = mirror_uri(paths)  # a bad MT_CHECKPOINT_MIRROR fails before any work
-    data = load_training_data(paths, config.train.max_tokens)
+    data = load_training_data(paths, config.train.max_tokens, config.decode.max_source_length)
     hashes = input_hashes(paths)
     plan = plan_devices(config.train.precision, gpu_count())
     fingerprint = run_fingerprint(config, hashes)

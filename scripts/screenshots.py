@@ -298,7 +298,7 @@ TINY_PARAMS: dict[str, Any] = {
     "train": {"epochs": 1, "batch_size": 8, "warmup_steps": 5, "patience": 2, "average_last": 1},
     "decode": {"beam_size": 2},
     "evaluate": {"bootstrap_resamples": 50, "samples": 3, "attention_maps": 1},
-    "register": {"min_bleu": 0.0, "bootstrap_resamples": 50},
+    "register": {"min_score": 0.0, "bootstrap_resamples": 50},
     # No schedule: unpausing a weekly DAG would start the latest missed interval at once.
     "orchestration": {"schedule": "none"},
 }

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline.model_naming import model_name_for_pair
 from tests.machine import machine_summary
 from tests.mlflow_server import MlflowServer
 from tests.postgres import postgres_database
@@ -28,7 +29,7 @@ TINY_OVERRIDES: dict[str, Any] = {
     "train": {"epochs": 2, "batch_size": 8, "warmup_steps": 5, "patience": 2, "average_last": 1},
     "decode": {"beam_size": 2},
     "evaluate": {"bootstrap_resamples": 50, "samples": 3, "attention_maps": 1},
-    "register": {"min_bleu": 0.0, "bootstrap_resamples": 50},
+    "register": {"min_score": 0.0, "bootstrap_resamples": 50},
 }
 
 
@@ -85,10 +86,33 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
     return merged
 
 
-def write_params(root: Path, overrides: dict[str, Any] | None = None) -> Path:
-    """Write the repo's params.yaml into `root`, with `overrides` merged in."""
+def named_to_fit(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides`, plus the register.model_name a user would set for the pair or task they
+    change (params.yaml refuses a name of another pair or task), unless they name one."""
+    if "model_name" in overrides.get("register", {}):
+        return overrides
+    merged = deep_merge(base, overrides)
+    if merged["task"] != "translation":
+        name = f"tiny-{merged['task']}-lstm"
+    else:
+        old = (base["data"]["src_lang"], base["data"]["tgt_lang"])
+        new = (merged["data"]["src_lang"], merged["data"]["tgt_lang"])
+        if new == old:
+            return overrides
+        name = model_name_for_pair(base["register"]["model_name"], old, new)
+    return deep_merge(overrides, {"register": {"model_name": name}})
+
+
+def fitting_params(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The repo's params with `overrides` merged in and the model name fitted to them."""
     base = yaml.safe_load((REPO_ROOT / "params.yaml").read_text(encoding="utf-8"))
-    params = deep_merge(base, overrides or {})
+    return deep_merge(base, named_to_fit(base, overrides))
+
+
+def write_params(root: Path, overrides: dict[str, Any] | None = None) -> Path:
+    """Write the repo's params.yaml into `root`, with `overrides` merged in (and the model name
+    fitted to a changed pair or task, as a user would set it)."""
+    params = fitting_params(overrides or {})
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     return path

@@ -322,7 +322,7 @@ def prepare_registry_project(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for var in ("AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID"):
         monkeypatch.delenv(var, raising=False)
-    overrides = {"min_bleu": 20.0, "bootstrap_resamples": 200, "model_name": model_name}
+    overrides = {"min_score": 20.0, "bootstrap_resamples": 200, "model_name": model_name}
     write_params(project_dir, {"register": overrides})
     _load_cached.cache_clear()
     return project_dir

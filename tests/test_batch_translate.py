@@ -44,7 +44,7 @@ from tests.mlflow_server import reference_lines, register_standin, venv_environ
 
 MODEL = "multi30k-en-de-lstm"
 PARAMS = {
-    "register": {"min_bleu": 20.0, "bootstrap_resamples": 200, "max_input_chars": 40},
+    "register": {"min_score": 20.0, "bootstrap_resamples": 200, "max_input_chars": 40},
     # min_drift_lines 3: the 3-line French batch is judged (the minimum's own rule and its
     # measured value are tests/test_drift.py's). max_batch_mb 0.01: 10,000 bytes a batch.
     "monitor": {"batch_size": 3, "min_drift_lines": 3, "max_batch_mb": 0.01},

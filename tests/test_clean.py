@@ -21,7 +21,9 @@ from pipeline.errors import DataError, ValidationFailed
 from pipeline.text import INVISIBLE_CHARS, normalize_text, remove_invisible
 from tests.conftest import TINY_OVERRIDES, tiny_pairs, write_corpus, write_params
 
-CONFIG = CleanConfig(max_tokens=8, max_length_ratio=2.0, min_tokens=1)
+CONFIG = CleanConfig(
+    max_tokens=8, max_length_ratio=2.0, min_tokens=1, min_source_tokens=1, max_compression=1.0
+)
 GOOD = ("A dog runs.", "Ein Hund läuft.")
 
 

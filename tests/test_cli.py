@@ -44,7 +44,7 @@ def test_bad_params_give_a_clear_error_and_exit_code(tmp_path, monkeypatch) -> N
     )
     assert result.returncode == 2
     assert "fetch failed:" in result.stderr
-    assert "missing key `data`" in result.stderr
+    assert "missing key `task`" in result.stderr
     assert "Traceback" not in result.stderr
 
 

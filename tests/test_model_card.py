@@ -156,7 +156,7 @@ def test_a_new_gate_decision_replaces_only_the_verdict() -> None:
 
 
 def test_card_says_what_is_not_recorded_rather_than_leaving_it_out() -> None:
-    first = GateDecision("rejected", "no champion yet and BLEU 12.00 < min_bleu 20.00")
+    first = GateDecision("rejected", "no champion yet and BLEU 12.00 < min_score 20.00")
     lines = model_card(ModelCardFacts(model_name="stand-in"), first).splitlines()
     assert lines[0] == (
         "**stand-in**: an LSTM encoder-decoder translating an unrecorded language into an "

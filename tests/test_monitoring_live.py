@@ -72,7 +72,7 @@ def monitor_params(scratch: Path, hook_url: str) -> dict[str, Any]:
     return {
         "canary_size": 12,
         "max_canary_drop": 2.0,
-        "min_canary_bleu": 20.0,
+        "min_canary_score": 20.0,
         "batch_size": 4,
         # The tiny corpus's batches are a few lines: judge them (the minimum's own rule and its
         # measured value are tests/test_drift.py's).
@@ -92,7 +92,7 @@ def build_project(scratch: Path, hook_url: str) -> Path:
     overrides = {
         # The watch asks for a retrain on its corpus folder: inside the run's data root.
         "orchestration": {"schedule": "none", "data_root": str(scratch)},
-        "register": {"min_bleu": 20.0, "bootstrap_resamples": 200, "model_name": MODEL},
+        "register": {"min_score": 20.0, "bootstrap_resamples": 200, "model_name": MODEL},
         "monitor": monitor_params(scratch, hook_url),
     }
     project = make_project(scratch / "project", write_tiny_corpus(scratch / "corpus"), overrides)

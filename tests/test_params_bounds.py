@@ -16,7 +16,7 @@ import yaml
 from pipeline import cli
 from pipeline.config import param_specs, parse_config
 from pipeline.errors import ConfigError
-from tests.conftest import REPO_ROOT, deep_merge, write_params
+from tests.conftest import REPO_ROOT, deep_merge, fitting_params, write_params
 
 DOCS = REPO_ROOT / "docs" / "params.md"
 
@@ -69,7 +69,7 @@ def test_docs_table_lists_exactly_the_params_with_the_declared_ranges() -> None:
 
 BAD_VALUES = [
     ("register.max_batch_rows", 0, "is 0; allowed: [1, 1024]"),
-    ("register.min_bleu", -1, "is -1.0; allowed: [0, 100]"),
+    ("register.min_score", -1, "is -1.0; allowed: [0, 100]"),
     ("train.learning_rate", -0.001, "is -0.001; allowed: (0, 1]"),
     ("decode.beam_size", 100_000, "is 100000; allowed: [1, 64]"),
     ("decode.max_source_length", 0, "is 0; allowed: [1, 10_000]"),
@@ -158,7 +158,7 @@ def test_each_item_of_a_list_is_checked(key: str, value: Any, message: str) -> N
         ("decode.beam_size", 64),
         ("decode.beam_size", 1),
         ("decode.max_source_length", 10_000),
-        ("register.min_bleu", 0),
+        ("register.min_score", 0),
         ("register.max_input_chars", 10_000),
         ("register.max_batch_rows", 1_024),
         ("register.max_request_work", 10_000_000),
@@ -172,7 +172,7 @@ def test_each_item_of_a_list_is_checked(key: str, value: Any, message: str) -> N
     ],
 )
 def test_values_at_the_edges_of_their_range_are_accepted(key: str, value: Any) -> None:
-    config = parse_config(deep_merge(repo_params(), nested(key, value)))
+    config = parse_config(fitting_params(nested(key, value)))
     section, _, name = key.rpartition(".")
     assert getattr(getattr(config, section), name) == value
 

@@ -41,7 +41,7 @@ STRONG = list(REFERENCES)  # BLEU 100
 WEAK = wrong_every_other(REFERENCES, 0)  # BLEU 55.53
 OTHER_WEAK = wrong_every_other(REFERENCES, 1)  # BLEU 55.14, wrong on the other half
 SIGNATURE = "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:2.6.0"
-RULES = GateRules("auto", min_bleu=20.0, min_delta=0.0, significance=0.05,
+RULES = GateRules("auto", min_score=20.0, min_delta=0.0, significance=0.05,
                   bootstrap_resamples=200, seed=1234)  # fmt: skip
 
 
@@ -60,7 +60,7 @@ def test_first_model_is_promoted_only_above_the_bleu_floor() -> None:
     high_floor = GateRules("auto", 60.0, 0.0, 0.05, 200, 1234)
     decision = decide(evidence(WEAK), None, REFERENCES, high_floor)
     assert decision.outcome == "rejected"
-    assert decision.reason == "no champion yet and BLEU 55.53 < min_bleu 60.00"
+    assert decision.reason == "no champion yet and BLEU 55.53 < min_score 60.00"
 
 
 def test_significantly_better_challenger_is_promoted() -> None:
@@ -228,7 +228,7 @@ def test_first_registration_carries_lineage_tags_and_becomes_champion(
     assert sorted(version.aliases) == [CHALLENGER, CHAMPION]
     tags = version.tags
     assert tags["git.commit"] == "unknown"  # the tmp project is not a git checkout
-    assert json.loads(tags["params"])["register"]["min_bleu"] == 20.0
+    assert json.loads(tags["params"])["register"]["min_score"] == 20.0
     assert tags["metrics.test_2016_flickr.bleu"] == str(
         BLEU().corpus_score(WEAK, [REFERENCES]).score
     )
@@ -310,7 +310,7 @@ def test_promote_and_rollback_are_recorded_and_printed(
     assert capsys.readouterr().out == "@champion of multi30k-en-de-lstm rolled back: v2 -> v1\n"
     moves = open_registry().champion_moves()
     assert [(m.action, m.from_version, m.to_version, m.reason) for m in moves] == [
-        ("gate", None, "1", "no champion yet and BLEU 55.53 >= min_bleu 20.00"),
+        ("gate", None, "1", "no champion yet and BLEU 55.53 >= min_score 20.00"),
         ("promote", "1", "2", "hotfix"),
         ("rollback", "2", "1", "bad outputs"),
     ]

@@ -72,7 +72,7 @@ def project(
     register = {
         "model_name": request.node.name[:60].replace("_", "-"),
         "policy": "manual",
-        "min_bleu": 20.0,
+        "min_score": 20.0,
         "bootstrap_resamples": 200,
     }
     write_params(project_dir, {"register": register})

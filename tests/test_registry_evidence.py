@@ -148,7 +148,7 @@ def registered(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registered]
         monkeypatch.chdir(root)
         for var in ("MLFLOW_TRACKING_URI", "AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_DAG_ID"):
             monkeypatch.delenv(var, raising=False)
-        overrides = {"min_bleu": 20.0, "bootstrap_resamples": 200, "model_name": MODEL_NAME}
+        overrides = {"min_score": 20.0, "bootstrap_resamples": 200, "model_name": MODEL_NAME}
         write_params(root, {"register": overrides})
         _load_cached.cache_clear()
         write_project_reports(root)

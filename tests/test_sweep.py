@@ -79,8 +79,8 @@ def test_a_set_is_dvc_grid_syntax(text: str, axis: Axis) -> None:
         ),
         ("train.epochs=2,3,2", "--set 'train.epochs=2,3,2': '2' is listed twice"),
         (
-            "register.min_bleu=0,1",
-            "--set 'register.min_bleu=0,1': `register.min_bleu` is not sweepable: a sweep tunes",
+            "register.min_score=0,1",
+            "--set 'register.min_score=0,1': `register.min_score` is not sweepable: a sweep tunes",
         ),
         (
             "data.url=http://10.0.0.5/a",

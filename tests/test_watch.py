@@ -56,7 +56,7 @@ CANARY_REFERENCES = [REFERENCES[row] for row in CANARY_ROWS]
 # The weak stand-in's canary BLEU, computed independently of the code under test.
 WEAK_HYPOTHESES = [WEAK_PREFIX + ref for ref in CANARY_REFERENCES]
 WEAK_BLEU = round(BLEU().corpus_score(WEAK_HYPOTHESES, [CANARY_REFERENCES]).score, 4)
-MONITOR_PARAMS = {"canary_size": 12, "max_canary_drop": 2.0, "min_canary_bleu": 20.0}
+MONITOR_PARAMS = {"canary_size": 12, "max_canary_drop": 2.0, "min_canary_score": 20.0}
 
 
 def register_standin_version(root: Path, prefix: str, folder: str) -> Any:
@@ -81,7 +81,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         for var in ("AIRFLOW_CTX_DAG_RUN_ID", "AIRFLOW_CTX_DAG_ID", "AIRFLOW_CTX_TASK_ID"):
             patch.delenv(var, raising=False)
-        register = {"min_bleu": 20.0, "bootstrap_resamples": 200, "model_name": MODEL}
+        register = {"min_score": 20.0, "bootstrap_resamples": 200, "model_name": MODEL}
         write_params(root, {"register": register, "monitor": MONITOR_PARAMS})
         _load_cached.cache_clear()
         clean = root / "data" / "clean"
@@ -124,9 +124,9 @@ def monitor(**overrides: Any) -> Any:
 
 def test_canary_rules_name_floor_own_record_and_the_gates_last_promoted() -> None:
     own, baseline = RecordedCanary("2", 40.0, "sig"), RecordedCanary("1", 45.0, "sig")
-    strict = monitor(min_canary_bleu=41.0, max_canary_drop=2.0)
+    strict = monitor(min_canary_score=41.0, max_canary_drop=2.0)
     assert canary_findings("m v2", 37.5, own, baseline, strict) == [
-        Finding("canary", "canary BLEU of m v2 is 37.50, below monitor.min_canary_bleu 41.00"),
+        Finding("canary", "canary BLEU of m v2 is 37.50, below monitor.min_canary_score 41.00"),
         Finding(
             "canary",
             "canary BLEU of m v2 is 37.50, 2.50 points below 40.00 of v2, its own recorded "
@@ -139,7 +139,7 @@ def test_canary_rules_name_floor_own_record_and_the_gates_last_promoted() -> Non
         ),
     ]
     # Exactly the allowed drop, and a healthy champion (drop 0 even with max_canary_drop 0).
-    assert canary_findings("m v2", 38.0, own, None, replace(strict, min_canary_bleu=0.0)) == []
+    assert canary_findings("m v2", 38.0, own, None, replace(strict, min_canary_score=0.0)) == []
     assert canary_findings("m v1", 45.0, baseline, None, monitor(max_canary_drop=0.0)) == []
     unknown = canary_findings("m v3", 50.0, "m v3 has no recorded canary BLEU: x", None, strict)
     assert unknown == [

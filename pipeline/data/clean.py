@@ -234,26 +234,25 @@ def cleaning_report(outcomes: Mapping[str, SplitOutcome], config: CleanConfig) -
 
 
 def write_clean_dir(
-    target: Path, outcomes: Mapping[str, SplitOutcome], src_lang: str, tgt_lang: str
+    target: Path, outcomes: Mapping[str, SplitOutcome], sides: tuple[str, str]
 ) -> None:
     """All splits into `target`, swapped in as one directory."""
     with atomic_directory(target) as staging:
         for split, outcome in outcomes.items():
-            for side, lang in enumerate((src_lang, tgt_lang)):
-                text = join_lines(pair[side] for pair in outcome.pairs)
-                raw_file(staging, split, lang).write_text(text, encoding="utf-8", newline="\n")
+            for column, side in enumerate(sides):
+                text = join_lines(pair[column] for pair in outcome.pairs)
+                raw_file(staging, split, side).write_text(text, encoding="utf-8", newline="\n")
 
 
 def run_clean(config: Config, paths: ProjectPaths) -> dict[str, SplitOutcome]:
     """Read data/raw, clean, validate, write data/clean and reports/cleaning.json."""
     data = config.data
-    langs = (data.src_lang, data.tgt_lang)
-    raw = {split: read_pairs(paths.raw_dir, split, langs) for split in data.splits}
+    raw = {split: read_pairs(paths.raw_dir, split, data.sides) for split in data.splits}
     outcomes = clean_corpus(raw, data.train_split, data.val_split, config.clean)
     for split, outcome in outcomes.items():
         log.info("%s: %d rows in, %d out", split, outcome.rows_in, len(outcome.pairs))
     validation = validate_clean_outcomes(outcomes, config)
-    write_clean_dir(paths.clean_dir, outcomes, data.src_lang, data.tgt_lang)
+    write_clean_dir(paths.clean_dir, outcomes, data.sides)
     report = {**cleaning_report(outcomes, config.clean), "validation": validation}
     atomic_write_json(paths.cleaning_report, report)
     return outcomes

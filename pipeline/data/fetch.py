@@ -198,7 +198,7 @@ def build_checksums(corpus: FetchedCorpus) -> dict[str, Any]:
 
 
 def _wanted(data: DataConfig) -> list[tuple[str, str]]:
-    return [(split, lang) for split in data.splits for lang in (data.src_lang, data.tgt_lang)]
+    return [(split, side) for split in data.splits for side in data.sides]
 
 
 def size_cap(data: DataConfig) -> SizeCap:
@@ -291,8 +291,8 @@ def read_tsv_source(data: DataConfig, folder: Path) -> FetchedCorpus:
         raw = read_corpus_file(path, size_cap(data), LOCAL_FILE_FIX)
         text = normalise_text(raw, str(path))
         sources, targets = split_tsv(text, str(path))
-        sides.append(CorpusSide(split, data.src_lang, f"{path} (column 1)", sources))
-        sides.append(CorpusSide(split, data.tgt_lang, f"{path} (column 2)", targets))
+        sides.append(CorpusSide(split, data.sides[0], f"{path} (column 1)", sources))
+        sides.append(CorpusSide(split, data.sides[1], f"{path} (column 2)", targets))
     return FetchedCorpus(sides, {"kind": "tsv", "path": data.path})
 
 

@@ -151,8 +151,8 @@ def train_overlap_report(
 
 def read_split_frame(raw_dir: Path, split: str, data: DataConfig) -> pd.DataFrame:
     """Both sides of `split` as a pair frame; DataError for a missing file or unequal lengths."""
-    source_path = raw_file(raw_dir, split, data.src_lang)
-    target_path = raw_file(raw_dir, split, data.tgt_lang)
+    source_path = raw_file(raw_dir, split, data.sides[0])
+    target_path = raw_file(raw_dir, split, data.sides[1])
     sources, source_valid = read_side(source_path, split)
     targets, target_valid = read_side(target_path, split)
     require_same_line_count(source_path, len(sources), target_path, len(targets))

@@ -347,7 +347,7 @@ def run_validate_raw(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     bounds = {split: raw_bounds(config, split) for split in frames}
     expectations = {split: suite_expectations(b, langs) for split, b in bounds.items()}
     files = {
-        split: [_relative(raw_file(paths.raw_dir, split, lang), paths.root) for lang in langs]
+        split: [_relative(raw_file(paths.raw_dir, split, side), paths.root) for side in data.sides]
         for split in frames
     }
     with atomic_directory(paths.validation_dir) as staging:

@@ -3,9 +3,9 @@
 Pure: numbers and records in, `Finding`s out. A finding is one sentence a person can act on;
 any finding makes the watch alert (pipeline/orchestration/alerts.py).
 
-The canary rules (monitor.min_canary_bleu, monitor.max_canary_drop), for champion C:
+The canary rules (monitor.min_canary_score, monitor.max_canary_drop), for champion C:
 
-1. **floor**: C's canary BLEU now is below `min_canary_bleu`;
+1. **floor**: C's canary BLEU now is below `min_canary_score`;
 2. **own record**: C's canary BLEU now is more than `max_canary_drop` below C's recorded one
    (the same model on the same inputs translates differently now: its environment changed);
 3. **the version the gate last promoted**: more than `max_canary_drop` below the recorded
@@ -60,12 +60,12 @@ def canary_findings(
 ) -> list[Finding]:
     """The canary rules above; `own`/`baseline` a record or why there is none."""
     findings = []
-    if now < monitor.min_canary_bleu:
+    if now < monitor.min_canary_score:
         findings.append(
             Finding(
                 "canary",
-                f"canary BLEU of {subject} is {now:.2f}, below monitor.min_canary_bleu "
-                f"{monitor.min_canary_bleu:.2f}",
+                f"canary BLEU of {subject} is {now:.2f}, below monitor.min_canary_score "
+                f"{monitor.min_canary_score:.2f}",
             )
         )
     findings += _drop_findings(subject, now, own, "its own recorded canary BLEU", monitor)

@@ -79,7 +79,7 @@ def profile_corpus(lines: Sequence[str], tokenizer_dir: Path, src_lang: str) -> 
 
 def run_profile(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     """Profile the clean train sources and write paths.corpus_profile."""
-    source = raw_file(paths.clean_dir, config.data.train_split, config.data.src_lang)
+    source = raw_file(paths.clean_dir, config.data.train_split, config.data.sides[0])
     lines = read_aligned_lines(source, "run `mt clean`")
     profile = profile_corpus(lines, paths.tokenizer_dir, config.data.src_lang)
     relative = source.relative_to(paths.root) if source.is_relative_to(paths.root) else source

@@ -1,7 +1,7 @@
 """What a person reads after a watch run: reports/monitoring/watch/report.md and canary_bleu.png.
 
 The chart has one point per watch run: the champion's canary BLEU then, its recorded canary
-BLEU (what it scored at registration) and the floor monitor.min_canary_bleu; a change of
+BLEU (what it scored at registration) and the floor monitor.min_canary_score; a change of
 champion is where the recorded line steps. The report shows the last run's findings, every
 run in a table (newest first) and the drift statistics of the batches each of the last runs
 collected. Pure apart from `write_report`; the figure is built without pyplot's global state.
@@ -50,7 +50,7 @@ def report_markdown(history: Sequence[dict[str, Any]], monitor: MonitorConfig) -
         "",
         f"![canary BLEU per watch run]({CHART_FILE})",
         "",
-        f"Thresholds: floor monitor.min_canary_bleu = {monitor.min_canary_bleu:g}; a drop of "
+        f"Thresholds: floor monitor.min_canary_score = {monitor.min_canary_score:g}; a drop of "
         f"more than monitor.max_canary_drop = {monitor.max_canary_drop:g} BLEU below the "
         "champion's recorded canary BLEU, or below that of the version the gate last promoted.",
         "",
@@ -147,7 +147,7 @@ def chart_png(history: Sequence[dict[str, Any]], monitor: MonitorConfig) -> byte
     recorded = [_nan(record["canary"]["recorded_bleu"]) for _, record in measured]
     axes.plot(runs, bleu, marker="o", label="canary BLEU of @champion")
     axes.plot(runs, recorded, linestyle="--", drawstyle="steps-post", label="its recorded one")
-    axes.axhline(monitor.min_canary_bleu, color="red", linewidth=1, label="min_canary_bleu")
+    axes.axhline(monitor.min_canary_score, color="red", linewidth=1, label="min_canary_score")
     shown = None
     for run, value, (_, record) in zip(runs, bleu, measured, strict=True):
         if record["version"] != shown:

@@ -9,7 +9,6 @@ run params (Airflow's own `from_rest_api`, other consumers' metadata) are ignore
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -142,38 +141,3 @@ def _register_overrides(
         name = current.register.model_name
         register["model_name"] = model_name_for_pair(name, old_pair, new_pair)
     return register
-
-
-def merge_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """params.yaml content with {section: {key: value}} overrides applied."""
-    merged = dict(raw)
-    for section, keys in overrides.items():
-        merged[section] = {**raw.get(section, {}), **keys}
-    return merged
-
-
-def with_overrides(text: str, overrides: Mapping[str, Mapping[str, Any]]) -> str:
-    """params.yaml text with {section: {key: value}} set, everything else byte for byte
-    (ruamel.yaml's round trip keeps comments and layout: the run's workspace shows the user's
-    file with the run's values, and `dvc exp diff` shows only those)."""
-    import yaml
-    from ruamel.yaml import YAML  # not at parse time: the DAG files import this module
-    from ruamel.yaml.scalarstring import DoubleQuotedScalarString
-
-    parser = YAML()
-    parser.preserve_quotes = True
-    parser.width = 4096  # never re-wrap a long line
-    document = parser.load(text)
-    for section, keys in overrides.items():
-        for key, value in keys.items():
-            # ruamel writes YAML 1.2, PyYAML and DVC read 1.1: quote every string, or `no`
-            # (Norwegian) would come back as False.
-            document[section][key] = (
-                DoubleQuotedScalarString(value) if isinstance(value, str) else value
-            )
-    sink = io.StringIO()
-    parser.dump(document, sink)
-    merged = sink.getvalue()
-    if yaml.safe_load(merged) != merge_overrides(yaml.safe_load(text), overrides):
-        raise ConfigError("params.yaml: the run's params would not read back as set; not written")
-    return merged

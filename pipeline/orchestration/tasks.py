@@ -30,11 +30,10 @@ from pipeline.config import Config, load_config, parse_config
 from pipeline.errors import ConfigError, DataError, PipelineError
 from pipeline.orchestration.run_params import (
     event_values,
-    merge_overrides,
     overrides_from_run_params,
     run_values,
-    with_overrides,
 )
+from pipeline.params_edit import merge_overrides, with_overrides
 from pipeline.paths import project_paths
 
 log = logging.getLogger(__name__)

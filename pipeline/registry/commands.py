@@ -20,7 +20,6 @@ from pipeline.aligned_text import read_aligned_lines
 from pipeline.atomic import atomic_write_json
 from pipeline.config import Config, config_as_dict, load_config
 from pipeline.eval_provenance import EvaluatedModel, check_model_matches, verified_evaluation
-from pipeline.model_naming import check_name_names_pair
 from pipeline.paths import ProjectPaths, project_paths, raw_file
 from pipeline.registry.audit import OUTSIDE
 from pipeline.registry.errors import RegistryError
@@ -106,7 +105,7 @@ def gate_evidence(
         )
     hypotheses_file = paths.eval_reports_dir / "hypotheses" / f"{split}.txt"
     hypotheses = _read_lines(hypotheses_file, "run `mt evaluate`")
-    references_file = raw_file(paths.raw_dir, split, config.data.tgt_lang)
+    references_file = raw_file(paths.raw_dir, split, config.data.sides[1])
     references = _read_lines(references_file, "run `mt fetch`")
     if len(hypotheses) != len(references):
         raise RegistryError(
@@ -136,7 +135,7 @@ def training_run_id(paths: ProjectPaths) -> str | None:
 
 def build_candidate(paths: ProjectPaths, config: Config) -> Candidate:
     """The evaluated model's evidence, once evaluate's outputs are shown to belong together."""
-    record = verified_evaluation(paths, config.data.tgt_lang)
+    record = verified_evaluation(paths, config.data.sides[1])
     metrics = _read_json(paths.metrics_file, "run `mt evaluate`")
     evidence, references = gate_evidence(paths, config, metrics)
     return Candidate(
@@ -222,7 +221,6 @@ def main(argv: list[str]) -> int:
     """`mt register`: log the model, create a tagged version, alias it, run the gate."""
     argparse.ArgumentParser(prog="mt register", description=main.__doc__).parse_args(argv)
     config, paths = load_config(), project_paths()
-    check_name_names_pair(config.register.model_name, (config.data.src_lang, config.data.tgt_lang))
     candidate = build_candidate(paths, config)
     rules = GateRules.from_config(config.register, config.seed)
     with tempfile.TemporaryDirectory() as scratch:

@@ -78,9 +78,9 @@ def _lines(path: Path, fix: str) -> tuple[str, ...]:
 
 def read_test_set(paths: ProjectPaths, config: Config, split: str) -> TestSet:
     """Raw references of `split` (and raw sources, when data/raw has them)."""
-    references_file = raw_file(paths.raw_dir, split, config.data.tgt_lang)
+    references_file = raw_file(paths.raw_dir, split, config.data.sides[1])
     references = _lines(references_file, "run `mt fetch`")
-    sources_file = raw_file(paths.raw_dir, split, config.data.src_lang)
+    sources_file = raw_file(paths.raw_dir, split, config.data.sides[0])
     sources = _lines(sources_file, "run `mt fetch`") if sources_file.is_file() else None
     if sources is not None and len(sources) != len(references):
         raise RegistryError(

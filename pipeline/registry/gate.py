@@ -44,7 +44,7 @@ class GateEvidence:
 @dataclass(frozen=True)
 class GateRules:
     policy: Literal["auto", "manual"]
-    min_bleu: float
+    min_score: float
     min_delta: float
     significance: float
     bootstrap_resamples: int
@@ -54,7 +54,7 @@ class GateRules:
     def from_config(cls, config: RegisterConfig, seed: int) -> GateRules:
         return cls(
             policy=config.policy,
-            min_bleu=config.min_bleu,
+            min_score=config.min_score,
             min_delta=config.min_delta,
             significance=config.significance,
             bootstrap_resamples=config.bootstrap_resamples,
@@ -207,14 +207,14 @@ def _signature_core(signature: str) -> str:
 
 
 def _first_model_decision(challenger: GateEvidence, rules: GateRules) -> GateDecision:
-    if challenger.bleu >= rules.min_bleu:
+    if challenger.bleu >= rules.min_score:
         return GateDecision(
             "promoted",
-            f"no champion yet and BLEU {challenger.bleu:.2f} >= min_bleu {rules.min_bleu:.2f}",
+            f"no champion yet and BLEU {challenger.bleu:.2f} >= min_score {rules.min_score:.2f}",
         )
     return GateDecision(
         "rejected",
-        f"no champion yet and BLEU {challenger.bleu:.2f} < min_bleu {rules.min_bleu:.2f}",
+        f"no champion yet and BLEU {challenger.bleu:.2f} < min_score {rules.min_score:.2f}",
     )
 
 

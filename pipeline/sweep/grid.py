@@ -33,7 +33,7 @@ SWEEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
 # config search path (DVC refuses it too).
 ENUMERABLE = {"ELEMENT", "SIMPLE_CHOICE_SWEEP", "CHOICE_SWEEP", "RANGE_SWEEP"}
 # Keys a grid may not set, whoever fills the form: the data's source (a grid could point
-# data.url at an internal host), the gate's rules (register.min_bleu=0) and the deployment.
+# data.url at an internal host), the gate's rules (register.min_score=0) and the deployment.
 NOT_SWEPT = ("data.url", "data.path", "data.source", "register.", "orchestration.", "monitor.")
 
 

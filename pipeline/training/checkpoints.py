@@ -55,6 +55,8 @@ def run_fingerprint(config: Config, hashes: dict[str, str]) -> str:
         "seed": config.seed,
         "model": config_as_dict(config)["model"],
         "train": config_as_dict(config)["train"],
+        # Training cuts sources to the decoder's limit (training/data.py).
+        "max_source_length": config.decode.max_source_length,
         "inputs": hashes,
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

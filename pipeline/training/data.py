@@ -40,13 +40,22 @@ class TeacherForcingPairs:
 
 
 def teacher_forcing_pairs(
-    sources: Sequence[np.ndarray], targets: Sequence[np.ndarray], max_tokens: int
+    sources: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    max_tokens: int,
+    max_source_length: int | None = None,
 ) -> TeacherForcingPairs:
-    """Keep pairs whose source and target have 1..max_tokens pieces; add BOS / EOS.
+    """Cut each source to its first `max_source_length` pieces, as decoding does
+    (decode.max_source_length), then keep pairs whose source and target have 1..max_tokens
+    pieces; add BOS / EOS.
 
-    An empty source gives the encoder nothing to attend to, and an over-long pair costs
-    padding for a whole batch, so both are dropped (and counted in the log).
+    The model learns from the heads it will be given: a long document's first paragraph is
+    what a summary is usually made of. An empty source gives the encoder nothing to attend to,
+    and an over-long pair costs padding for a whole batch, so both are dropped (and counted in
+    the log).
     """
+    if max_source_length is not None:
+        sources = [source[:max_source_length] for source in sources]
     kept = [
         index
         for index, (source, target) in enumerate(zip(sources, targets, strict=True))
@@ -229,8 +238,11 @@ class TrainingData:
     tgt_vocab_size: int
 
 
-def load_training_data(paths: ProjectPaths, max_tokens: int) -> TrainingData:
-    """data/tokens/{train,val}.npz and the vocabulary sizes of models/tokenizer/."""
+def load_training_data(
+    paths: ProjectPaths, max_tokens: int, max_source_length: int | None = None
+) -> TrainingData:
+    """data/tokens/{train,val}.npz (sources cut to `max_source_length` pieces) and the
+    vocabulary sizes of models/tokenizer/."""
     from pipeline.tokenize import load_encoded_split, load_tokenizers
 
     tokenizers = load_tokenizers(paths.tokenizer_dir)
@@ -238,7 +250,7 @@ def load_training_data(paths: ProjectPaths, max_tokens: int) -> TrainingData:
         name: load_encoded_split(paths.tokens_dir / f"{name}.npz") for name in ("train", "val")
     }
     pairs = {
-        name: teacher_forcing_pairs(split.sources, split.targets, max_tokens)
+        name: teacher_forcing_pairs(split.sources, split.targets, max_tokens, max_source_length)
         for name, split in splits.items()
     }
     for name, kept in pairs.items():
