@@ -15,6 +15,11 @@ the recorded ones.
     python benchmarks/fresh_clone.py                       # the defaults, one fresh clone
     python benchmarks/fresh_clone.py --seeds 1234 1 2      # the spread over three seeds
     python benchmarks/fresh_clone.py --seeds 2 --add       # one more seed, same commit
+    python benchmarks/fresh_clone.py --task summarization  # `mt task use summarization` first
+
+With `--task` other than translation the clone is switched to that task's preset before
+`make repro` (as docs/tasks.md tells a user), and the files are named
+fresh_clone-<task>-<machine>.json / seed_spread-<task>-<machine>.json.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from fresh_checkout import REPO, clone_head, run_timed, time_report
+
+from pipeline.task_presets import use_task
+from pipeline.tasks import TASK_METRICS, TASKS, Task
 
 RESULTS = REPO / "benchmarks" / "results"
 # The flags pipeline/training/devices.py reads to choose mixed_bfloat16 on a CPU.
@@ -75,13 +83,22 @@ def precision_used(log: str) -> str | None:
     return match.group(1) if match else None
 
 
-def scores(checkout: Path) -> dict[str, Any]:
+# What each task's summary keeps of a split's metrics.json entry.
+SCORE_KEYS: dict[str, tuple[str, ...]] = {
+    "translation": ("bleu", "bleu_ci95", "bleu_lowercase", "chrf", "ter"),
+    "summarization": ("rouge_1", "rouge_2", "rouge_l", "rouge_l_ci95", "compression"),
+    "dialogue": ("bleu", "chrf", "chrf_ci95", "distinct_1", "distinct_2"),
+}
+
+
+def scores(checkout: Path, task: Task) -> dict[str, Any]:
     metrics = json.loads((checkout / "metrics.json").read_text())
     train = json.loads((checkout / "reports" / "train" / "metrics.json").read_text())
+    primary = TASK_METRICS[task][0]
     summary = {
-        split: {k: values[k] for k in ("bleu", "bleu_ci95", "bleu_lowercase", "chrf", "ter")}
+        split: {k: values[k] for k in SCORE_KEYS[task] if k in values}
         for split, values in metrics.items()
-        if isinstance(values, dict) and "bleu" in values
+        if isinstance(values, dict) and primary in values
     }
     summary["train"] = {
         k: train.get(k) for k in ("epochs", "best_epoch", "val_nll_best_epoch", "exported_weights")
@@ -115,11 +132,17 @@ def same_pipeline(commit: str) -> bool:
     return subprocess.run(diff, cwd=REPO, capture_output=True, check=False).returncode == 0
 
 
-def earlier_runs(machine: dict[str, Any]) -> list[dict[str, Any]]:
+def result_slug(task: Task, machine: dict[str, Any]) -> str:
+    """`<machine>` for translation (the defaults), `<task>-<machine>` for another task."""
+    slug = machine_slug(machine["cpu"])
+    return slug if task == "translation" else f"{task}-{slug}"
+
+
+def earlier_runs(machine: dict[str, Any], task: Task) -> list[dict[str, Any]]:
     """The runs already recorded (fresh_clone-, seed_spread-<machine>.json) of this pipeline on
     this kind of machine, one per seed."""
     by_seed: dict[int, dict[str, Any]] = {}
-    slug = machine_slug(machine["cpu"])
+    slug = result_slug(task, machine)
     for name in (f"seed_spread-{slug}.json", f"fresh_clone-{slug}.json"):
         path = RESULTS / name
         recorded = json.loads(path.read_text()) if path.is_file() else {}
@@ -130,10 +153,12 @@ def earlier_runs(machine: dict[str, Any]) -> list[dict[str, Any]]:
     return list(by_seed.values())
 
 
-def run_once(seed: int, keep: bool) -> dict[str, Any]:
+def run_once(seed: int, keep: bool, task: Task) -> dict[str, Any]:
     """One fresh clone, one `make repro`; its measurements."""
     workdir = Path(tempfile.mkdtemp(prefix="mt-fresh-clone-"))
     checkout = clone_head(workdir)
+    if task != "translation":
+        use_task(checkout, task)
     set_seed(checkout, seed)
     log_path = workdir / "repro.log"
     print(f"seed {seed}: make repro in {checkout} (log: {log_path})", flush=True)
@@ -145,6 +170,7 @@ def run_once(seed: int, keep: bool) -> dict[str, Any]:
     epochs = [int(m.group(1)) for line in text.splitlines() if (m := EPOCH_LINE.match(line))]
     result = {
         "seed": seed,
+        "task": task,
         "commit": subprocess.check_output(
             ["git", "rev-parse", "HEAD"], cwd=checkout, text=True
         ).strip(),
@@ -157,18 +183,19 @@ def run_once(seed: int, keep: bool) -> dict[str, Any]:
         # A wall time is the machine's only when nothing else ran: the 1-minute load average
         # before and after says whether something did (2 cores: ~2 is this run alone).
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "scores": scores(checkout),
+        "scores": scores(checkout, task),
     }
     if not keep:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
     return result
 
 
-def spread(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean, sd, min and max of each split's cased BLEU over the seeds."""
+def spread(runs: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """Mean, sd, min and max of each split's primary metric over the seeds."""
     table: dict[str, Any] = {}
-    for split in ("test_2016_flickr", "val"):
-        values = [r["scores"][split]["bleu"] for r in runs if split in r["scores"]]
+    splits = [split for split in runs[0]["scores"] if split != "train"]
+    for split in splits:
+        values = [r["scores"][split][metric] for r in runs if split in r["scores"]]
         if values:
             table[split] = {
                 "mean": round(statistics.mean(values), 2),
@@ -184,18 +211,17 @@ def write(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2) + "\n")
 
 
-def print_table(runs: list[dict[str, Any]]) -> None:
-    print(
-        f"{'seed':>6} {'wall':>8} {'rss GiB':>8} {'epochs':>6} {'s/epoch':>8} "
-        f"{'val BLEU':>9} {'test BLEU':>10}"
-    )
+def print_table(runs: list[dict[str, Any]], metric: str) -> None:
+    splits = [split for split in runs[0]["scores"] if split != "train"]
+    header = "".join(f" {split[:12] + ' ' + metric:>22}" for split in splits)
+    print(f"{'seed':>6} {'wall':>8} {'rss GiB':>8} {'epochs':>6} {'s/epoch':>8}{header}")
     for r in runs:
         per_epoch = statistics.mean(r["epoch_seconds"]) if r["epoch_seconds"] else 0
         wall = f"{int(r['wall_s'] // 60)}:{int(r['wall_s'] % 60):02d}" if r["wall_s"] else "?"
+        values = "".join(f" {r['scores'][split][metric]:>22.2f}" for split in splits)
         print(
             f"{r['seed']:>6} {wall:>8} {r['peak_rss_gib']:>8} {len(r['epoch_seconds']):>6} "
-            f"{per_epoch:>8.0f} {r['scores']['val']['bleu']:>9.2f} "
-            f"{r['scores']['test_2016_flickr']['bleu']:>10.2f}"
+            f"{per_epoch:>8.0f}{values}"
         )
 
 
@@ -210,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep each clone and its log")
     parser.add_argument(
+        "--task", choices=TASKS, default="translation", help="`mt task use TASK` before repro"
+    )
+    parser.add_argument(
         "--add",
         action="store_true",
         help="keep the recorded runs of the same pipeline and machine beside these (a seed run "
@@ -221,10 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         "cores": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
     }
-    runs = earlier_runs(machine) if args.add else []
-    slug = machine_slug(machine["cpu"])
+    task: Task = args.task
+    metric = TASK_METRICS[task][0]
+    runs = earlier_runs(machine, task) if args.add else []
+    slug = result_slug(task, machine)
     for seed in args.seeds:
-        run = run_once(seed, args.keep)
+        run = run_once(seed, args.keep, task)
         runs = [r for r in runs if r["seed"] != seed] + [run]
         if seed == default_seed():
             write(RESULTS / f"fresh_clone-{slug}.json", {"machine": machine, **run})
@@ -232,9 +263,9 @@ def main(argv: list[str] | None = None) -> int:
             seeds = [r["seed"] for r in runs]
             write(
                 RESULTS / f"seed_spread-{slug}.json",
-                {"machine": machine, "seeds": seeds, "runs": runs, "bleu": spread(runs)},
+                {"machine": machine, "seeds": seeds, "runs": runs, metric: spread(runs, metric)},
             )
-        print_table(runs)
+        print_table(runs, metric)
     return 0
 
 

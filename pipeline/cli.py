@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "profile the clean train sources: the reference for drift",
     ),
     "train": ("pipeline.train", "main", "train the Seq2Seq LSTM"),
-    "evaluate": ("pipeline.evaluate", "main", "BLEU/chrF/TER on the test and val splits"),
+    "evaluate": ("pipeline.evaluate", "main", "the task's metrics on the test and val splits"),
     "register": ("pipeline.registry", "main", "log the model to MLflow and run the gate"),
     "registry": (
         "pipeline.registry",

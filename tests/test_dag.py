@@ -27,11 +27,9 @@ from pipeline.orchestration.run_params import (
     KEEP,
     RUN_PARAM_SCHEMA,
     event_values,
-    merge_overrides,
     model_name_for_pair,
     overrides_from_run_params,
     run_values,
-    with_overrides,
 )
 from pipeline.orchestration.tasks import (
     STAGES,
@@ -40,6 +38,7 @@ from pipeline.orchestration.tasks import (
     stage_command,
     start_run,
 )
+from pipeline.params_edit import merge_overrides, with_overrides
 from tests.conftest import REPO_ROOT, deep_merge, git_commit_all, write_params
 
 DAG_ID = "retrain_translation"

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version
+
 import pytest
 
 from pipeline.metrics.baselines import extractive_baselines, first_sentence
-from pipeline.metrics.bootstrap import MeanWithCI, PairedMeans, mean_with_ci, paired_test
-from pipeline.metrics.rouge import corpus_rouge, sentence_rouge
-from pipeline.metrics.text_stats import compression, distinct_n, mean_length, top_response_share
+from pipeline.metrics.bootstrap import (
+    MeanWithCI,
+    PairedMeans,
+    bootstrap_mean,
+    mean_with_ci,
+    paired_test,
+)
+from pipeline.metrics.rouge import corpus_rouge, rouge_signature, sentence_rouge
+from pipeline.metrics.text_stats import (
+    compression,
+    distinct_n,
+    frequent_responses,
+    mean_length,
+    top_response_share,
+)
 
 
 def test_rouge_is_stemmed_f1_per_sentence() -> None:
@@ -30,6 +44,22 @@ def test_a_mean_of_zeros_and_ones_has_the_binomial_spread() -> None:
     assert result.score == 50.0
     # The 95% half-width of a mean of 400 fair coin flips is 1.96 * 0.5 / 20 = 4.9 points.
     assert 4.0 <= result.ci <= 5.8
+
+
+def test_the_unrounded_bootstrap_is_what_mean_with_ci_rounds() -> None:
+    scores = [0.1, 0.35, 0.9, 0.0, 0.62]
+    mean, half_width = bootstrap_mean(scores, resamples=300, seed=5)
+    assert mean == pytest.approx(0.394)
+    assert mean_with_ci(scores, resamples=300, seed=5) == MeanWithCI(
+        round(100 * mean, 2), round(100 * half_width, 2)
+    )
+
+
+def test_the_rouge_signature_records_the_setup_and_the_resampling() -> None:
+    assert rouge_signature("rougeL", resamples=1000, seed=1234) == (
+        "nrefs:1|bs:1000|seed:1234|type:rougeL|tok:rouge-score|stemmer:porter|score:f1|"
+        f"version:{version('rouge-score')}"
+    )
 
 
 def test_identical_systems_have_p_one_and_one_better_on_every_row_the_floor() -> None:
@@ -62,6 +92,11 @@ def test_output_statistics() -> None:
     assert top_response_share(["i do  NOT know", "I do not know", "yes"], top=1) == pytest.approx(
         0.6667
     )
+    assert frequent_responses(["b", "A  a", "a a", "c", "b", "a A"], top=2) == [
+        ("a a", 3),
+        ("b", 2),
+    ]
+    assert frequent_responses([]) == []
     assert mean_length(["a b", "c d e f"]) == 3.0
     assert compression(["a b", "c"], ["a b c d", "x y"]) == 0.5
 

@@ -56,6 +56,8 @@ Built by the pipeline at git commit `d27e0e6`.
 
 ## Test scores
 
+Judged by **BLEU** (`register.metric`: the gate's and the champion watch's metric).
+
 | split | sentences | BLEU | BLEU 95% CI | chrF | chrF 95% CI | TER | TER 95% CI | \
 BLEU lowercased |
 | --- | --- | --- | --- | --- | --- | --- | --- | --- |

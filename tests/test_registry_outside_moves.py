@@ -510,8 +510,8 @@ def test_a_version_failing_the_smoke_check_never_becomes_champion(
     code.write_text(BROKEN_MODEL_CODE, encoding="utf-8")
     problems = {
         "raise": "RuntimeError: decoder weights missing",
-        "short": "predict returned 1 translations for 3 inputs",
-        "none": "translation 0 of 'A dog runs on the grass.' is None, not a string",
+        "short": "predict returned 1 outputs for 3 inputs",
+        "none": "output 0 of 'A dog runs on the grass.' is None, not a string",
     }
     for mode, problem in problems.items():
         version = log_broken_version(registry, code, mode)

@@ -389,6 +389,7 @@ def test_mt_sweep_run_then_best_register_through_the_gate(
     experiment_id = client.get_experiment_by_name("translation").experiment_id
     (parent,) = client.search_runs([experiment_id], "tags.`mt.sweep` = 'lr'")
     assert parent.info.status == "FINISHED"
+    assert parent.data.tags["mt.sweep.metric"] == "bleu"  # register.metric: ranked by val BLEU
     children = client.search_runs(
         [experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )

@@ -136,6 +136,11 @@ def test_tiny_corpus_passes_and_writes_the_report(tiny_project: Path) -> None:
     assert {split: d["failed_rules"] for split, d in summary["splits"].items()} == {
         split: [] for split in SPLITS
     }
+    # Translation's summary is the one before tasks existed: no `task`, no task bounds.
+    assert sorted(summary) == ["splits", "success", "suite", "train_overlap"]
+    bounds = ["min_rows", "min_tokens", "max_tokens", "max_length_ratio", "mostly"]
+    bounds += ["max_duplicate_share", "max_train_overlap"]
+    assert sorted(summary["splits"]["train"]["bounds"]) == sorted(bounds)
     assert summary["splits"]["train"]["rows"] == 60
     assert summary["splits"]["train"]["files"] == ["data/raw/train.en", "data/raw/train.de"]
     none_in_train = {"rows": 0, "share": 0.0, "max_share": 0.01}

@@ -196,6 +196,7 @@ def test_healthy_champion_scores_as_recorded_and_raises_nothing(paths: ProjectPa
     assert record["canary"] == {
         "split": SPLIT,
         "pairs": 12,
+        "metric": "bleu",  # register.metric; the numbers are stored under its name
         "bleu": 100.0,
         "recorded_bleu": 100.0,
         "baseline_version": None,  # v1 is the version the gate last promoted

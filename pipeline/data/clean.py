@@ -3,6 +3,12 @@
 Pure core: `normalize_pairs` and the rules in `RULES` work on lists of (source, target) pairs.
 `clean_corpus` applies them split by split and says which rule dropped which raw line. Test
 splits are only normalised (their line count must match the raw references), never filtered.
+Which rules run depends on `task:` (`rules_for`, docs/tasks.md): every task drops empty and
+over-long pairs, duplicates and leaks; translation also misaligned lengths (`length_ratio`),
+summarization sources too short to summarise (`source_too_short`) and targets not shorter than
+their source (`compression`), dialogue replies that echo their prompt (`identical_sides`).
+The report lists the rules and the params of its task only, and names a task other than
+translation, so a translation report is byte for byte the one written before tasks existed.
 Normalisation (pipeline/text.py, shared with validate, translate and evaluate) is counted too:
 rows whose invisible characters (`INVISIBLE_CHARS`) were removed or turned into a space are
 reported under the rule `invisible_chars`.
@@ -23,7 +29,9 @@ from typing import Any
 from pipeline.aligned_text import join_lines, read_pairs
 from pipeline.atomic import atomic_directory, atomic_write_json
 from pipeline.config import CleanConfig, Config, load_config
+from pipeline.data.pair_frames import identical_sides as sides_identical
 from pipeline.paths import ProjectPaths, project_paths, raw_file
+from pipeline.tasks import Task
 from pipeline.text import invisible_chars_in, normalize_text
 
 log = logging.getLogger(__name__)
@@ -76,6 +84,27 @@ def _length_ratio(source: str, target: str) -> float:
     return float("inf") if shorter == 0 else longer / shorter
 
 
+def source_too_short(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
+    """A source with fewer than clean.min_source_tokens tokens: too little to summarise."""
+    minimum = context.config.min_source_tokens
+    return [token_count(source) < minimum for source, _ in pairs]
+
+
+def compression(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
+    """Target tokens / source tokens above clean.max_compression: no summary of its source."""
+    return [_compression(s, t) > context.config.max_compression for s, t in pairs]
+
+
+def _compression(source: str, target: str) -> float:
+    # The same ratio as validate's `compression` column; too_short has dropped empty sources.
+    return token_count(target) / max(token_count(source), 1)
+
+
+def identical_sides(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
+    """Both sides the same text once normalised, ignoring case: a reply that echoes its prompt."""
+    return [sides_identical(source, target) for source, target in pairs]
+
+
 def duplicate(pairs: Sequence[Pair], context: RuleContext) -> list[bool]:
     """A pair seen earlier in the same split (the first one is kept)."""
     seen: set[Pair] = set()
@@ -101,19 +130,46 @@ RULES: dict[str, Rule] = {
     "too_short": too_short,
     "too_long": too_long,
     "length_ratio": length_ratio,
+    "source_too_short": source_too_short,
+    "compression": compression,
+    "identical_sides": identical_sides,
     "duplicate": duplicate,
     "leaked_pair": leaked_pair,
     "leaked_source": leaked_source,
 }
+# The rules only one task applies; every other rule applies to all. A translation is about as
+# long as its source; a summary much shorter than a text long enough to summarise; a reply any
+# length (so no length_ratio), but not its prompt again.
+TASK_RULES: dict[Task, frozenset[str]] = {
+    "translation": frozenset({"length_ratio"}),
+    "summarization": frozenset({"source_too_short", "compression"}),
+    "dialogue": frozenset({"identical_sides"}),
+}
 # Val is a held-out set too: de-duplicating or leak-filtering it is the train split's job.
 TRAIN_ONLY_RULES = frozenset({"duplicate", "leaked_pair", "leaked_source"})
+# The clean.* params each rule reads: the report lists those of the rules that ran.
+RULE_PARAMS: dict[str, tuple[str, ...]] = {
+    "too_short": ("min_tokens",),
+    "too_long": ("max_tokens",),
+    "length_ratio": ("max_length_ratio",),
+    "source_too_short": ("min_source_tokens",),
+    "compression": ("max_compression",),
+}
 
 
-def rules_for(split_role: str) -> list[str]:
+def task_rules(task: Task) -> list[str]:
+    """Every rule name `task` applies to train, in order."""
+    only_one_task = frozenset().union(*TASK_RULES.values())
+    return [name for name in RULES if name not in only_one_task or name in TASK_RULES[task]]
+
+
+def rules_for(split_role: str, task: Task = "translation") -> list[str]:
     """Rule names for a split role: "train", "val" or "test" (test: none)."""
     if split_role == "test":
         return []
-    return [name for name in RULES if split_role == "train" or name not in TRAIN_ONLY_RULES]
+    return [
+        name for name in task_rules(task) if split_role == "train" or name not in TRAIN_ONLY_RULES
+    ]
 
 
 # Named normalisations: they change a row instead of dropping it, and are counted like rules.
@@ -212,22 +268,34 @@ def held_out_context(
 
 
 def clean_corpus(
-    raw: Mapping[str, Sequence[Pair]], train_split: str, val_split: str, config: CleanConfig
+    raw: Mapping[str, Sequence[Pair]],
+    train_split: str,
+    val_split: str,
+    config: CleanConfig,
+    task: Task = "translation",
 ) -> dict[str, SplitOutcome]:
     """Clean every split of `raw` (split name → raw pairs); the others count as test splits."""
     held_out = [pairs for split, pairs in raw.items() if split != train_split]
     context = held_out_context(config, held_out)
     roles = {train_split: "train", val_split: "val"}
     return {
-        split: clean_split(pairs, rules_for(roles.get(split, "test")), context)
+        split: clean_split(pairs, rules_for(roles.get(split, "test"), task), context)
         for split, pairs in raw.items()
     }
 
 
-def cleaning_report(outcomes: Mapping[str, SplitOutcome], config: CleanConfig) -> dict[str, Any]:
+def cleaning_report(
+    outcomes: Mapping[str, SplitOutcome], config: CleanConfig, task: Task = "translation"
+) -> dict[str, Any]:
+    """reports/cleaning.json: the task's rules, the params they read, what each split lost."""
+    names = task_rules(task)
+    used = {param for name in names for param in RULE_PARAMS.get(name, ())}
+    params = {key: value for key, value in dataclasses.asdict(config).items() if key in used}
     return {
-        "params": dataclasses.asdict(config),
-        "rules": {name: (rule.__doc__ or "").strip() for name, rule in RULES.items()},
+        # As validate's summary.json: translation, the task of reports before tasks, unnamed.
+        **({} if task == "translation" else {"task": task}),
+        "params": params,
+        "rules": {name: (RULES[name].__doc__ or "").strip() for name in names},
         "normalisations": NORMALISATIONS,
         "splits": {split: outcome.report() for split, outcome in outcomes.items()},
     }
@@ -248,12 +316,12 @@ def run_clean(config: Config, paths: ProjectPaths) -> dict[str, SplitOutcome]:
     """Read data/raw, clean, validate, write data/clean and reports/cleaning.json."""
     data = config.data
     raw = {split: read_pairs(paths.raw_dir, split, data.sides) for split in data.splits}
-    outcomes = clean_corpus(raw, data.train_split, data.val_split, config.clean)
+    outcomes = clean_corpus(raw, data.train_split, data.val_split, config.clean, config.task)
     for split, outcome in outcomes.items():
         log.info("%s: %d rows in, %d out", split, outcome.rows_in, len(outcome.pairs))
     validation = validate_clean_outcomes(outcomes, config)
     write_clean_dir(paths.clean_dir, outcomes, data.sides)
-    report = {**cleaning_report(outcomes, config.clean), "validation": validation}
+    report = {**cleaning_report(outcomes, config.clean, config.task), "validation": validation}
     atomic_write_json(paths.cleaning_report, report)
     return outcomes
 

@@ -2,12 +2,16 @@
 
 Every split of `config.data.splits` becomes one pandas DataFrame of aligned pairs
 (pipeline/data/pair_frames.py: columns `line`, `source`, `target` plus derived columns such as
-token counts, length ratio, UTF-8 validity, duplicate and foreign-language flags; val and test
-frames also flag sources that occur in train) and one Great Expectations 1.x suite, run by a
-Checkpoint in an ephemeral context that also builds Data Docs. Every expectation is a
+token counts, length ratio, compression, UTF-8 validity, duplicate and foreign-language flags;
+val and test frames also flag sources that occur in train; summarization and dialogue frames
+carry the language py3langid identifies on a seeded sample of rows) and one Great Expectations
+1.x suite, run by a Checkpoint in an ephemeral context that also builds Data Docs. Which rules
+a suite holds depends on `task:` (pipeline/data/expectations.py). Every expectation is a
 column-level (vectorised) check on those columns and carries its rule name in `meta["rule"]`,
-e.g. `source_max_tokens` or `target_language`; the rule names are what summary.json, the error
-message (both built by pipeline/data/validation_report.py) and the tests speak of.
+e.g. `source_max_tokens` or `max_compression`; the rule names are what summary.json, the error
+message (both built by pipeline/data/validation_report.py) and the tests speak of. summary.json
+records a task other than translation under `task` (translation's summary is what it was
+before tasks existed).
 
 Train overlap: the rule `train_overlap` fails a val or test split when more than
 `validate.max_train_overlap` of its sources (compared after clean's normalisation) also occur
@@ -34,7 +38,6 @@ import argparse
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +51,23 @@ from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from pipeline.atomic import atomic_directory, atomic_write_json, remove_outputs
 from pipeline.config import Config, load_config
+from pipeline.data.expectations import CONTROL_CHARS as CONTROL_CHARS  # drift_gx reads it here
+from pipeline.data.expectations import (
+    Bounds,
+    bounds_report,
+    clean_bounds,
+    needs_detected_languages,
+    raw_bounds,
+    suite_expectations,
+)
 from pipeline.data.pair_frames import (
-    FUNCTION_WORDS,
-    SIDES,
     build_pair_frame,
     read_split_frame,
     train_overlap_report,
+    with_detected_languages,
     with_train_overlap,
 )
-from pipeline.data.validation_report import MAX_EXAMPLES, failure_message, summarise
+from pipeline.data.validation_report import MAX_EXAMPLES, failure_message, summarise, task_entry
 from pipeline.errors import DataError, ValidationFailed
 from pipeline.paths import ProjectPaths, project_paths, raw_file
 
@@ -66,15 +77,6 @@ logging.getLogger("great_expectations").setLevel(logging.WARNING)
 
 Pair = tuple[str, str]
 
-# Real Multi30k: at most 1% of one side's rows hold the other language's words; a swapped side
-# holds them in 79-90% of rows.
-MAX_FOREIGN_WORD_SHARE = 0.1
-# C0 and C1 control characters, except tab (a whitespace quirk that raw Multi30k has and clean
-# repairs) and "\n" (the line end, never inside a line).
-CONTROL_CHARS = r"[\x00-\x08\x0b-\x1f\x7f-\x9f]"
-# A side longer than this many characters per allowed token is one run-on blob, not a sentence
-# (the token bound alone misses a 100 kB line without spaces).
-MAX_CHARS_PER_TOKEN = 20
 DOCS_SITE = "validation"
 RESULT_FORMAT: dict[str, Any] = {
     "result_format": "SUMMARY",
@@ -82,136 +84,6 @@ RESULT_FORMAT: dict[str, Any] = {
     "unexpected_index_column_names": ["line"],
     "return_unexpected_index_query": False,
 }
-
-
-# ----------------------------------------------------------------------------- suites
-
-
-@dataclass(frozen=True)
-class Bounds:
-    """What one split's suite checks against; None switches a bound off (e.g. clean tests)."""
-
-    min_rows: int
-    min_tokens: int
-    max_tokens: int | None
-    max_length_ratio: float | None
-    mostly: float
-    max_duplicate_share: float
-    max_train_overlap: float | None = None  # None: not a held-out split, or the clean suite
-
-
-def raw_bounds(config: Config, split: str) -> Bounds:
-    """validate.*: the per-row bounds hold for `validate.mostly` of the rows."""
-    limits = config.validate
-    is_train = split == config.data.train_split
-    return Bounds(
-        min_rows=limits.min_train_rows if is_train else limits.min_rows,
-        min_tokens=1,
-        max_tokens=limits.max_tokens,
-        max_length_ratio=limits.max_length_ratio,
-        mostly=limits.mostly,
-        max_duplicate_share=limits.max_duplicate_share,
-        max_train_overlap=None if is_train else limits.max_train_overlap,
-    )
-
-
-def clean_bounds(config: Config, split: str) -> Bounds:
-    """clean.* for every row of train and val; test splits are only normalised, not filtered."""
-    limits, data = config.clean, config.data
-    filtered = split in (data.train_split, data.val_split)
-    is_train = split == data.train_split
-    return Bounds(
-        min_rows=config.validate.min_train_rows if is_train else config.validate.min_rows,
-        min_tokens=limits.min_tokens if filtered else 1,
-        max_tokens=limits.max_tokens if filtered else None,
-        max_length_ratio=limits.max_length_ratio if filtered else None,
-        mostly=1.0,
-        max_duplicate_share=0.0 if is_train else config.validate.max_duplicate_share,
-    )
-
-
-def _named(rule: str, expectation: gxe.Expectation) -> gxe.Expectation:
-    expectation.meta = {"rule": rule}
-    return expectation
-
-
-def side_expectations(side: str, bounds: Bounds) -> list[gxe.Expectation]:
-    """Per-side rules: not empty, valid UTF-8, no control characters, length bounds."""
-    tokens = f"{side}_tokens"
-    rules = [
-        _named(
-            f"{side}_min_tokens",
-            gxe.ExpectColumnValuesToBeBetween(column=tokens, min_value=bounds.min_tokens),
-        ),
-        _named(
-            f"{side}_valid_utf8",
-            gxe.ExpectColumnValuesToBeInSet(column=f"{side}_utf8_valid", value_set=[True]),
-        ),
-        _named(
-            f"{side}_no_control_chars",
-            gxe.ExpectColumnValuesToNotMatchRegex(column=side, regex=CONTROL_CHARS),
-        ),
-    ]
-    if bounds.max_tokens is not None:
-        rules += _length_expectations(side, bounds.max_tokens, bounds.mostly)
-    return rules
-
-
-def _length_expectations(side: str, max_tokens: int, mostly: float) -> list[gxe.Expectation]:
-    return [
-        _named(
-            f"{side}_max_tokens",
-            gxe.ExpectColumnValuesToBeBetween(
-                column=f"{side}_tokens", max_value=max_tokens, mostly=mostly
-            ),
-        ),
-        _named(
-            f"{side}_max_chars",
-            gxe.ExpectColumnValueLengthsToBeBetween(
-                column=side, max_value=max_tokens * MAX_CHARS_PER_TOKEN, mostly=mostly
-            ),
-        ),
-    ]
-
-
-def pair_expectations(bounds: Bounds, langs: tuple[str, str]) -> list[gxe.Expectation]:
-    """Rules over the pair: row count, length ratio, duplicate share, which language is where,
-    and (held-out splits) the share of sources seen in train."""
-    rules = [
-        _named("min_rows", gxe.ExpectTableRowCountToBeBetween(min_value=bounds.min_rows)),
-        _named(
-            "duplicate_pairs",
-            gxe.ExpectColumnValuesToBeInSet(
-                column="is_duplicate", value_set=[False], mostly=1.0 - bounds.max_duplicate_share
-            ),
-        ),
-    ]
-    if bounds.max_train_overlap is not None:
-        overlap = gxe.ExpectColumnValuesToBeInSet(
-            column="source_in_train", value_set=[False], mostly=1.0 - bounds.max_train_overlap
-        )
-        rules.append(_named("train_overlap", overlap))
-    if bounds.max_length_ratio is not None:
-        ratio = gxe.ExpectColumnValuesToBeBetween(
-            column="length_ratio", max_value=bounds.max_length_ratio, mostly=bounds.mostly
-        )
-        rules.append(_named("length_ratio", ratio))
-    for side, foreign in zip(SIDES, reversed(langs), strict=True):
-        if foreign in FUNCTION_WORDS:
-            language = gxe.ExpectColumnValuesToBeInSet(
-                column=f"{side}_foreign_words",
-                value_set=[False],
-                mostly=1.0 - MAX_FOREIGN_WORD_SHARE,
-            )
-            rules.append(_named(f"{side}_language", language))
-    return rules
-
-
-def suite_expectations(bounds: Bounds, langs: tuple[str, str]) -> list[gxe.Expectation]:
-    expectations = pair_expectations(bounds, langs)
-    for side in SIDES:
-        expectations += side_expectations(side, bounds)
-    return expectations
 
 
 # ----------------------------------------------------------------------------- running GX
@@ -304,13 +176,14 @@ def validate_clean_pairs(
     results = run_suites(frames, expectations, "clean_pairs")
     files = {split: [f"cleaned {split} pairs"] for split in frames}
     summary = summarise("clean_pairs", frames, results, files, _as_dicts(bounds))
+    summary.update(task_entry(config.task))
     if not summary["success"]:
         raise ValidationFailed(failure_message(summary))
     return summary
 
 
 def _as_dicts(bounds: Mapping[str, Bounds]) -> dict[str, dict[str, Any]]:
-    return {split: asdict(b) for split, b in bounds.items()}
+    return {split: bounds_report(b) for split, b in bounds.items()}
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -345,6 +218,10 @@ def run_validate_raw(config: Config, paths: ProjectPaths) -> dict[str, Any]:
     frames = with_train_overlap(read_raw_frames(config, paths), data.train_split)
     langs = (data.src_lang, data.tgt_lang)
     bounds = {split: raw_bounds(config, split) for split in frames}
+    frames = {
+        split: with_detected_languages(frame) if needs_detected_languages(bounds[split]) else frame
+        for split, frame in frames.items()
+    }
     expectations = {split: suite_expectations(b, langs) for split, b in bounds.items()}
     files = {
         split: [_relative(raw_file(paths.raw_dir, split, side), paths.root) for side in data.sides]
@@ -354,6 +231,7 @@ def run_validate_raw(config: Config, paths: ProjectPaths) -> dict[str, Any]:
         results = run_suites(frames, expectations, "raw_pairs", staging / "data_docs")
         summary = summarise("raw_pairs", frames, results, files, _as_dicts(bounds))
         summary["train_overlap"] = train_overlap_report(frames, config.validate.max_train_overlap)
+        summary.update(task_entry(config.task))
         write_report(staging, summary, results)
     for split, details in summary["splits"].items():
         log.info("%s: %d rows, failed rules: %s", split, details["rows"], details["failed_rules"])

@@ -37,6 +37,9 @@ def rule_outcome(frame: pd.DataFrame, validation: Any) -> dict[str, Any]:
     }
     if "unexpected_count" in result:
         outcome["unexpected_rows"] = int(result["unexpected_count"])
+        if result.get("missing_count"):
+            # A sampled column (the detected language): the share is over the rows checked.
+            outcome["checked_rows"] = int(result["element_count"]) - int(result["missing_count"])
         outcome["examples"] = [] if validation.success else _example_rows(frame, result)
     if "observed_value" in result:
         outcome["observed_value"] = result["observed_value"]
@@ -79,11 +82,30 @@ def summarise(
     }
 
 
+def task_entry(task: str) -> dict[str, str]:
+    """The task as a report records it: nothing for translation, so a translation report is
+    byte for byte the one written before tasks existed (DVC hashes it; a missing `task` reads
+    as translation), `{"task": task}` for the others."""
+    return {} if task == "translation" else {"task": task}
+
+
 # Rules whose failure is not about single bad rows: what the user should change.
 RULE_FIXES = {
     "train_overlap": "these val/test sources also occur in train, so BLEU would measure "
     "memory, not translation; point data.val_split / data.test_splits at held-out splits, or "
     "raise validate.max_train_overlap if the overlap is known and accepted",
+    "max_compression": "targets this long are no summaries of their sources; are the columns "
+    "swapped (a tsv corpus is source<TAB>target)? Or raise validate.max_compression",
+    "min_source_tokens": "sources this short leave nothing to summarise; remove them from the "
+    "corpus or lower validate.min_source_tokens",
+    "identical_sides": "replies that repeat their prompt teach the model to echo; remove them "
+    "from the corpus (clean drops them from train and val)",
+    **dict.fromkeys(
+        ("source_detected_language", "target_detected_language"),
+        "this side is not mostly in its declared language: check data.src_lang / "
+        "data.tgt_lang against the files; if the example lines are in that language (short "
+        "lines are often misidentified), lower validate.min_language_share",
+    ),
 }
 
 
@@ -108,6 +130,9 @@ def _describe(rule: dict[str, Any], rows: int) -> str:
     bounds = ", ".join(f"{key}={value}" for key, value in sorted(rule["kwargs"].items()))
     if "error" in rule:
         return f"GX could not evaluate {rule['expectation']}({bounds}): {rule['error']}"
+    if "checked_rows" in rule:
+        checked = f"{rule['unexpected_rows']} of {rule['checked_rows']} sampled rows"
+        return f"{checked} break {rule['expectation']}({bounds})"
     if "unexpected_rows" in rule:
         return f"{rule['unexpected_rows']} of {rows} rows break {rule['expectation']}({bounds})"
     return f"observed {rule.get('observed_value')}, expected {rule['expectation']}({bounds})"

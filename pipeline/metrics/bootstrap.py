@@ -41,13 +41,19 @@ def resampled_rows(rows: int, resamples: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(rows, size=(resamples, rows), replace=True)
 
 
-def mean_with_ci(scores: Sequence[float], resamples: int, seed: int) -> MeanWithCI:
-    """The mean of `scores` (0-1) and half the 2.5-97.5 percentile range of resampled means."""
+def bootstrap_mean(scores: Sequence[float], resamples: int, seed: int) -> tuple[float, float]:
+    """The mean of `scores` and half the 2.5-97.5 percentile range of resampled means, in the
+    scores' own scale and unrounded (evaluate rounds them as metrics.json holds numbers)."""
     values = np.asarray(scores, dtype=np.float64)
     means = np.sort(values[resampled_rows(len(values), resamples, seed)].mean(axis=1))
     low = len(means) // 40
-    half_width = 0.5 * (means[len(means) - low - 1] - means[low])
-    return MeanWithCI(round(100 * float(values.mean()), 2), round(100 * float(half_width), 2))
+    return float(values.mean()), 0.5 * float(means[len(means) - low - 1] - means[low])
+
+
+def mean_with_ci(scores: Sequence[float], resamples: int, seed: int) -> MeanWithCI:
+    """The mean of `scores` (0-1) and half the 2.5-97.5 percentile range of resampled means."""
+    mean, half_width = bootstrap_mean(scores, resamples, seed)
+    return MeanWithCI(round(100 * mean, 2), round(100 * half_width, 2))
 
 
 def paired_test(

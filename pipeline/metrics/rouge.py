@@ -8,6 +8,7 @@ English (the summarisation corpus) and would drop every non-ASCII letter of othe
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib.metadata import version
 
 from pipeline.metrics.bootstrap import MeanWithCI, mean_with_ci
 
@@ -35,3 +36,19 @@ def corpus_rouge(
     """{rouge type: mean F1 ×100 with its bootstrap 95% CI}."""
     by_sentence = sentence_rouge(hypotheses, references)
     return {kind: mean_with_ci(by_sentence[kind], resamples, seed) for kind in ROUGE_TYPES}
+
+
+def rouge_signature(rouge_type: str, resamples: int, seed: int) -> str:
+    """What a ROUGE score of evaluate's was measured with, in sacreBLEU's `key:value|...` form
+    (the bootstrap's resamples and seed included, as sacreBLEU's signatures record them)."""
+    fields = {
+        "nrefs": "1",
+        "bs": str(resamples),
+        "seed": str(seed),
+        "type": rouge_type,
+        "tok": "rouge-score",
+        "stemmer": "porter",
+        "score": "f1",
+        "version": version("rouge-score"),
+    }
+    return "|".join(f"{key}:{value}" for key, value in fields.items())

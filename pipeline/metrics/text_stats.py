@@ -39,9 +39,14 @@ def distinct_n(outputs: Sequence[str], n: int) -> float:
     return round(len(set(grams)) / len(grams), 4) if grams else 0.0
 
 
+def frequent_responses(outputs: Sequence[str], top: int = TOP_RESPONSES) -> list[tuple[str, int]]:
+    """The `top` most frequent outputs (case and spacing folded) with their counts, most
+    frequent first; ties in order of first appearance."""
+    return Counter(" ".join(words(output)) for output in outputs).most_common(top)
+
+
 def top_response_share(outputs: Sequence[str], top: int = TOP_RESPONSES) -> float:
     """The share of outputs that are one of the `top` most frequent (case and spacing
     folded)."""
-    counts = Counter(" ".join(words(output)) for output in outputs)
-    frequent = sum(count for _, count in counts.most_common(top))
+    frequent = sum(count for _, count in frequent_responses(outputs, top))
     return round(frequent / len(outputs), 4) if outputs else 0.0

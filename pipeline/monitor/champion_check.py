@@ -1,13 +1,14 @@
-"""The champion watch's look at `@champion`: does it load and translate, how does it score.
+"""The champion watch's look at `@champion`: does it load and answer, how does it score.
 
 1. **Load check**: the champion's version is loaded as serving loads it
    (`mlflow.pyfunc.load_model("models:/<name>/<version>")`, in this process's environment) and
    must pass the smoke check on them (pipeline/registry/smoke.py `output_problem`, the check
    every new champion passed before its move).
-2. **Canary**: the loaded model translates the canary sources (pipeline/monitor/canary.py) in
+2. **Canary**: the loaded model runs on the canary sources (pipeline/monitor/canary.py) in
    requests within its own limits, at its default beam (the one it was evaluated with); the
-   BLEU is compared by the rules of pipeline/monitor/findings.py with the champion's recorded
-   canary BLEU and with that of the version the gate last promoted.
+   score in the task's metric (register.metric: BLEU, chrF, ROUGE-L, ...) is compared by the
+   rules of pipeline/monitor/findings.py with the champion's recorded canary score and with
+   that of the version the gate last promoted.
 
 "The version the gate last promoted" is read from the audit trail of `@champion`: the target of
 the newest finished move whose version the gate vouched for (its `gate.outcome` is `promoted`,
@@ -20,19 +21,22 @@ compared with its own record only.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
-
-from sacrebleu.metrics import BLEU
 
 from pipeline.config import Config
 from pipeline.monitor.batch_model import RequestLimits, request_spans, translate_lines
-from pipeline.monitor.canary import CanarySet, RecordedCanary, canary_bleu, load_canary
+from pipeline.monitor.canary import (
+    CanarySet,
+    RecordedCanary,
+    canary_score,
+    load_canary,
+    metric_signature,
+)
 from pipeline.monitor.canary import recorded_canary as recorded_canary_of
 from pipeline.monitor.findings import Finding, canary_findings, load_finding
 from pipeline.paths import ProjectPaths
 from pipeline.registry.errors import RegistryError
-from pipeline.registry.registration import EVIDENCE_PREFIX
 from pipeline.registry.smoke import CANARY_SENTENCES, output_problem
 from pipeline.registry.store import CHAMPION, Registry, registry_settings
 from pipeline.serving import BEAM_SIZE_PARAM, TEXT_COLUMN, InputLimits, step_bounds_of
@@ -46,14 +50,31 @@ VOUCHED_OUTCOMES = frozenset({"promoted", "awaiting_approval"})
 
 @dataclass(frozen=True)
 class CanaryScore:
-    """The canary BLEU of the champion now, its recorded one and the baseline's."""
+    """The canary score (`metric`, register.metric) of the champion now, its recorded one and
+    the baseline's."""
 
     split: str
     pairs: int
-    bleu: float
-    recorded_bleu: float | None
+    metric: str
+    score: float
+    recorded_score: float | None
     baseline_version: str | None
-    baseline_bleu: float | None
+    baseline_score: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The history's record: the numbers under the metric's name (`bleu`, `recorded_bleu`,
+        `baseline_bleu` for BLEU, the names records had before other metrics existed; `rouge_l`,
+        `recorded_rouge_l`, ... for ROUGE-L) and `metric` naming it."""
+        metric = self.metric
+        return {
+            "split": self.split,
+            "pairs": self.pairs,
+            "metric": metric,
+            metric: self.score,
+            f"recorded_{metric}": self.recorded_score,
+            "baseline_version": self.baseline_version,
+            f"baseline_{metric}": self.baseline_score,
+        }
 
 
 @dataclass(frozen=True)
@@ -69,7 +90,7 @@ class ChampionCheck:
             "model_name": self.model_name,
             "version": self.version,
             "loads": self.loads,
-            "canary": None if self.canary is None else asdict(self.canary),
+            "canary": None if self.canary is None else self.canary.as_dict(),
             "findings": [finding.as_dict() for finding in self.findings],
         }
 
@@ -87,35 +108,31 @@ def check_champion(registry: Registry, paths: ProjectPaths, config: Config) -> C
     model = loaded_model(registry, version)
     if isinstance(model, str):
         return ChampionCheck(registry.name, version, False, None, (load_finding(subject, model),))
-    canary = load_canary(paths, config)
-    own = recorded_canary_of(registry, version, canary)
-    signature = champion.tags.get(f"{EVIDENCE_PREFIX}bleu_signature") or default_signature()
+    canary, metric = load_canary(paths, config), config.metric
+    own = recorded_canary_of(registry, version, canary, metric)
+    signature = metric_signature(champion.tags, canary.split, metric)
     translations = canary_translations(model, canary, config.monitor.batch_size)
     if isinstance(translations, str):
         return ChampionCheck(
             registry.name, version, False, None, (load_finding(subject, translations),)
         )
-    now = canary_bleu(translations, canary, signature)
-    baseline = baseline_record(registry, version, canary)
-    findings = canary_findings(subject, now, own, baseline, config.monitor)
+    now = canary_score(metric, translations, canary, signature)
+    baseline = baseline_record(registry, version, canary, metric)
+    findings = canary_findings(subject, now, own, baseline, config.monitor, metric)
     score = CanaryScore(
         split=canary.split,
         pairs=len(canary.rows),
-        bleu=now,
-        recorded_bleu=own.bleu if isinstance(own, RecordedCanary) else None,
+        metric=metric,
+        score=now,
+        recorded_score=own.score if isinstance(own, RecordedCanary) else None,
         baseline_version=baseline.version if isinstance(baseline, RecordedCanary) else None,
-        baseline_bleu=baseline.bleu if isinstance(baseline, RecordedCanary) else None,
+        baseline_score=baseline.score if isinstance(baseline, RecordedCanary) else None,
     )
     return ChampionCheck(registry.name, version, True, score, tuple(findings))
 
 
-def default_signature() -> str:
-    """sacreBLEU's default BLEU signature, for a version that recorded none."""
-    return str(BLEU().get_signature().format())
-
-
 def loaded_model(registry: Registry, version: str) -> Any:
-    """The version's pyfunc once it translated the smoke sentences, or what went wrong."""
+    """The version's pyfunc once it answered the smoke sentences, or what went wrong."""
     import pandas as pd
 
     try:
@@ -128,7 +145,8 @@ def loaded_model(registry: Registry, version: str) -> Any:
 
 
 def canary_translations(model: Any, canary: CanarySet, batch_size: int) -> list[str] | str:
-    """The canary sources translated in requests within the model's limits, or the error."""
+    """The model's outputs for the canary sources, in requests within its limits, or the
+    error."""
     try:
         limits = InputLimits.from_model_config(model.model_config)
         beam_size = default_beam_size(model)
@@ -155,13 +173,13 @@ def default_beam_size(model: Any) -> int:
 
 
 def baseline_record(
-    registry: Registry, champion_version: str, canary: CanarySet
+    registry: Registry, champion_version: str, canary: CanarySet, metric: str = "bleu"
 ) -> RecordedCanary | str | None:
     """The recorded canary of the version the gate last promoted, unless it is the champion."""
     baseline = gate_vouched_champion(registry)
     if baseline is None or baseline == champion_version:
         return None
-    return recorded_canary_of(registry, baseline, canary)
+    return recorded_canary_of(registry, baseline, canary, metric)
 
 
 def gate_vouched_champion(registry: Registry) -> str | None:

@@ -2,21 +2,19 @@
 language. Shared by the corpus profile (pipeline/monitor/profile.py) and the check of each
 incoming batch (pipeline/monitor/drift.py), so both measure exactly the same way.
 
-Language identification: py3langid, the maintained fork of langid.py. Its naive-Bayes model
-over byte n-grams ships inside the wheel (4.5 MB, numpy only), so nothing is downloaded at run
-time, and it is deterministic. Measured on Multi30k train (29,000 lines each): English lines are
-identified as `en` in 99.94%, French as `fr` in 99.96% and German as `de` in 99.97% of lines,
-at about 0.1 ms a line after a one-time model load of about 1 s.
+Language identification (py3langid) lives in pipeline/language_id.py, shared with data
+validation; `detected_languages` and `language_share` are re-exported here for the monitor.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+
+from pipeline.language_id import detected_languages as detected_languages
+from pipeline.language_id import language_share as language_share
 
 # Character classes, in the order the profile and the PSI use. `other` is punctuation,
 # symbols and anything else; letters are split so that accented text (fr, de) shows.
@@ -48,20 +46,6 @@ def char_class_counts(lines: Sequence[str]) -> list[int]:
     return [ascii_letters, letters - ascii_letters, digits, spaces, other]
 
 
-@functools.cache
-def _identifier() -> Any:
-    """The bundled py3langid model, loaded once per process (about 1 s)."""
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE)
-
-
-def detected_languages(lines: Sequence[str]) -> list[str]:
-    """The ISO 639-1 code py3langid gives each line."""
-    identifier = _identifier()
-    return [str(identifier.classify(line)[0]) for line in lines]
-
-
 def unknown_piece_counts(lines: Sequence[str], tokenizer_dir: Path) -> list[tuple[int, int]]:
     """(unknown pieces, pieces) per line under the source tokenizer in `tokenizer_dir`."""
     from pipeline.tokenize import UNK_ID, load_tokenizers
@@ -75,10 +59,3 @@ def unknown_rate(per_line: Sequence[tuple[int, int]]) -> float:
     """Unknown pieces over all pieces (0 when there are no pieces at all)."""
     pieces = sum(total for _, total in per_line)
     return sum(unknown for unknown, _ in per_line) / pieces if pieces else 0.0
-
-
-def language_share(languages: Sequence[str], expected: str) -> float:
-    """Share of lines identified as `expected`."""
-    if not languages:
-        raise ValueError("language share of no lines")
-    return sum(1 for language in languages if language == expected) / len(languages)

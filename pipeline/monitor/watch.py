@@ -1,8 +1,9 @@
 """`mt monitor watch`: one run of the champion watch (the `watch` task of dags/watch_champion.py).
 
 A run:
-1. checks `@champion` (pipeline/monitor/champion_check.py): it loads and translates, and its
-   canary BLEU against its recorded one and that of the version the gate last promoted;
+1. checks `@champion` (pipeline/monitor/champion_check.py): it loads and answers, and its
+   canary score in the task's metric (register.metric) against its recorded one and that of
+   the version the gate last promoted;
 2. collects the drift results of the incoming batches checked since the previous run
    (pipeline/monitor/drift.py, `drift_results_since`): every batch is looked at once;
 3. turns both into findings (pipeline/monitor/findings.py); a batch of too few lines to judge
@@ -10,7 +11,8 @@ A run:
    request a retrain;
 4. logs the numbers as one run of the MLflow experiment `monitoring` (tag monitor.kind=watch);
 5. appends its record to reports/monitoring/watch/history.jsonl and rewrites report.md and
-   canary_bleu.png there (pipeline/monitor/watch_report.py), under an exclusive flock of
+   its chart (canary_bleu.png, or canary_<metric>.png) there (pipeline/monitor/
+   watch_report.py), under an exclusive flock of
    watch/.history.lock: the DAG's run and a person's `mt monitor watch` may end at the same
    moment, and each would otherwise rewrite the history from what it read before, dropping the
    other's line.
@@ -36,9 +38,10 @@ from pipeline.monitor.champion_check import ChampionCheck, check_champion
 from pipeline.monitor.drift import DriftResult, drift_results_since
 from pipeline.monitor.findings import drift_findings
 from pipeline.monitor.monitoring_runs import log_monitoring_run
-from pipeline.monitor.watch_report import write_report
+from pipeline.monitor.watch_report import canary_numbers, write_report
 from pipeline.paths import ProjectPaths, project_paths
 from pipeline.registry.store import Registry
+from pipeline.tasks import metric_label
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,9 @@ HISTORY_LOCK = ".history.lock"
 WATCH_KIND = "watch"
 # MLflow keeps tag values up to 8000 characters; the findings tag stays well inside.
 MAX_TAG_CHARS = 5000
-# Canary numbers logged as metrics `canary.<key>` where measured.
-CANARY_METRICS = ("bleu", "recorded_bleu", "baseline_bleu")
+# Canary numbers logged as metrics `canary.<key>` where measured, `<metric>` the canary's
+# (register.metric): canary.bleu, canary.recorded_bleu, canary.baseline_bleu for BLEU.
+CANARY_METRICS = ("{metric}", "recorded_{metric}", "baseline_{metric}")
 
 
 def run_watch(paths: ProjectPaths, config: Config) -> dict[str, Any]:
@@ -83,7 +87,7 @@ def watch_record(
 
 def watch_metrics(record: dict[str, Any]) -> dict[str, float]:
     """The numbers of a run as MLflow metrics (absent where not measured)."""
-    canary = record["canary"] or {}
+    numbers = canary_numbers(record["canary"])
     drift = [DriftResult.from_json(item) for item in record["drift"]]
     metrics = {
         "loads": float(record["loads"]),
@@ -92,9 +96,10 @@ def watch_metrics(record: dict[str, Any]) -> dict[str, float]:
         "drift.drifted_batches": float(sum(1 for result in drift if result.alarming)),
         "drift.too_few_lines_batches": float(sum(1 for result in drift if not result.judged)),
     }
-    for key in CANARY_METRICS:
-        if canary.get(key) is not None:
-            metrics[f"canary.{key}"] = float(canary[key])
+    values = (numbers.score, numbers.recorded, numbers.baseline)
+    for key, value in zip(CANARY_METRICS, values, strict=True):
+        if value is not None:
+            metrics[f"canary.{key.format(metric=numbers.metric)}"] = float(value)
     return metrics
 
 
@@ -173,10 +178,11 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     canary = record["canary"]
     lines = [f"champion: {record['model_name']} v{record['version'] or '-'}"]
     if canary is not None:
+        numbers = canary_numbers(canary)
         lines.append(
-            f"canary: BLEU {canary['bleu']:.2f} on {canary['pairs']} pairs of {canary['split']}"
-            f" (recorded {_number(canary['recorded_bleu'])}; version the gate last promoted "
-            f"{_baseline(canary)})"
+            f"canary: {metric_label(numbers.metric)} {_number(numbers.score)} on "
+            f"{canary['pairs']} pairs of {canary['split']} (recorded "
+            f"{_number(numbers.recorded)}; version the gate last promoted {_baseline(canary)})"
         )
     lines.append(drift_line(record["drift"]))
     findings = record["findings"]
@@ -199,7 +205,7 @@ def _number(value: float | None) -> str:
 def _baseline(canary: dict[str, Any]) -> str:
     if canary["baseline_version"] is None:
         return "is the champion itself"
-    return f"v{canary['baseline_version']}: {_number(canary['baseline_bleu'])}"
+    return f"v{canary['baseline_version']}: {_number(canary_numbers(canary).baseline)}"
 
 
 def main(argv: list[str]) -> int:
@@ -208,8 +214,9 @@ def main(argv: list[str]) -> int:
     commands.add_parser(
         "watch",
         help="check @champion and the drift since the previous run",
-        description="Check @champion (load, canary BLEU) and the drift of incoming batches "
-        "since the previous run; print the findings and exit 1 when there are any.",
+        description="Check @champion (load, canary score in register.metric) and the drift of "
+        "incoming batches since the previous run; print the findings and exit 1 when there "
+        "are any.",
     )
     parser.parse_args(argv)
     record = run_watch(project_paths(), load_config())

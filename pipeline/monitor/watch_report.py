@@ -1,10 +1,13 @@
-"""What a person reads after a watch run: reports/monitoring/watch/report.md and canary_bleu.png.
+"""What a person reads after a watch run: reports/monitoring/watch/report.md and its chart,
+canary_bleu.png (canary_<metric>.png when register.metric is not BLEU: canary_rouge_l.png).
 
-The chart has one point per watch run: the champion's canary BLEU then, its recorded canary
-BLEU (what it scored at registration) and the floor monitor.min_canary_score; a change of
-champion is where the recorded line steps. The report shows the last run's findings, every
-run in a table (newest first) and the drift statistics of the batches each of the last runs
-collected. Pure apart from `write_report`; the figure is built without pyplot's global state.
+The chart has one point per watch run: the champion's canary score then (the task's metric,
+register.metric), its recorded canary score (what it scored at registration) and the floor
+monitor.min_canary_score; a change of champion is where the recorded line steps. The report
+shows the last run's findings, every run in a table (newest first) and the drift statistics
+of the batches each of the last runs collected. History records older than the `metric` field
+hold BLEU under `bleu`, `recorded_bleu` and `baseline_bleu` (`canary_numbers` reads both).
+Pure apart from `write_report`; the figure is built without pyplot's global state.
 """
 
 from __future__ import annotations
@@ -14,31 +17,68 @@ import io
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import atomic_write_text
 from pipeline.config import MonitorConfig
 from pipeline.monitor.drift import DriftResult
+from pipeline.tasks import metric_label
 
 REPORT_FILE = "report.md"
-CHART_FILE = "canary_bleu.png"
+CHART_FILE = "canary_bleu.png"  # BLEU's; another metric's is canary_<metric>.png
 # Runs shown in the report's tables (the chart and history.jsonl keep all of them).
 TABLE_RUNS = 30
 DRIFT_RUNS = 5
+
+
+@dataclass(frozen=True)
+class CanaryNumbers:
+    """A history record's canary: the metric and its three numbers (None where not measured)."""
+
+    metric: str
+    score: float | None
+    recorded: float | None
+    baseline: float | None
+
+
+def canary_numbers(canary: Mapping[str, Any] | None) -> CanaryNumbers:
+    """The numbers of a record's `canary`, stored under the metric's name; a record without
+    `metric` (written before the watch scored other metrics) is BLEU."""
+    canary = canary or {}
+    metric = str(canary.get("metric", "bleu"))
+    return CanaryNumbers(
+        metric,
+        canary.get(metric),
+        canary.get(f"recorded_{metric}"),
+        canary.get(f"baseline_{metric}"),
+    )
+
+
+def current_metric(history: Sequence[dict[str, Any]]) -> str:
+    """The metric of the newest record that measured the canary (BLEU before any did)."""
+    measured = [record for record in history if record["canary"]]
+    return canary_numbers(measured[-1]["canary"]).metric if measured else "bleu"
+
+
+def chart_file(metric: str) -> str:
+    return CHART_FILE if metric == "bleu" else f"canary_{metric}.png"
 
 
 def write_report(
     directory: Path, history: Sequence[dict[str, Any]], monitor: MonitorConfig
 ) -> None:
     """The chart, then the Markdown that shows it; each replaced in one rename."""
-    _write_bytes(directory / CHART_FILE, chart_png(history, monitor))
+    chart = chart_file(current_metric(history))
+    _write_bytes(directory / chart, chart_png(history, monitor))
     atomic_write_text(directory / REPORT_FILE, report_markdown(history, monitor))
 
 
 def report_markdown(history: Sequence[dict[str, Any]], monitor: MonitorConfig) -> str:
-    last = history[-1]
+    last, metric = history[-1], current_metric(history)
+    label = metric_label(metric)
     lines = [
         "# Champion watch",
         "",
@@ -46,15 +86,16 @@ def report_markdown(history: Sequence[dict[str, Any]], monitor: MonitorConfig) -
         + (f"{len(last['findings'])} finding(s)." if last["findings"] else "no findings."),
         "",
         *_findings_section(last),
-        "## Canary BLEU over time",
+        f"## Canary {label} over time",
         "",
-        f"![canary BLEU per watch run]({CHART_FILE})",
+        f"![canary {label} per watch run]({chart_file(metric)})",
         "",
         f"Thresholds: floor monitor.min_canary_score = {monitor.min_canary_score:g}; a drop of "
-        f"more than monitor.max_canary_drop = {monitor.max_canary_drop:g} BLEU below the "
-        "champion's recorded canary BLEU, or below that of the version the gate last promoted.",
+        f"more than monitor.max_canary_drop = {monitor.max_canary_drop:g} {label} below the "
+        f"champion's recorded canary {label}, or below that of the version the gate last "
+        "promoted.",
         "",
-        *runs_table(history[-TABLE_RUNS:]),
+        *runs_table(history[-TABLE_RUNS:], metric),
         "",
         "## Drift of incoming batches",
         "",
@@ -70,32 +111,36 @@ def _findings_section(record: dict[str, Any]) -> list[str]:
     return ["## Findings of the last run", "", *items, ""]
 
 
-def runs_table(history: Sequence[dict[str, Any]]) -> list[str]:
+def runs_table(history: Sequence[dict[str, Any]], metric: str = "bleu") -> list[str]:
+    """One row per run, newest first; a run scored by another metric than `metric` (the
+    project changed register.metric) names its own after each number."""
     lines = [
-        "| checked at (UTC) | champion | loads | canary BLEU | recorded | gate's last "
-        "promoted | drift batches | findings |",
+        f"| checked at (UTC) | champion | loads | canary {metric_label(metric)} | recorded | "
+        "gate's last promoted | drift batches | findings |",
         "| --- | --- | --- | ---: | ---: | --- | ---: | ---: |",
     ]
     for record in reversed(history):
         canary = record["canary"] or {}
+        numbers = canary_numbers(canary)
+        unit = "" if numbers.metric == metric else f" {metric_label(numbers.metric)}"
         lines.append(
             f"| {record['checked_at']} | v{record['version'] or '-'} | "
-            f"{'yes' if record['loads'] else 'no'} | {_cell(canary.get('bleu'))} | "
-            f"{_cell(canary.get('recorded_bleu'))} | {_baseline_cell(canary)} | "
+            f"{'yes' if record['loads'] else 'no'} | {_cell(numbers.score, unit)} | "
+            f"{_cell(numbers.recorded, unit)} | {_baseline_cell(canary, unit)} | "
             f"{len(record['drift'])} | {len(record['findings'])} |"
         )
     return lines
 
 
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _cell(value: float | None, unit: str = "") -> str:
+    return "-" if value is None else f"{value:.2f}{unit}"
 
 
-def _baseline_cell(canary: dict[str, Any]) -> str:
+def _baseline_cell(canary: dict[str, Any], unit: str = "") -> str:
     version = canary.get("baseline_version")
     if version is None:
         return "the champion" if canary else "-"
-    return f"v{version}: {_cell(canary.get('baseline_bleu'))}"
+    return f"v{version}: {_cell(canary_numbers(canary).baseline, unit)}"
 
 
 def drift_section(history: Sequence[dict[str, Any]]) -> list[str]:
@@ -131,7 +176,9 @@ def _drift_rows(result: dict[str, Any]) -> list[str]:
 
 
 def chart_png(history: Sequence[dict[str, Any]], monitor: MonitorConfig) -> bytes:
-    """Canary BLEU per run (with the recorded value and the floor) as PNG bytes.
+    """Canary score per run (with the recorded value and the floor) as PNG bytes, in the
+    metric of the newest measured run (runs scored by another metric are left out: the floor
+    is in its points).
 
     The x axis counts runs (one point each, however close in time); the champion's version is
     written where it changes.
@@ -139,24 +186,30 @@ def chart_png(history: Sequence[dict[str, Any]], monitor: MonitorConfig) -> byte
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    measured = [(number, record) for number, record in enumerate(history, 1) if record["canary"]]
+    metric = current_metric(history)
+    label = metric_label(metric)
+    measured = [
+        (number, record, canary_numbers(record["canary"]))
+        for number, record in enumerate(history, 1)
+        if record["canary"] and canary_numbers(record["canary"]).metric == metric
+    ]
     figure = Figure(figsize=(8, 4), dpi=100)
     axes = figure.add_subplot()
-    runs = [number for number, _ in measured]
-    bleu = [record["canary"]["bleu"] for _, record in measured]
-    recorded = [_nan(record["canary"]["recorded_bleu"]) for _, record in measured]
-    axes.plot(runs, bleu, marker="o", label="canary BLEU of @champion")
+    runs = [number for number, _, _ in measured]
+    scores = [_nan(numbers.score) for _, _, numbers in measured]
+    recorded = [_nan(numbers.recorded) for _, _, numbers in measured]
+    axes.plot(runs, scores, marker="o", label=f"canary {label} of @champion")
     axes.plot(runs, recorded, linestyle="--", drawstyle="steps-post", label="its recorded one")
     axes.axhline(monitor.min_canary_score, color="red", linewidth=1, label="min_canary_score")
     shown = None
-    for run, value, (_, record) in zip(runs, bleu, measured, strict=True):
+    for run, value, (_, record, _) in zip(runs, scores, measured, strict=True):
         if record["version"] != shown:
             shown = record["version"]
             axes.annotate(f"v{shown}", (run, value), textcoords="offset points", xytext=(0, 6))
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel(f"watch run ({_span(history)})")
-    axes.set_ylabel("BLEU")
-    axes.set_title("Champion watch: canary BLEU per run")
+    axes.set_ylabel(label)
+    axes.set_title(f"Champion watch: canary {label} per run")
     axes.legend(loc="lower left")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -246,22 +246,33 @@ def read_registration(folder: Path) -> dict[str, Any]:
 def approval_request(
     registration: Mapping[str, Any], metrics: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Title and Markdown body of the approval task: the challenger against the champion."""
+    """Title and Markdown body of the approval task: the challenger against the champion, in
+    the scores its task reports, register.metric first (registration.json names the task and
+    metric; one written before they were recorded is translation, BLEU)."""
+    from pipeline.registry.model_card import column_label, score_columns
+
     name, version = registration["model_name"], str(registration["version"])
     champion = registration.get("champion_before")
+    task = str(registration.get("task") or "translation")
+    metric = str(registration.get("metric") or "bleu")
+    columns = score_columns(task, metric)
+    labels = " | ".join(column_label(key) for key in columns)
     lines = [
         f"**{name}** version **{version}** (@challenger) against "
         + (f"@champion version **{champion}**." if champion else "no champion yet."),
         "",
-        "| test split | BLEU | chrF | TER | sentences |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"| test split | {labels} | sentences |",
+        "| --- |" + " ---: |" * (len(columns) + 1),
         *(
-            f"| {split} | {m['bleu']:.2f} | {m['chrf']:.2f} | {m['ter']:.2f} | {m['sentences']} |"
+            f"| {split} | "
+            + " | ".join(_number(m.get(key), ".2f") for key in columns)
+            + f" | {m.get('sentences', 'n/a')} |"
             for split, m in metrics.items()
         ),
         "",
         f"Gate: **{registration['decision']}**: {registration['reason']}",
-        f"BLEU delta vs champion: {_number(registration.get('delta'), '+.2f')}, "
+        f"{column_label(metric)} delta vs champion: "
+        f"{_number(registration.get('delta'), '+.2f')}, "
         f"paired bootstrap p-value: {_number(registration.get('p_value'), '.3f')}.",
         "",
         f"*Approve* runs `mt registry promote {version}`; *Reject* leaves @champion as it is.",

@@ -2,7 +2,8 @@
 promote, rollback, webhook). See docs/registry.md.
 
 - `lineage`: the tags every version carries (git, DVC hashes, params, metrics, Airflow run).
-- `gate`: the pure decision: paired bootstrap of challenger against champion.
+- `gate`: the pure decision: paired bootstrap of challenger against champion on the task's
+  metric (register.metric).
 - `registration`, `registration_key`: one registration, resumable after a crash; `candidate`:
   what it logs and is judged on.
 - `evidence_files`, `evidence_logging`, `evidence_charts`: the evaluation as MLflow metrics,
@@ -12,7 +13,7 @@ promote, rollback, webhook). See docs/registry.md.
   `webhooks`: MLflow's registry webhooks received and recorded; `server_clock`: the tracking
   server's clock, which both date and check by; `lock`: the champion lock;
   `handle`: what `audit` and `lock` use of a `store.Registry`;
-  `smoke`: the canary translation every new champion must pass.
+  `smoke`: the canary sentences every new champion must answer (any task).
 - `auth_setup`: users and permissions on a basic-auth MLflow server (`mt mlflow-users`).
 - `commands`: the `mt` entry points that read the project's files and print what changed.
 """

@@ -27,11 +27,13 @@ from pipeline.registry.evidence_files import evaluation_evidence
 from pipeline.registry.gate import GateEvidence, GateRules
 from pipeline.registry.lineage import lineage_tags
 from pipeline.registry.registration import (
+    EVIDENCE_PREFIX,
     Candidate,
     PyfuncSpec,
     RegistrationResult,
     register_candidate,
     sha256_lines,
+    task_and_metric,
 )
 from pipeline.registry.registration_key import CREATED, STATE_TAG
 from pipeline.registry.store import (
@@ -51,6 +53,7 @@ from pipeline.serving import (
     TranslationModel,
     translation_signature,
 )
+from pipeline.tasks import SACREBLEU_METRICS, metric_label
 from pipeline.text import remove_invisible
 
 log = logging.getLogger(__name__)
@@ -95,13 +98,21 @@ def _read_lines(path: Path, fix: str) -> tuple[str, ...]:
 def gate_evidence(
     paths: ProjectPaths, config: Config, metrics: Any
 ) -> tuple[GateEvidence, tuple[str, ...]]:
-    """The gate split's evidence (metrics.json + hypotheses) and its reference lines."""
-    split = config.data.test_splits[0]
+    """The gate split's evidence (metrics.json + hypotheses) and its reference lines: its
+    `register.metric` score, with that metric's sacreBLEU signature for BLEU and chrF."""
+    split, metric = config.data.test_splits[0], config.metric
     scores = metrics.get(split) if isinstance(metrics, dict) else None
-    if not isinstance(scores, dict) or "bleu" not in scores or "signatures" not in scores:
+    sacrebleu = metric in SACREBLEU_METRICS
+    signatures = scores.get("signatures") if isinstance(scores, dict) else None
+    if (
+        not isinstance(scores, dict)
+        or not _is_number(scores.get(metric))
+        or (sacrebleu and not (isinstance(signatures, dict) and metric in signatures))
+    ):
+        wanted = f"{metric} and signatures" if sacrebleu else metric
         raise RegistryError(
-            f"{paths.metrics_file}: no bleu and signatures for split {split!r} (the gate's "
-            "split is data.test_splits[0]); run `mt evaluate`"
+            f"{paths.metrics_file}: no {wanted} for split {split!r} (the gate's split is "
+            f"data.test_splits[0], its metric register.metric {metric!r}); run `mt evaluate`"
         )
     hypotheses_file = paths.eval_reports_dir / "hypotheses" / f"{split}.txt"
     hypotheses = _read_lines(hypotheses_file, "run `mt evaluate`")
@@ -118,11 +129,17 @@ def gate_evidence(
         tgt_lang=config.data.tgt_lang,
         split=split,
         references_sha256=sha256_lines(references),
-        bleu_signature=str(scores["signatures"]["bleu"]),
-        bleu=float(scores["bleu"]),
+        signature=str(signatures[metric]) if sacrebleu and signatures else None,
+        score=float(scores[metric]),
         hypotheses=hypotheses,
+        task=config.task,
+        metric=metric,
     )
     return evidence, references
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def training_run_id(paths: ProjectPaths) -> str | None:
@@ -235,7 +252,7 @@ def main(argv: list[str]) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mt registry", description="the model registry")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="versions, aliases, gate outcome, BLEU")
+    commands.add_parser("list", help="versions, aliases, gate outcome and score")
     commands.add_parser("history", help="every move of @champion, outside mt included")
     promote = commands.add_parser("promote", help="point @champion at VERSION")
     promote.add_argument("version")
@@ -255,16 +272,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def list_versions(registry: Registry) -> None:
-    print(f"{'version':>7}  {'aliases':<22} {'gate':<18} {'bleu':>6}  {'git':<10} created")
+    """One line per version: its aliases, gate outcome and gate score (in the metric its
+    register.metric tag names; BLEU for a version older than that tag)."""
+    print(
+        f"{'version':>7}  {'aliases':<22} {'gate':<18} {'metric':<7} {'score':>6}  "
+        f"{'git':<10} created"
+    )
     for version in registry.versions():
         tags = version.tags
         aliases = ",".join(f"@{alias}" for alias in version.aliases) or "-"
         if tags.get(STATE_TAG) == CREATED:  # a run died before its aliases were set
             aliases = "(unfinished: rerun)"
         created = _iso(version.creation_timestamp)
+        metric = task_and_metric(tags)[1]
+        score = tags.get(f"{EVIDENCE_PREFIX}{metric}", "-")[:6]
         print(
             f"{version.version:>7}  {aliases:<22} {tags.get('gate.outcome', '-'):<18} "
-            f"{tags.get('evidence.bleu', '-')[:6]:>6}  {tags.get('git.commit', '-')[:10]:<10} "
+            f"{metric_label(metric):<7} {score:>6}  {tags.get('git.commit', '-')[:10]:<10} "
             f"{created}"
         )
 

@@ -14,12 +14,13 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from pipeline.tasks import metric_label
+
 # reports/train/history.csv columns drawn, one panel each: (title, training, validation).
 CURVE_PANELS = (
     ("loss (label-smoothed cross-entropy)", "loss", "val_loss"),
     ("perplexity", "perplexity", "val_perplexity"),
 )
-BY_LENGTH_COLUMNS = ("source_length", "bleu", "sentences")
 
 
 def _records(text: str, required: Sequence[str]) -> list[dict[str, str]]:
@@ -48,12 +49,13 @@ def history_rows(text: str) -> list[dict[str, float]]:
     ]
 
 
-def by_length_rows(text: str) -> list[dict[str, Any]]:
-    """reports/eval/bleu_by_length*.csv: bucket label, BLEU and sentence count per row."""
+def by_length_rows(text: str, metric: str = "bleu") -> list[dict[str, Any]]:
+    """reports/eval/<metric>_by_length*.csv: bucket label, the metric (`bleu` for translation,
+    register.metric for the other tasks) and sentence count per row."""
     rows = []
-    for line, row in enumerate(_records(text, BY_LENGTH_COLUMNS), start=2):
-        bleu, sentences = _number(row, "bleu", line), _number(row, "sentences", line)
-        rows.append({"source_length": row["source_length"], "bleu": bleu, "sentences": sentences})
+    for line, row in enumerate(_records(text, ("source_length", metric, "sentences")), start=2):
+        score, sentences = _number(row, metric, line), _number(row, "sentences", line)
+        rows.append({"source_length": row["source_length"], metric: score, "sentences": sentences})
     return rows
 
 
@@ -75,17 +77,18 @@ def training_curves(rows: Sequence[dict[str, float]]) -> Any:
     return figure
 
 
-def bleu_by_length_chart(rows: Sequence[dict[str, Any]], split: str) -> Any:
-    """BLEU per source-length bucket, each bar labelled with its sentence count."""
+def by_length_chart(rows: Sequence[dict[str, Any]], split: str, metric: str = "bleu") -> Any:
+    """The metric per source-length bucket, each bar labelled with its sentence count."""
     from matplotlib.figure import Figure
 
+    label = metric_label(metric)
     figure = Figure(figsize=(6, 4))
     axes = figure.add_subplot()
-    bars = axes.bar([row["source_length"] for row in rows], [row["bleu"] for row in rows])
+    bars = axes.bar([row["source_length"] for row in rows], [row[metric] for row in rows])
     axes.bar_label(bars, labels=[f"n={int(row['sentences'])}" for row in rows])
     axes.margins(y=0.12)  # room for the labels above the tallest bar
-    axes.set_title(f"BLEU by source length: {split}")
+    axes.set_title(f"{label} by source length: {split}")
     axes.set_xlabel("source length (whitespace tokens)")
-    axes.set_ylabel("BLEU")
+    axes.set_ylabel(label)
     figure.tight_layout()
     return figure

@@ -8,6 +8,7 @@ ran `mt validate`) are simply not logged; the model card says what is not record
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 from pipeline.aligned_text import read_aligned_lines
 from pipeline.config import Config
 from pipeline.evaluate import by_length_filename
+from pipeline.evaluation.by_length import length_metric
 from pipeline.paths import ProjectPaths, raw_file
 from pipeline.registry.errors import RegistryError
 from pipeline.registry.evidence_charts import by_length_rows, history_rows
@@ -42,22 +44,28 @@ def evaluation_evidence(
         training_history=tuple(
             _parsed(paths.train_reports_dir / TRAINING_HISTORY, history_rows, "rerun `mt train`")
         ),
-        bleu_by_length=length_buckets(paths.eval_reports_dir, config.data.test_splits, ordered),
+        by_length=length_buckets(
+            paths.eval_reports_dir,
+            config.data.test_splits,
+            ordered,
+            length_metric(config.task, config.metric),
+        ),
         split_sizes=cleaning_sizes(paths.cleaning_report),
     )
 
 
 def length_buckets(
-    eval_dir: Path, test_splits: Sequence[str], evaluated: Sequence[str]
+    eval_dir: Path, test_splits: Sequence[str], evaluated: Sequence[str], metric: str = "bleu"
 ) -> tuple[LengthBuckets, ...]:
-    """The BLEU-by-length rows of each evaluated split that has its CSV (named as evaluate
-    names it: the first of `data.test_splits` gets the plain name)."""
+    """The `metric`-by-length rows of each evaluated split that has its CSV (named as evaluate
+    names it: the first of `data.test_splits` gets the plain name, e.g. bleu_by_length.csv)."""
     found = []
     for split in evaluated:
-        name = by_length_filename(list(test_splits).index(split), split)
-        rows = _parsed(eval_dir / name, by_length_rows, "rerun `mt evaluate`")
+        name = by_length_filename(list(test_splits).index(split), split, metric)
+        parse = functools.partial(by_length_rows, metric=metric)
+        rows = _parsed(eval_dir / name, parse, "rerun `mt evaluate`")
         if rows:
-            found.append(LengthBuckets(split, name, tuple(rows)))
+            found.append(LengthBuckets(split, name, tuple(rows), metric))
     return tuple(found)
 
 

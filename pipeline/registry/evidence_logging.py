@@ -3,16 +3,20 @@
 Logged inside the run that holds the version's logged model, right after the model and before
 the version exists (see registration.py), so a resumed registration never logs them twice:
 
-- per test split, numeric metrics `<split>.<name>` (`bleu`, `bleu_ci95_low`, `bleu_ci95_high`,
-  `bleu_lowercase`, `chrf`, ..., `sentences`) on the run AND on the LoggedModel, each linked
-  to the split's dataset, so `mlflow.search_logged_models(order_by=...)` can rank versions;
+- per test split, every number metrics.json holds as a metric `<split>.<name>`, whatever the
+  task reports (translation: `bleu`, `bleu_ci95_low`, `bleu_ci95_high`, `bleu_lowercase`,
+  `chrf`, ..., `sentences`; summarization: `rouge_l`, `rouge_l_ci95_low`, ...,
+  `compression`; dialogue: `bleu`, `chrf`, `distinct_1`, ...) on the run AND on the
+  LoggedModel, each linked to the split's dataset, so `mlflow.search_logged_models(order_by=
+  ...)` can rank versions by any of them, `register.metric` included;
 - each test split as an MLflow dataset (`mlflow.log_input`, context `testing`) whose digest is
   the references' sha256 as the gate computes it, cut to MLflow's 36-character digest limit
   (the whole hash is the input tag `mt.references_sha256`);
-- the sacreBLEU signatures as tags `metrics.<split>.signature.<metric>` (the names the version
-  tags use) on the run and on the LoggedModel;
-- reports/eval under `evaluation/` with a BLEU-by-length chart per split, the GX summary under
-  `validation/`, and the training curves as `training/curves.png`.
+- the signatures (sacreBLEU's, rouge-score's) as tags `metrics.<split>.signature.<metric>`
+  (the names the version tags use) on the run and on the LoggedModel;
+- reports/eval under `evaluation/` with a chart of each by-length CSV evaluate wrote (BLEU for
+  translation, register.metric for the other tasks), the GX summary under `validation/`, and
+  the training curves as `training/curves.png`.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from mlflow.data.pandas_dataset import PandasDataset, from_pandas
 from mlflow.tracking import MlflowClient
 from mlflow.utils.time import get_current_time_millis
 
-from pipeline.registry.evidence_charts import bleu_by_length_chart, training_curves
+from pipeline.registry.evidence_charts import by_length_chart, training_curves
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +61,13 @@ class TestSet:
 
 @dataclass(frozen=True)
 class LengthBuckets:
-    """BLEU per source-length bucket of one split, as read from the CSV evaluate wrote."""
+    """A metric per source-length bucket of one split, as read from the CSV evaluate wrote
+    (BLEU for translation, register.metric for the other tasks)."""
 
     split: str
     csv_name: str  # e.g. bleu_by_length.csv; the chart is logged beside it as .png
     rows: tuple[dict[str, Any], ...]
+    metric: str = "bleu"
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class EvaluationEvidence:
     eval_dir: Path | None = None
     validation_summary: Path | None = None
     training_history: tuple[dict[str, float], ...] = ()
-    bleu_by_length: tuple[LengthBuckets, ...] = ()
+    by_length: tuple[LengthBuckets, ...] = ()
     split_sizes: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -85,8 +91,9 @@ class EvaluationEvidence:
 
 
 def split_metrics(split: str, scores: Mapping[str, Any]) -> dict[str, float]:
-    """metrics.json's numbers of one split as MLflow metrics: `<split>.bleu`, a CI pair
-    `bleu_ci95: [lo, hi]` as `<split>.bleu_ci95_low` and `<split>.bleu_ci95_high`."""
+    """metrics.json's numbers of one split as MLflow metrics, whatever their names: `<split>.
+    <name>` (`test.bleu`, `test.rouge_l`), a CI pair `<name>_ci95: [lo, hi]` as
+    `<split>.<name>_ci95_low` and `<split>.<name>_ci95_high`; anything else is left out."""
     metrics: dict[str, float] = {}
     for name, value in scores.items():
         if _is_number(value):
@@ -106,7 +113,8 @@ def _is_pair_of_numbers(value: Any) -> bool:
 
 
 def signature_tags(metrics: Mapping[str, Any]) -> dict[str, str]:
-    """`metrics.<split>.signature.<metric>`: how each number was computed (sacreBLEU)."""
+    """`metrics.<split>.signature.<metric>`: how each number was computed (sacreBLEU,
+    rouge-score)."""
     tags: dict[str, str] = {}
     for split, scores in metrics.items():
         signatures = scores.get("signatures") if isinstance(scores, Mapping) else None
@@ -180,8 +188,8 @@ def log_reports(evidence: EvaluationEvidence) -> None:
     """reports/eval (+ charts), the GX summary and the training curves, where they exist."""
     if evidence.eval_dir is not None and evidence.eval_dir.is_dir():
         mlflow.log_artifacts(str(evidence.eval_dir), EVALUATION_ARTIFACTS)
-    for buckets in evidence.bleu_by_length:
-        chart = bleu_by_length_chart(buckets.rows, buckets.split)
+    for buckets in evidence.by_length:
+        chart = by_length_chart(buckets.rows, buckets.split, buckets.metric)
         mlflow.log_figure(chart, f"{EVALUATION_ARTIFACTS}/{Path(buckets.csv_name).stem}.png")
     summary = evidence.validation_summary
     if summary is not None and summary.is_file():

@@ -1,8 +1,16 @@
 """The promotion gate: does the challenger beat the champion, significantly, on the same test?
 
-Pure: it sees hypotheses, references and numbers, never MLflow. The comparison is sacreBLEU's
-paired bootstrap resampling (`sacrebleu.significance.PairedTest`) with BLEU built from the
-signature both versions were scored with, so the test measures what evaluate reported.
+Pure: it sees hypotheses, references and numbers, never MLflow. It compares the task's primary
+metric (`register.metric`, pipeline/tasks.py) by a paired bootstrap over the same test lines:
+
+- BLEU and chrF: sacreBLEU's paired bootstrap resampling (`sacrebleu.significance.PairedTest`)
+  with the metric built from the signature both versions were scored with, so the test
+  measures what evaluate reported;
+- ROUGE: pipeline/metrics/bootstrap.py `paired_test` over the per-sentence F1 scores of both
+  versions (pipeline/metrics/scoring.py), which follows sacreBLEU's conventions, so a p-value
+  reads the same way for every metric.
+
+Only versions of one task, one metric and one language pair compete.
 """
 
 from __future__ import annotations
@@ -10,13 +18,17 @@ from __future__ import annotations
 import typing
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
+from importlib.metadata import version
 from typing import Any, Literal
 
-from sacrebleu.metrics import BLEU
+from sacrebleu.metrics import BLEU, CHRF
 from sacrebleu.significance import PairedTest, Result
 
 from pipeline.config import RegisterConfig
 from pipeline.evaluate import sacrebleu_seed
+from pipeline.metrics.bootstrap import paired_test
+from pipeline.metrics.scoring import ROUGE_TYPE_OF, sentence_scores
+from pipeline.tasks import SACREBLEU_METRICS, Task, metric_label
 
 Outcome = Literal["promoted", "rejected", "awaiting_approval"]
 
@@ -25,20 +37,30 @@ Outcome = Literal["promoted", "rejected", "awaiting_approval"]
 class GateEvidence:
     """How one model did on the gate's test split; `hypotheses` one per reference line.
 
-    `src_lang` and `tgt_lang` are the pair it translates: only models of one pair compete.
+    `src_lang` and `tgt_lang` are its languages, `task` what it does and `metric` the
+    `register.metric` it is judged by: only models of one task, metric and pair compete.
+    `score` is that metric as metrics.json reports it; `signature` the sacreBLEU signature it
+    was computed with (bleu, chrf), None for ROUGE, which the gate scores itself on both sides.
     """
 
     src_lang: str
     tgt_lang: str
     split: str
     references_sha256: str
-    bleu_signature: str
-    bleu: float
+    signature: str | None
+    score: float
     hypotheses: tuple[str, ...]
+    task: Task = "translation"
+    metric: str = "bleu"
 
     @property
     def language_pair(self) -> str:
         return f"{self.src_lang}->{self.tgt_lang}"
+
+    @property
+    def label(self) -> str:
+        """The metric as a person reads it (BLEU, chrF, ROUGE-L)."""
+        return metric_label(self.metric)
 
 
 @dataclass(frozen=True)
@@ -64,8 +86,11 @@ class GateRules:
 
 @dataclass(frozen=True)
 class PairedResult:
-    champion_bleu: float
-    challenger_bleu: float
+    """The metric of champion and challenger on the same resampled lines, and the test's
+    signature (sacreBLEU's for BLEU and chrF, one in its form for ROUGE)."""
+
+    champion_score: float
+    challenger_score: float
     delta: float
     p_value: float
     signature: str
@@ -113,9 +138,13 @@ class GateDecision:
         )
 
 
+def _signature_fields(signature: str) -> dict[str, str]:
+    return dict(part.split(":", 1) for part in signature.split("|") if ":" in part)
+
+
 def bleu_from_signature(signature: str) -> BLEU:
     """A BLEU metric configured as the sacreBLEU signature says (tok, case, eff, smooth)."""
-    fields = dict(part.split(":", 1) for part in signature.split("|") if ":" in part)
+    fields = _signature_fields(signature)
     smooth = fields.get("smooth", "exp")
     smooth_method, _, smooth_value = smooth.partition("[")
     return BLEU(
@@ -127,11 +156,33 @@ def bleu_from_signature(signature: str) -> BLEU:
     )
 
 
-def paired_bootstrap(
+def chrf_from_signature(signature: str) -> CHRF:
+    """A chrF metric configured as the sacreBLEU signature says (nc, nw, case, space, eff)."""
+    fields = _signature_fields(signature)
+    return CHRF(
+        char_order=int(fields.get("nc", CHRF.CHAR_ORDER)),
+        word_order=int(fields.get("nw", CHRF.WORD_ORDER)),
+        lowercase=fields.get("case") == "lc",
+        whitespace=fields.get("space") == "yes",
+        eps_smoothing=fields.get("eff") == "no",
+    )
+
+
+def metric_from_signature(metric: str, signature: str) -> BLEU | CHRF:
+    """The sacreBLEU metric `metric` (bleu or chrf) as its signature configures it."""
+    if metric == "bleu":
+        return bleu_from_signature(signature)
+    if metric == "chrf":
+        return chrf_from_signature(signature)
+    raise ValueError(f"{metric} is not a sacreBLEU metric (one of {sorted(SACREBLEU_METRICS)})")
+
+
+def sacrebleu_paired_test(
+    metric: str,
     champion: Sequence[str],
     challenger: Sequence[str],
     references: Sequence[str],
-    bleu_signature: str,
+    signature: str,
     resamples: int,
     seed: int,
 ) -> PairedResult:
@@ -139,21 +190,30 @@ def paired_bootstrap(
     with sacrebleu_seed(seed):
         test = PairedTest(
             [("champion", list(champion)), ("challenger", list(challenger))],
-            {"BLEU": bleu_from_signature(bleu_signature)},
+            {metric_label(metric): metric_from_signature(metric, signature)},
             [list(references)],
             test_type="bs",
             n_samples=resamples,
         )
         signatures, scores = test()
-    baseline, system = (typing.cast(Result, row) for row in scores["BLEU"])
+    name = next(iter(signatures))  # sacreBLEU's own name of the score: BLEU, chrF2
+    baseline, system = (typing.cast(Result, row) for row in scores[name])
     delta = float(system.score) - float(baseline.score)
     return PairedResult(
-        champion_bleu=float(baseline.score),
-        challenger_bleu=float(system.score),
+        champion_score=float(baseline.score),
+        challenger_score=float(system.score),
         delta=delta,
         p_value=two_sided_p_value(delta, system.p_value),
-        signature=signatures["BLEU"].format(),
+        signature=signatures[name].format(),
     )
+
+
+def rouge_test_signature(metric: str, resamples: int, seed: int) -> str:
+    """What the ROUGE test measured, in sacreBLEU's `key:value|...` form."""
+    fields = {"nrefs": "1", "bs": resamples, "seed": seed, "type": ROUGE_TYPE_OF[metric],
+              "tok": "rouge-score", "stemmer": "porter", "score": "f1",
+              "version": version("rouge-score")}  # fmt: skip
+    return "|".join(f"{key}:{value}" for key, value in fields.items())
 
 
 def two_sided_p_value(delta: float, bootstrap_p: float | None) -> float:
@@ -171,12 +231,9 @@ def two_sided_p_value(delta: float, bootstrap_p: float | None) -> float:
 
 def comparability_problem(challenger: GateEvidence, champion: GateEvidence) -> str | None:
     """Why the two cannot be compared fairly, or None when they can."""
-    if challenger.language_pair != champion.language_pair:
-        return (
-            f"different language pairs: champion translates {champion.language_pair}, "
-            f"challenger {challenger.language_pair}; register the challenger under a model "
-            "name of its own pair (register.model_name)"
-        )
+    problem = _purpose_problem(challenger, champion)
+    if problem is not None:
+        return problem
     if challenger.split != champion.split:
         return (
             f"different test splits: champion {champion.split!r}, challenger {challenger.split!r}"
@@ -186,16 +243,58 @@ def comparability_problem(challenger: GateEvidence, champion: GateEvidence) -> s
             f"different test sets: references sha256 {champion.references_sha256[:12]} "
             f"(champion) vs {challenger.references_sha256[:12]} (challenger)"
         )
-    # The resampling fields (bs, seed) describe evaluate's confidence interval, not the score.
-    if _signature_core(challenger.bleu_signature) != _signature_core(champion.bleu_signature):
-        return (
-            f"different sacreBLEU signatures: champion {champion.bleu_signature!r}, "
-            f"challenger {challenger.bleu_signature!r}"
-        )
+    problem = _signature_problem(challenger, champion)
+    if problem is not None:
+        return problem
     if len(challenger.hypotheses) != len(champion.hypotheses):
         return (
             f"hypothesis counts differ: champion {len(champion.hypotheses)}, "
             f"challenger {len(challenger.hypotheses)}"
+        )
+    return None
+
+
+def _purpose_problem(challenger: GateEvidence, champion: GateEvidence) -> str | None:
+    """Another task, metric or language pair: a comparison would measure nothing."""
+    if challenger.task != champion.task:
+        return (
+            f"different tasks: champion is a {champion.task} model, challenger a "
+            f"{challenger.task} model; register the challenger under a model name of its own "
+            "task (register.model_name)"
+        )
+    if challenger.metric != champion.metric:
+        return (
+            f"different metrics: champion was judged by {champion.label}, challenger by "
+            f"{challenger.label} (register.metric); set register.metric to {champion.metric!r} "
+            "to compare them, or register the challenger under a model name of its own"
+        )
+    if challenger.language_pair == champion.language_pair:
+        return None
+    if challenger.task == "translation":
+        return (
+            f"different language pairs: champion translates {champion.language_pair}, "
+            f"challenger {challenger.language_pair}; register the challenger under a model "
+            "name of its own pair (register.model_name)"
+        )
+    return (
+        f"different languages: champion {champion.language_pair}, challenger "
+        f"{challenger.language_pair}; register the challenger under a model name of its own "
+        "(register.model_name)"
+    )
+
+
+def _signature_problem(challenger: GateEvidence, champion: GateEvidence) -> str | None:
+    """sacreBLEU metrics only: both scored alike (the gate scores ROUGE itself, alike)."""
+    if challenger.metric not in SACREBLEU_METRICS:
+        return None
+    if not challenger.signature or not champion.signature:
+        whose = "challenger" if not challenger.signature else "champion"
+        return f"no sacreBLEU signature recorded for the {whose}'s {challenger.label}"
+    # The resampling fields (bs, seed) describe evaluate's confidence interval, not the score.
+    if _signature_core(challenger.signature) != _signature_core(champion.signature):
+        return (
+            f"different sacreBLEU signatures: champion {champion.signature!r}, "
+            f"challenger {challenger.signature!r}"
         )
     return None
 
@@ -207,15 +306,40 @@ def _signature_core(signature: str) -> str:
 
 
 def _first_model_decision(challenger: GateEvidence, rules: GateRules) -> GateDecision:
-    if challenger.bleu >= rules.min_score:
+    score, label = challenger.score, challenger.label
+    if score >= rules.min_score:
         return GateDecision(
             "promoted",
-            f"no champion yet and BLEU {challenger.bleu:.2f} >= min_score {rules.min_score:.2f}",
+            f"no champion yet and {label} {score:.2f} >= min_score {rules.min_score:.2f}",
         )
     return GateDecision(
         "rejected",
-        f"no champion yet and BLEU {challenger.bleu:.2f} < min_score {rules.min_score:.2f}",
+        f"no champion yet and {label} {score:.2f} < min_score {rules.min_score:.2f}",
     )
+
+
+def paired_result(
+    challenger: GateEvidence, champion: GateEvidence, references: Sequence[str], rules: GateRules
+) -> PairedResult:
+    """The paired bootstrap of the challenger's metric against the champion's (the baseline):
+    sacreBLEU's for BLEU and chrF, pipeline/metrics/bootstrap.py's over sentence F1 for ROUGE."""
+    metric, resamples, seed = challenger.metric, rules.bootstrap_resamples, rules.seed
+    if metric in SACREBLEU_METRICS:
+        return sacrebleu_paired_test(
+            metric,
+            champion.hypotheses,
+            challenger.hypotheses,
+            references,
+            challenger.signature or "",
+            resamples,
+            seed,
+        )
+    baseline, system = (
+        sentence_scores(metric, side.hypotheses, references) for side in (champion, challenger)
+    )
+    means = paired_test(baseline, system, resamples, seed)  # p = 1 for a difference of 0
+    signature = rouge_test_signature(metric, resamples, seed)
+    return PairedResult(means.baseline, means.system, means.delta, means.p_value, signature)
 
 
 def _paired_decision(
@@ -225,14 +349,8 @@ def _paired_decision(
     references: Sequence[str],
     rules: GateRules,
 ) -> GateDecision:
-    result = paired_bootstrap(
-        champion.hypotheses,
-        challenger.hypotheses,
-        references,
-        challenger.bleu_signature,
-        rules.bootstrap_resamples,
-        rules.seed,
-    )
+    result = paired_result(challenger, champion, references, rules)
+    label = challenger.label
     measured = GateDecision(
         "rejected",
         "",
@@ -241,18 +359,20 @@ def _paired_decision(
         p_value=round(result.p_value, 4),
         test_signature=result.signature,
     )
-    if _signature_core(result.signature) != _signature_core(challenger.bleu_signature):
+    recorded = challenger.signature
+    if recorded and _signature_core(result.signature) != _signature_core(recorded):
         return replace(
             measured,
-            reason=f"the gate's BLEU {result.signature!r} does not reproduce the recorded "
-            f"signature {challenger.bleu_signature!r}",
+            reason=f"the gate's {label} {result.signature!r} does not reproduce the recorded "
+            f"signature {recorded!r}",
         )
     significant = result.p_value < rules.significance and result.delta > rules.min_delta
     verdict = "significantly better" if significant else "not significantly better"
     reason = (
-        f"challenger {verdict} than champion v{champion_version}: BLEU "
-        f"{result.challenger_bleu:.2f} vs {result.champion_bleu:.2f} (delta {result.delta:+.2f}, "
-        f"p={result.p_value:.4f}; need p < {rules.significance} and delta > {rules.min_delta})"
+        f"challenger {verdict} than champion v{champion_version}: {label} "
+        f"{result.challenger_score:.2f} vs {result.champion_score:.2f} (delta "
+        f"{result.delta:+.2f}, p={result.p_value:.4f}; need p < {rules.significance} and "
+        f"delta > {rules.min_delta})"
     )
     return replace(measured, outcome="promoted" if significant else "rejected", reason=reason)
 

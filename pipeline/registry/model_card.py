@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.registry.gate import GateDecision
+from pipeline.tasks import TASK_METRICS, TASKS, metric_label
 
 NOT_RECORDED = "not recorded"
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech"}
@@ -40,8 +41,48 @@ DECODING_ROWS = (
     ("max_source_length", "max source length (pieces)"),
     ("batch_size", "batch size"),
 )
-SCORE_COLUMNS = (("bleu", "BLEU"), ("chrf", "chrF"), ("ter", "TER"))
+# Per task: the scores metrics.json holds with a 95% CI (register.metric is shown first), and
+# its other numbers as (key, label, format).
+SCORED_METRICS: dict[str, tuple[str, ...]] = {
+    "translation": ("bleu", "chrf", "ter"),
+    "summarization": ("rouge_l", "rouge_1", "rouge_2"),
+    "dialogue": ("bleu", "chrf"),
+}
+PLAIN_COLUMNS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "translation": (("bleu_lowercase", "BLEU lowercased", ".2f"),),
+    "summarization": (
+        ("mean_output_words", "mean output words", ".2f"),
+        ("compression", "compression", ".2f"),
+    ),
+    "dialogue": (
+        ("distinct_1", "distinct-1", ".4f"),
+        ("distinct_2", "distinct-2", ".4f"),
+        ("top10_response_share", "top-10 response share", ".4f"),
+    ),
+}
+SCORED_BY = {
+    "translation": "sacreBLEU",
+    "summarization": "rouge-score F1 ×100 (Porter-stemmed)",
+    "dialogue": "sacreBLEU",
+}
 EXAMPLE_TEXT = "A dog runs on the beach."
+# The "How to load" example input of the other tasks (translation: EXAMPLE_TEXT).
+EXAMPLE_TEXTS = {
+    "summarization": "A command-line tool that converts images between formats. It reads and "
+    "writes PNG, JPEG and GIF files.",
+    "dialogue": "Hello, how are you?",
+}
+
+
+def score_columns(task: str, metric: str) -> tuple[str, ...]:
+    """The scores with a CI that `task` reports, `metric` (register.metric) first."""
+    scored = SCORED_METRICS.get(task, SCORED_METRICS["translation"])
+    return (metric, *(key for key in scored if key != metric)) if metric in scored else scored
+
+
+def column_label(key: str) -> str:
+    """A score's name as a person reads it (BLEU, chrF, TER, ROUGE-L)."""
+    return "TER" if key == "ter" else metric_label(key)
 
 
 @dataclass(frozen=True)
@@ -63,6 +104,8 @@ class ModelCardFacts:
     decoding: Mapping[str, Any] = field(default_factory=dict)
     max_input_chars: int | None = None
     git_commit: str | None = None
+    task: str = "translation"  # params `task`
+    metric: str = "bleu"  # params `register.metric`: the gate's and the watch's metric
 
 
 def facts_from(
@@ -78,6 +121,7 @@ def facts_from(
     params = _params_json(lineage.get("params"))
     data = params.get("data") or {}
     max_input_chars = model_config.get("max_input_chars")
+    task = str(params.get("task") or "translation")
     return ModelCardFacts(
         model_name=model_name,
         src_lang=data.get("src_lang"),
@@ -102,6 +146,8 @@ def facts_from(
         decoding=dict(decoding),
         max_input_chars=int(max_input_chars) if max_input_chars is not None else None,
         git_commit=lineage.get("git.commit"),
+        task=task,
+        metric=str((params.get("register") or {}).get("metric") or "bleu"),
     )
 
 
@@ -119,8 +165,8 @@ def model_card(facts: ModelCardFacts, decision: GateDecision) -> str:
     """The whole card, sections in the order a reviewer reads them."""
     sections = [
         _summary(facts),
-        _scores(facts.metrics, facts.val_split),
-        _verdict(decision),
+        _scores(facts),
+        _verdict(decision, facts.metric),
         _data(facts),
         _params(facts.params),
         _decoding(facts.decoding),
@@ -130,16 +176,18 @@ def model_card(facts: ModelCardFacts, decision: GateDecision) -> str:
     return "\n\n".join(sections) + "\n"
 
 
-def with_verdict(card: str, decision: GateDecision) -> str:
+def with_verdict(card: str, decision: GateDecision, metric: str = "bleu") -> str:
     """The card with its gate verdict replaced by `decision` (a registration that gated again
-    after the version was created, because @champion moved meanwhile)."""
+    after the version was created, because @champion moved meanwhile); `metric` is the
+    version's register.metric, the unit of the delta."""
     heading = "## Gate verdict\n\n"
+    verdict = _verdict(decision, metric)
     start = card.find(heading)
     if start < 0:
-        return f"{card.rstrip()}\n\n{_verdict(decision)}\n"
+        return f"{card.rstrip()}\n\n{verdict}\n"
     end = card.find("\n\n## ", start + len(heading))
     rest = card[end:] if end >= 0 else "\n"
-    return card[:start] + _verdict(decision) + rest
+    return card[:start] + verdict + rest
 
 
 def language(code: str | None) -> str:
@@ -149,11 +197,24 @@ def language(code: str | None) -> str:
     return f"{name} (`{code}`)" if name else f"`{code}`"
 
 
+def what_it_does(task: str, src_lang: str | None, tgt_lang: str | None) -> str:
+    """The model's job in a phrase: what the card's first line and its limits say."""
+    if task == "summarization":
+        return f"summarises {language(src_lang)} text (a description → a one-line synopsis)"
+    if task == "dialogue":
+        return f"replies to {language(src_lang)} utterances"
+    return f"translates {language(src_lang)} into {language(tgt_lang)}"
+
+
 def _summary(facts: ModelCardFacts) -> str:
     commit = facts.git_commit or NOT_RECORDED
+    if facts.task in TASKS and facts.task != "translation":
+        doing = f"that {what_it_does(facts.task, facts.src_lang, facts.tgt_lang)}"
+    else:
+        doing = f"translating {language(facts.src_lang)} into {language(facts.tgt_lang)}"
     return (
-        f"**{facts.model_name}**: an LSTM encoder-decoder translating {language(facts.src_lang)} "
-        f"into {language(facts.tgt_lang)}. Built by the pipeline at git commit `{commit}`."
+        f"**{facts.model_name}**: an LSTM encoder-decoder {doing}. Built by the pipeline at "
+        f"git commit `{commit}`."
     )
 
 
@@ -169,24 +230,33 @@ def _ci_cell(scores: Mapping[str, Any], key: str) -> str:
     return f"{float(bounds[0]):.2f} – {float(bounds[1]):.2f}"
 
 
-def _scores(metrics: Mapping[str, Any], val_split: str | None) -> str:
+def _plain_cell(scores: Mapping[str, Any], key: str, spec: str) -> str:
+    value = scores.get(key)
+    return "-" if value is None else format(float(value), spec)
+
+
+def _scores(facts: ModelCardFacts) -> str:
+    metrics, val_split, task = facts.metrics, facts.val_split, facts.task
     splits = {
         split: s for split, s in metrics.items() if isinstance(s, Mapping) and split != val_split
     }
     if not splits:
         return f"## Test scores\n\n{NOT_RECORDED} (metrics.json has no split)"
+    columns = score_columns(task, facts.metric)
+    plain = PLAIN_COLUMNS.get(task, PLAIN_COLUMNS["translation"])
     header = ["split", "sentences"]
-    for _, label in SCORE_COLUMNS:
-        header += [label, f"{label} 95% CI"]
-    header.append("BLEU lowercased")
-    lines = [_row(header), _row(["---"] * len(header))]
+    for key in columns:
+        header += [column_label(key), f"{column_label(key)} 95% CI"]
+    header += [label for _, label, _ in plain]
+    lines = [_headline(facts.metric), "", _row(header), _row(["---"] * len(header))]
     for split, scores in splits.items():
         cells = [f"`{split}`", str(scores.get("sentences", "-"))]
-        for key, _ in SCORE_COLUMNS:
+        for key in columns:
             cells += [_score_cell(scores, key), _ci_cell(scores, key)]
-        cells.append(_score_cell(scores, "bleu_lowercase"))
+        cells += [_plain_cell(scores, key, spec) for key, _, spec in plain]
         lines.append(_row(cells))
-    lines += ["", "sacreBLEU against the raw references, 95% bootstrap CIs. Signatures:", ""]
+    scored_by = SCORED_BY.get(task, SCORED_BY["translation"])
+    lines += ["", f"{scored_by} against the raw references, 95% bootstrap CIs. Signatures:", ""]
     lines += [
         f"- `{split}` {metric}: `{signature}`"
         for split, scores in splits.items()
@@ -194,15 +264,25 @@ def _scores(metrics: Mapping[str, Any], val_split: str | None) -> str:
     ]
     selection = metrics.get(val_split) if val_split else None
     if isinstance(selection, Mapping):
-        lines += ["", _selection_line(val_split, selection)]
+        lines += ["", _selection_line(val_split, selection, task, facts.metric)]
     return "## Test scores\n\n" + "\n".join(lines)
 
 
-def _selection_line(split: str | None, scores: Mapping[str, Any]) -> str:
+def _headline(metric: str) -> str:
+    return (
+        f"Judged by **{column_label(metric)}** (`register.metric`: the gate's and the champion "
+        "watch's metric)."
+    )
+
+
+def _selection_line(split: str | None, scores: Mapping[str, Any], task: str, metric: str) -> str:
     """The val split's scores: what a sweep chose this model by, never what the gate reads."""
+    reported = TASK_METRICS[task] if task in TASK_METRICS else TASK_METRICS["translation"]
+    keys = (metric, *(key for key in reported if key != metric))
+    values = ", ".join(f"{column_label(key)} {_score_cell(scores, key)}" for key in keys)
     return (
         f"Val split `{split}` (against the cleaned references; sweeps choose by it, the gate "
-        f"never reads it): BLEU {_score_cell(scores, 'bleu')}, chrF {_score_cell(scores, 'chrf')}."
+        f"never reads it): {values}."
     )
 
 
@@ -210,11 +290,12 @@ def _row(cells: list[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _verdict(decision: GateDecision) -> str:
+def _verdict(decision: GateDecision, metric: str = "bleu") -> str:
     champion = (
         f"v{decision.champion_version}" if decision.champion_version else "none (no champion)"
     )
-    delta = NOT_RECORDED if decision.delta is None else f"{decision.delta:+.2f} BLEU"
+    unit = column_label(metric)
+    delta = NOT_RECORDED if decision.delta is None else f"{decision.delta:+.2f} {unit}"
     p_value = NOT_RECORDED if decision.p_value is None else f"{decision.p_value:.4f}"
     lines = [
         f"- outcome: **{decision.outcome}**",
@@ -294,7 +375,7 @@ def _limits(facts: ModelCardFacts) -> str:
         lines.append(
             f"- domain: that of the training corpus ({facts.data_source or NOT_RECORDED})"
         )
-    lines.append(f"- translates {language(facts.src_lang)} into {language(facts.tgt_lang)} only")
+    lines.append(f"- {what_it_does(facts.task, facts.src_lang, facts.tgt_lang)} only")
     return "## Known limits\n\n" + "\n".join(lines)
 
 
@@ -302,17 +383,19 @@ def _loading(facts: ModelCardFacts) -> str:
     uri = f"models:/{facts.model_name}/{facts.version}" if facts.version else facts.model_uri
     if uri is None:
         return f"## How to load\n\n{NOT_RECORDED}"
+    example = EXAMPLE_TEXTS.get(facts.task, EXAMPLE_TEXT)
+    verb = "translate" if facts.task == "translation" else "answer"
     lines = [
         "```python",
         "import mlflow",
         "import pandas as pd",
         "",
         f'model = mlflow.pyfunc.load_model("{uri}")',
-        f'model.predict(pd.DataFrame({{"text": ["{EXAMPLE_TEXT}"]}}))',
+        f'model.predict(pd.DataFrame({{"text": ["{example}"]}}))',
         "```",
         "",
         f'Serve it: `mlflow models serve -m "{uri}" --env-manager local -p 5001`; '
-        f"translate lines from stdin: `mt translate --model {uri}`.",
+        f"{verb} lines from stdin: `mt translate --model {uri}`.",
     ]
     if facts.version and facts.model_uri:
         lines += ["", f"The logged model: `{facts.model_uri}`."]

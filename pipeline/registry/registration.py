@@ -15,7 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,7 @@ from pipeline.registry.store import (
     Registry,
     registry_call,
 )
+from pipeline.tasks import SACREBLEU_METRICS, Task
 from pipeline.text import remove_invisible
 from pipeline.tracking import ensure_experiment, fluent_store
 
@@ -57,6 +59,10 @@ METRICS_ARTIFACT = "eval_metrics"
 EVIDENCE_PREFIX = "evidence."
 # The language pair a version translates (params.yaml data.src_lang / data.tgt_lang).
 SRC_LANG_TAG, TGT_LANG_TAG = "data.src_lang", "data.tgt_lang"
+# What a version does (params.yaml `task`) and the metric the gate judged it by
+# (register.metric); a version registered before either was recorded is translation, BLEU.
+TASK_TAG, METRIC_TAG = "task", "register.metric"
+DEFAULT_TASK, DEFAULT_METRIC = "translation", "bleu"
 Action = Literal["created", "resumed", "unchanged"]
 
 
@@ -73,12 +79,16 @@ class RegistrationResult:
     # created: a new version; resumed: one an interrupted run left unfinished, now finished;
     # unchanged: these inputs were registered already, nothing was written.
     action: Action = "created"
+    task: str = DEFAULT_TASK
+    metric: str = DEFAULT_METRIC  # register.metric: what `delta` is in
 
     def as_report(self) -> dict[str, Any]:
         return {
             "model_name": self.model_name,
             "version": self.version,
             "registration": self.action,
+            "task": self.task,
+            "metric": self.metric,
             "run_id": self.run_id,
             "model_uri": self.model_uri,
             "registry_uri": f"models:/{self.model_name}/{self.version}",
@@ -98,25 +108,43 @@ def sha256_lines(lines: Sequence[str]) -> str:
 
 
 def evidence_tags(evidence: GateEvidence) -> dict[str, str]:
-    return {
+    """The tags a later gate reads back (`stored_evidence`): task, metric, languages, test
+    split and `evidence.<metric>` (with `evidence.<metric>_signature` for BLEU and chrF)."""
+    score = f"{EVIDENCE_PREFIX}{evidence.metric}"
+    tags = {
+        TASK_TAG: evidence.task,
+        METRIC_TAG: evidence.metric,
         SRC_LANG_TAG: evidence.src_lang,
         TGT_LANG_TAG: evidence.tgt_lang,
         f"{EVIDENCE_PREFIX}split": evidence.split,
         f"{EVIDENCE_PREFIX}references_sha256": evidence.references_sha256,
-        f"{EVIDENCE_PREFIX}bleu_signature": evidence.bleu_signature,
-        f"{EVIDENCE_PREFIX}bleu": str(evidence.bleu),
+        score: str(evidence.score),
         f"{EVIDENCE_PREFIX}hypotheses_sha256": sha256_lines(evidence.hypotheses),
     }
+    if evidence.signature is not None:
+        tags[f"{score}_signature"] = evidence.signature
+    return tags
+
+
+def task_and_metric(tags: Mapping[str, str]) -> tuple[Task, str]:
+    """What a version does and the metric it was judged by (translation, BLEU when its tags
+    predate them)."""
+    task = tags.get(TASK_TAG, DEFAULT_TASK)
+    return typing.cast(Task, task), tags.get(METRIC_TAG, DEFAULT_METRIC)
 
 
 def stored_evidence(registry: Registry, version: str) -> GateEvidence | str:
     """A version's test evidence from its tags and logged hypotheses, or why there is none.
 
     A version without language tags (registered before they were recorded) has no evidence:
-    nothing says which language it translates into.
+    nothing says which language it translates into. One without `task` and `register.metric`
+    tags (registered before tasks) is a translation judged by BLEU, as it was then.
     """
     tags = registry.version(version).tags
-    evidence_keys = ("split", "references_sha256", "bleu_signature", "bleu")
+    task, metric = task_and_metric(tags)
+    evidence_keys = ["split", "references_sha256", metric]
+    if metric in SACREBLEU_METRICS:
+        evidence_keys.insert(2, f"{metric}_signature")
     required = (SRC_LANG_TAG, TGT_LANG_TAG, *(EVIDENCE_PREFIX + key for key in evidence_keys))
     missing = [tag for tag in required if tag not in tags]
     if missing:
@@ -132,10 +160,20 @@ def stored_evidence(registry: Registry, version: str) -> GateEvidence | str:
         tgt_lang=tags[TGT_LANG_TAG],
         split=split,
         references_sha256=tags[f"{EVIDENCE_PREFIX}references_sha256"],
-        bleu_signature=tags[f"{EVIDENCE_PREFIX}bleu_signature"],
-        bleu=float(tags[f"{EVIDENCE_PREFIX}bleu"]),
+        signature=tags.get(f"{EVIDENCE_PREFIX}{metric}_signature"),
+        score=float(tags[f"{EVIDENCE_PREFIX}{metric}"]),
         hypotheses=tuple(remove_invisible(line) for line in text_lines(text)),
+        task=task,
+        metric=metric,
     )
+
+
+def model_description(task: str) -> str:
+    """The registered model's description where `mt register` creates it."""
+    what = {"summarization": "LSTM summariser", "dialogue": "LSTM dialogue model"}
+    if task in what:
+        return f"{what[task]}; see docs/tasks.md and docs/registry.md"
+    return "Multi30k LSTM translator; see docs/registry.md"
 
 
 # How often a registration re-gates when @champion moves under it before it gives up.
@@ -204,7 +242,7 @@ def register_candidate(
     `on_step(name)` runs after the steps "logged" and "versioned" (fault-injection tests).
     """
     step = on_step or (lambda _name: None)
-    registry.ensure_model()
+    registry.ensure_model(model_description(candidate.evidence.task))
     registry.reconcile_champion(actor)  # the trail knows any move made outside mt
     key = registration_key(spec, candidate, rules)
     existing = registry.version_tagged(KEY_TAG, key)
@@ -212,9 +250,8 @@ def register_candidate(
     if existing is not None and existing.tags.get(STATE_TAG) == COMPLETE:
         log.info("version %s was registered from these inputs already", existing.version)
         decision = GateDecision.from_tags(existing.tags)
-        return _result(
-            registry, existing, decision, (champion_before, champion_before), "unchanged"
-        )
+        champions = (champion_before, champion_before)
+        return _result(registry, existing, decision, champions, "unchanged", candidate.evidence)
     action: Action = "created" if existing is None else "resumed"
     if existing is None:
         decision = run_gate(registry, candidate, rules)
@@ -228,7 +265,8 @@ def register_candidate(
         version = existing
     regate = functools.partial(run_gate, registry, candidate, rules)
     champion_after, decision = _finish(registry, str(version.version), decision, regate, actor)
-    return _result(registry, version, decision, (champion_before, champion_after), action)
+    champions = (champion_before, champion_after)
+    return _result(registry, version, decision, champions, action, candidate.evidence)
 
 
 def _create_version(
@@ -277,7 +315,8 @@ def _card_facts(
         decoding,
         spec.model_config,
     )
-    return replace(facts, model_uri=model_uri)
+    evidence = candidate.evidence
+    return replace(facts, model_uri=model_uri, task=evidence.task, metric=evidence.metric)
 
 
 def _resumed_decision(
@@ -357,7 +396,8 @@ def _record_decision(
         registry.set_version_tags(version, decision.as_tags())
         card = registry.version(version).description or ""
         if card:
-            registry.set_description(version, with_verdict(card, decision))
+            metric = task_and_metric(tags)[1]
+            registry.set_description(version, with_verdict(card, decision, metric))
 
 
 def _number(version: ModelVersion | None) -> str | None:
@@ -370,6 +410,7 @@ def _result(
     decision: GateDecision,
     champions: tuple[str | None, str | None],
     action: Action,
+    evidence: GateEvidence,
 ) -> RegistrationResult:
     return RegistrationResult(
         model_name=registry.name,
@@ -381,4 +422,6 @@ def _result(
         champion_after=champions[1],
         tracking_uri=registry.uri,
         action=action,
+        task=evidence.task,
+        metric=evidence.metric,
     )

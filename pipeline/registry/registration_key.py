@@ -36,6 +36,23 @@ def python_sources_sha256(directory: Path) -> str:
     return tree_sha256(directory, "*.py")
 
 
+def evidence_part(candidate: Candidate) -> dict[str, str | None]:
+    """The evidence's share of the key. A translation judged by BLEU hashes the fields it
+    hashed before tasks existed (its signature under `bleu_signature`), so a rerun still finds
+    the versions registered then; any other task or metric adds both."""
+    evidence = candidate.evidence
+    part = {
+        "split": evidence.split,
+        "references_sha256": evidence.references_sha256,
+        "bleu_signature": evidence.signature,
+        "hypotheses": content_sha256(candidate.hypotheses_dir),
+        "metrics": content_sha256(candidate.metrics_file),
+    }
+    if (evidence.task, evidence.metric) != ("translation", "bleu"):
+        part.update(task=evidence.task, metric=evidence.metric)
+    return part
+
+
 def registration_key(spec: PyfuncSpec, candidate: Candidate, rules: GateRules) -> str:
     """sha256 of what is logged, what it is judged on and the rules, as canonical JSON."""
     python_model = spec.python_model
@@ -49,13 +66,7 @@ def registration_key(spec: PyfuncSpec, candidate: Candidate, rules: GateRules) -
         "code": [python_sources_sha256(Path(path)) for path in spec.code_paths],
         "model_config": spec.model_config,
         "pip_requirements": spec.pip_requirements,
-        "evidence": {
-            "split": candidate.evidence.split,
-            "references_sha256": candidate.evidence.references_sha256,
-            "bleu_signature": candidate.evidence.bleu_signature,
-            "hypotheses": content_sha256(candidate.hypotheses_dir),
-            "metrics": content_sha256(candidate.metrics_file),
-        },
+        "evidence": evidence_part(candidate),
         "rules": dataclasses.asdict(rules),
     }
     canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"))

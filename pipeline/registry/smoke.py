@@ -1,13 +1,15 @@
 """The smoke check a version passes before it may become `@champion`.
 
-The version's pyfunc is loaded the way serving loads it (`models:/<name>/<version>`) and
-translates a fixed set of canary sentences; it must give one string per sentence and raise
-nothing. A version that cannot do that would answer every request of the serving endpoint with
-an error, whatever its BLEU. An empty translation passes: it is a (bad) translation, not a
-broken endpoint, and judging quality is the gate's job (an undertrained model, like the tests'
-tiny ones, legitimately says nothing for a sentence it never saw). The sentences are short
-Multi30k-style captions, well inside every version's request limits (the stand-in test model's
-are the tightest: 4 rows, 120 characters of work).
+The version's pyfunc is loaded the way serving loads it (`models:/<name>/<version>`) and is
+given a fixed set of canary sentences; it must give one string per sentence and raise nothing.
+A version that cannot do that would answer every request of the serving endpoint with an
+error, whatever its score. The check asks nothing of the output's language or content, so it
+is the same for every task (a translator, a summariser, a dialogue model: one text in, one
+text out, the same language on both sides or not). An empty output passes: it is a (bad)
+translation, summary or reply, not a broken endpoint, and judging quality is the gate's job
+(an undertrained model, like the tests' tiny ones, legitimately says nothing for a sentence it
+never saw). The sentences are short English captions, well inside every version's request
+limits (the stand-in test model's are the tightest: 4 rows, 120 characters of work).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ CANARY_SENTENCES = (
 
 
 def smoke_check(registry_uri: str, model_name: str, version: str) -> None:
-    """Raise RegistryError unless the version loads and translates every canary sentence."""
+    """Raise RegistryError unless the version loads and answers every canary sentence."""
     uri = f"models:/{model_name}/{version}"
     try:
         model = load_pyfunc(registry_uri, uri)  # `models:/` resolves against this store
@@ -47,14 +49,14 @@ def smoke_check(registry_uri: str, model_name: str, version: str) -> None:
 
 def output_problem(output: Any, expected_rows: int) -> str | None:
     """Why `output` is not one string per input row, or None when it is."""
-    translations = _as_list(output)
-    if translations is None:
-        return f"predict returned {type(output).__name__}, not a list of translations"
-    if len(translations) != expected_rows:
-        return f"predict returned {len(translations)} translations for {expected_rows} inputs"
-    for row, text in enumerate(translations):
+    outputs = _as_list(output)
+    if outputs is None:
+        return f"predict returned {type(output).__name__}, not a list of texts"
+    if len(outputs) != expected_rows:
+        return f"predict returned {len(outputs)} outputs for {expected_rows} inputs"
+    for row, text in enumerate(outputs):
         if not isinstance(text, str):
-            return f"translation {row} of {CANARY_SENTENCES[row]!r} is {text!r}, not a string"
+            return f"output {row} of {CANARY_SENTENCES[row]!r} is {text!r}, not a string"
     return None
 
 
@@ -78,6 +80,6 @@ def _first_line(error: BaseException) -> str:
 def _fail(model_name: str, version: str, problem: str) -> NoReturn:
     raise RegistryError(
         f"{model_name} version {version} failed the smoke check, so it does not become "
-        f"@champion: {problem} (fix: register a version whose pyfunc loads and translates; "
+        f"@champion: {problem} (fix: register a version whose pyfunc loads and answers; "
         "`mlflow.pyfunc.load_model` on models:/NAME/VERSION shows the error)"
     )

@@ -169,12 +169,13 @@ class Registry:
             client.search_registered_models(max_results=1)
         return cls(client, uri, name, paths)
 
-    def ensure_model(self) -> None:
+    def ensure_model(
+        self, description: str = "Multi30k LSTM translator; see docs/registry.md"
+    ) -> None:
+        """Create the registered model, with `description`, unless it exists."""
         with registry_call(self.uri, f"creating registered model {self.name!r}"):
             if not self.client.search_registered_models(filter_string=f"name = '{self.name}'"):
-                self.client.create_registered_model(
-                    self.name, description="Multi30k LSTM translator; see docs/registry.md"
-                )
+                self.client.create_registered_model(self.name, description=description)
 
     def version(self, version: str) -> ModelVersion:
         with registry_call(self.uri, f"reading {self.name} version {version}"):

@@ -1,4 +1,5 @@
-"""Sweeps: a grid of params.yaml overrides run as DVC experiments, chosen by val BLEU.
+"""Sweeps: a grid of params.yaml overrides run as DVC experiments, chosen by their val score
+in the task's metric (`val.<register.metric>`: val BLEU for translation).
 
 `mt sweep run --set KEY=V1,V2 ...` runs every point of the grid in its own workspace (the
 stages up to evaluate, pipeline/workspaces.py) and saves it as a DVC experiment, each point's
@@ -10,7 +11,7 @@ Sweeps section of docs/training.md.
 - `grid`: the `--set` syntax (DVC's), the cartesian product, every point validated first.
 - `experiments`: each point's workspace and experiment; the winner registered from its commit.
 - `tracking`: the MLflow parent run, the points' scores on their training runs, read back.
-- `table`: rows ranked by val BLEU, as Markdown.
+- `table`: rows ranked by val score, as Markdown.
 - `runner`: plan, run a point, finish, register the best (shared by `mt` and the DAG).
 - `commands`: `mt sweep run | best`.
 """

@@ -13,6 +13,7 @@ from pipeline.sweep import runner
 from pipeline.sweep.errors import SweepError
 from pipeline.sweep.table import PointRow, ranked, render
 from pipeline.sweep.tracking import Sweep, find_sweep, point_rows
+from pipeline.tasks import metric_label
 
 MAX_JOBS = 32
 
@@ -79,9 +80,9 @@ def table_text(sweep: Sweep, rows: list[PointRow]) -> str:
     """What `mt sweep run | best` print: where the points came from, then the table."""
     heading = (
         f"sweep {sweep.name}: {len(rows)} points from commit {sweep.baseline[:7]} "
-        f"(MLflow run {sweep.run_id}), by val BLEU:"
+        f"(MLflow run {sweep.run_id}), by val {metric_label(sweep.metric)}:"
     )
-    return f"{heading}\n\n{render(rows, sweep.keys)}\n"
+    return f"{heading}\n\n{render(rows, sweep.keys, sweep.metric)}\n"
 
 
 def print_table(sweep: Sweep, rows: list[PointRow]) -> None:

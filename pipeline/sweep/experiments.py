@@ -113,18 +113,20 @@ def run_point(root: Path, point: Point, baseline: str, parent_run_id: str) -> st
     return rev
 
 
-def val_scores(root: Path, rev: str) -> dict[str, Any]:
-    """The val split's entry of the experiment's metrics.json (`mt evaluate` writes it)."""
+def val_scores(root: Path, rev: str, metric: str = "bleu") -> dict[str, Any]:
+    """The val split's entry of the experiment's metrics.json (`mt evaluate` writes it), which
+    must hold `metric` (the sweep's register.metric)."""
     import yaml
 
     params = yaml.safe_load(file_at(root, rev, "params.yaml") or "{}") or {}
     split = str((params.get("data") or {}).get("val_split", "val"))
     metrics = json.loads(file_at(root, rev, "metrics.json") or "{}")
     scores = metrics.get(split)
-    if not isinstance(scores, dict) or "bleu" not in scores:
+    if not isinstance(scores, dict) or metric not in scores:
         raise SweepError(
-            f"experiment commit {rev[:7]}: metrics.json has no `{split}` scores; the evaluate "
-            "stage writes them (is this project's pipeline older than sweeps?)"
+            f"experiment commit {rev[:7]}: metrics.json has no `{split}` {metric} score; the "
+            "evaluate stage writes it (is this project's pipeline older than sweeps, or than "
+            "its task's metrics?)"
         )
     return scores
 

@@ -33,8 +33,17 @@ SWEEP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
 # config search path (DVC refuses it too).
 ENUMERABLE = {"ELEMENT", "SIMPLE_CHOICE_SWEEP", "CHOICE_SWEEP", "RANGE_SWEEP"}
 # Keys a grid may not set, whoever fills the form: the data's source (a grid could point
-# data.url at an internal host), the gate's rules (register.min_score=0) and the deployment.
-NOT_SWEPT = ("data.url", "data.path", "data.source", "register.", "orchestration.", "monitor.")
+# data.url at an internal host), the task (its points are ranked by one metric), the gate's
+# rules (register.min_score=0, register.metric) and the deployment.
+NOT_SWEPT = (
+    "task",
+    "data.url",
+    "data.path",
+    "data.source",
+    "register.",
+    "orchestration.",
+    "monitor.",
+)
 
 
 @dataclass(frozen=True)
@@ -167,6 +176,12 @@ def check_points(params_text: str, points: Sequence[Point]) -> None:
                 raise ConfigError(f"{point.describe()}: {cause}") from None
             raw = yaml.safe_load(copy.read_text(encoding="utf-8"))
             parse_config(raw, f"params.yaml with {point.describe()}")
+
+
+def ranking_metric(params_text: str) -> str:
+    """The metric a sweep's points are ranked by: register.metric of `params_text` (the
+    params.yaml the points start from; a grid cannot change it)."""
+    return parse_config(yaml.safe_load(params_text)).register.metric
 
 
 def plan_json(points: Sequence[Point]) -> str:

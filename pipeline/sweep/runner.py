@@ -6,7 +6,8 @@
    the stages up to evaluate in the point's own workspace, saved as its DVC experiment, then
    its val scores onto its training run; a log line as it starts (`point 2 of 6 (lr-2):
    train.learning_rate=0.002`) and as it ends.
-3. `register_best`: the point with the best val BLEU goes through the register stage, the
+3. `register_best`: the point with the best val score in the task's metric
+   (`val.<register.metric>`: val BLEU for translation) goes through the register stage, the
    normal gate, from its own experiment commit.
 
 Every point starts from the commit the sweep planned on (params.yaml as committed there, with
@@ -26,7 +27,14 @@ from pipeline.errors import PipelineError
 from pipeline.paths import project_paths
 from pipeline.sweep import experiments
 from pipeline.sweep.errors import SweepError
-from pipeline.sweep.grid import Point, check_points, check_sweep_name, grid_points, parse_grid
+from pipeline.sweep.grid import (
+    Point,
+    check_points,
+    check_sweep_name,
+    grid_points,
+    parse_grid,
+    ranking_metric,
+)
 from pipeline.sweep.table import FINISHED, PointRow, duration, winner
 from pipeline.sweep.tracking import (
     Sweep,
@@ -37,6 +45,7 @@ from pipeline.sweep.tracking import (
     record_point,
     record_registration,
 )
+from pipeline.tasks import metric_label
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +57,21 @@ def plan_sweep(root: Path, name: str, sets: Sequence[str]) -> Sweep:
     axes = parse_grid(sets)
     points = grid_points(name, axes)
     baseline = experiments.baseline_rev(root)
-    check_points(experiments.committed_params(root, baseline), points)
+    params_text = experiments.committed_params(root, baseline)
+    check_points(params_text, points)
     taken = [p.name for p in points if experiments.experiment_rev(root, baseline, p.name)]
     if taken:
         raise SweepError(
             f"DVC experiment {taken[0]} exists already for commit {baseline[:7]}; choose "
             "another --name"
         )
-    sweep = open_sweep(paths, name, axes, points, baseline)
+    sweep = open_sweep(paths, name, axes, points, baseline, ranking_metric(params_text))
     log.info("sweep %s: %d points from commit %s", name, len(points), baseline[:7])
     return sweep
 
 
 def run_one_point(root: Path, sweep: Sweep, point: Point) -> PointRow:
-    """One point, logged as it starts (its params) and as it ends (its val BLEU, or why it
+    """One point, logged as it starts (its params) and as it ends (its val score, or why it
     failed): a point trains for minutes, and with `--jobs N` several run at once."""
     place = point_place(sweep, point)
     log.info("%s: %s", place, point.describe())
@@ -71,7 +81,11 @@ def run_one_point(root: Path, sweep: Sweep, point: Point) -> PointRow:
         log.warning("%s failed: %s", place, error)
         raise
     log.info(
-        "%s: val BLEU %.2f, training %s", place, row.val_bleu or 0.0, duration(row.train_seconds)
+        "%s: val %s %.2f, training %s",
+        place,
+        metric_label(sweep.metric),
+        row.val_score or 0.0,
+        duration(row.train_seconds),
     )
     return row
 
@@ -91,7 +105,8 @@ def run_and_record(root: Path, sweep: Sweep, point: Point) -> PointRow:
     mark(paths, sweep, point, "running")
     try:
         rev = experiments.run_point(root, point, sweep.baseline, sweep.run_id)
-        row = record_point(paths, sweep, point, rev, experiments.val_scores(root, rev))
+        scores = experiments.val_scores(root, rev, sweep.metric)
+        row = record_point(paths, sweep, point, rev, scores)
     except PipelineError as error:
         mark(paths, sweep, point, f"failed: {error}")
         raise
@@ -111,17 +126,23 @@ def finish_sweep(root: Path, sweep: Sweep) -> list[PointRow]:
 
 
 def register_best(root: Path, sweep: Sweep) -> dict[str, Any]:
-    """The best point by val BLEU through the register stage (smoke check, significance gate,
-    audit), from a checkout of its experiment commit; returns reports/registration.json."""
+    """The best point by val score (the sweep's metric) through the register stage (smoke
+    check, significance gate, audit), from a checkout of its experiment commit; returns
+    reports/registration.json."""
     paths = project_paths(root)
     rows = point_rows(paths, sweep)
-    best = winner(rows, sweep.name)
+    best = winner(rows, sweep.name, sweep.metric)
     left_out = ", ".join(row.name for row in unfinished(rows))
     if left_out:
         log.warning("sweep %s: %s did not finish; choosing among the others", sweep.name, left_out)
     if not (best.exp_rev and best.run_id):  # winner() returns finished points only
         raise SweepError(f"sweep {sweep.name}: {best.name} has no experiment commit or run")
-    log.info("registering %s (val BLEU %.2f) through the gate", best.name, best.val_bleu or 0.0)
+    log.info(
+        "registering %s (val %s %.2f) through the gate",
+        best.name,
+        metric_label(sweep.metric),
+        best.val_score or 0.0,
+    )
     registration = experiments.register_point(root, best.exp_rev, best.name, best.run_id, sweep)
     record_registration(paths, sweep, best, registration)
     return registration

@@ -2,11 +2,14 @@
 
 The parent run (experiment `translation`, run name `sweep <name>`) holds the plan: tag
 `mt.sweep` (the name), `mt.sweep.baseline` (the commit the points start from), a param
-`grid.<key>` per axis and `point.<experiment>` per point (its overrides as JSON), and each
-point's state as tag `mt.sweep.state.<experiment>` (running, finished, failed: why). A point's
+`grid.<key>` per axis and `point.<experiment>` per point (its overrides as JSON), the metric
+the points are ranked by as tag `mt.sweep.metric` (register.metric at that commit; absent on
+sweeps older than it: BLEU), and each point's state as tag `mt.sweep.state.<experiment>`
+(running, finished, failed: why). A point's
 training run is opened by `mt train` itself as a child (`mlflow.parentRunId`, from
 MT_SWEEP_PARENT_RUN_ID) named and tagged after its DVC experiment (`mt.dvc_exp_name`); once
-the point has been evaluated the sweep adds its val scores (`val.bleu`, ...), its training
+the point has been evaluated the sweep adds its val scores (every number of metrics.json's
+val entry as `val.<name>`: `val.bleu`, `val.chrf`, ... or `val.rouge_l`, ...), its training
 time (`sweep.train_seconds`) and tags `mt.sweep.point` (its overrides) and `mt.dvc_exp_rev`
 (its experiment commit). The table of `mt sweep best` is read back from these alone.
 """
@@ -26,11 +29,11 @@ from pipeline.tracking import DVC_EXP_NAME_TAG, PARENT_RUN_TAG
 
 SWEEP_TAG = "mt.sweep"
 BASELINE_TAG = "mt.sweep.baseline"
+METRIC_TAG = "mt.sweep.metric"
 STATE_TAG = "mt.sweep.state."  # + experiment name
 POINT_TAG = "mt.sweep.point"
 EXP_REV_TAG = "mt.dvc_exp_rev"
 TRAIN_SECONDS = "sweep.train_seconds"
-VAL_METRICS = ("bleu", "bleu_lowercase", "chrf", "ter")  # logged as val.<name>
 REGISTERED_TAGS = ("winner", "registered_version", "gate_outcome", "gate_reason")
 MAX_STATE_CHARS = 500
 
@@ -43,6 +46,7 @@ class Sweep:
     baseline: str  # git commit
     points: tuple[Point, ...]
     keys: tuple[str, ...]  # the swept params.yaml keys, in --set order
+    metric: str = "bleu"  # register.metric at `baseline`: the val score points are ranked by
 
     def header(self) -> dict[str, Any]:
         """Everything but the points, JSON-able (an XCom of the DAG)."""
@@ -52,12 +56,14 @@ class Sweep:
             "experiment_id": self.experiment_id,
             "baseline": self.baseline,
             "keys": list(self.keys),
+            "metric": self.metric,
         }
 
     @classmethod
     def from_header(cls, header: Mapping[str, Any], points: Sequence[Point] = ()) -> Sweep:
         ids = (header["name"], header["run_id"], header["experiment_id"], header["baseline"])
-        return cls(*ids, tuple(points), tuple(header["keys"]))
+        metric = str(header.get("metric") or "bleu")
+        return cls(*ids, tuple(points), tuple(header["keys"]), metric)
 
 
 def _client(paths: ProjectPaths) -> Any:
@@ -75,9 +81,15 @@ def _call(paths: ProjectPaths, step: str) -> Any:
 
 
 def open_sweep(
-    paths: ProjectPaths, name: str, axes: Sequence[Axis], points: Sequence[Point], baseline: str
+    paths: ProjectPaths,
+    name: str,
+    axes: Sequence[Axis],
+    points: Sequence[Point],
+    baseline: str,
+    metric: str = "bleu",
 ) -> Sweep:
-    """The parent run, with the plan; a name used before is refused."""
+    """The parent run, with the plan and the metric its points are ranked by; a name used
+    before is refused."""
     from mlflow.entities import Param
 
     from pipeline.tracking import ensure_experiment
@@ -87,13 +99,13 @@ def open_sweep(
         experiment_id = ensure_experiment(client, paths)
         if _parent_runs(client, experiment_id, name):
             raise SweepError(f"a sweep named {name!r} exists already; choose another --name")
-        tags = {SWEEP_TAG: name, BASELINE_TAG: baseline}
+        tags = {SWEEP_TAG: name, BASELINE_TAG: baseline, METRIC_TAG: metric}
         run = client.create_run(experiment_id, tags=tags, run_name=f"sweep {name}")
         params = [Param(f"grid.{axis.key}", ",".join(axis.values)) for axis in axes]
         params += [Param(f"point.{p.name}", json.dumps(p.overrides)) for p in points]
         client.log_batch(run.info.run_id, params=params)
     keys = tuple(axis.key for axis in axes)
-    return Sweep(name, run.info.run_id, experiment_id, baseline, tuple(points), keys)
+    return Sweep(name, run.info.run_id, experiment_id, baseline, tuple(points), keys, metric)
 
 
 def _parent_runs(client: Any, experiment_id: str, name: str | None) -> list[Any]:
@@ -133,6 +145,7 @@ def sweep_of(run: Any) -> Sweep:
         baseline=run.data.tags.get(BASELINE_TAG, ""),
         points=tuple(points),
         keys=keys,
+        metric=run.data.tags.get(METRIC_TAG, "bleu"),
     )
 
 
@@ -166,13 +179,18 @@ def training_run(paths: ProjectPaths, sweep: Sweep, name: str) -> Any:
 def record_point(
     paths: ProjectPaths, sweep: Sweep, point: Point, rev: str, scores: Mapping[str, Any]
 ) -> PointRow:
-    """Val scores, training time and the experiment commit on the point's training run."""
+    """Val scores (every number of the val entry), training time and the experiment commit on
+    the point's training run."""
     from mlflow.entities import Metric, RunTag
 
     run = training_run(paths, sweep, point.name)
     info = run.info
     seconds = (info.end_time - info.start_time) / 1000 if info.end_time else None
-    metrics = {f"val.{name}": float(scores[name]) for name in VAL_METRICS if name in scores}
+    metrics = {
+        f"val.{name}": float(value)
+        for name, value in scores.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
     if seconds is not None:
         metrics[TRAIN_SECONDS] = seconds
     tags = {POINT_TAG: json.dumps(point.overrides), EXP_REV_TAG: rev}
@@ -183,9 +201,8 @@ def record_point(
             metrics=[Metric(key, value, stamp, 0) for key, value in metrics.items()],
             tags=[RunTag(key, value) for key, value in tags.items()],
         )
-    return PointRow(
-        point.name, point.overrides, FINISHED, metrics["val.bleu"], seconds, info.run_id, rev
-    )
+    score = metrics.get(f"val.{sweep.metric}")
+    return PointRow(point.name, point.overrides, FINISHED, score, seconds, info.run_id, rev)
 
 
 def point_rows(paths: ProjectPaths, sweep: Sweep) -> list[PointRow]:
@@ -199,12 +216,17 @@ def point_rows(paths: ProjectPaths, sweep: Sweep) -> list[PointRow]:
     # Oldest first, so a point run again (a cleared Airflow task) shows its newest run.
     by_name = {run.data.tags.get(DVC_EXP_NAME_TAG): run for run in children}
     return [
-        _row(point, parent.data.tags.get(STATE_TAG + point.name), by_name.get(point.name))
+        _row(
+            point,
+            parent.data.tags.get(STATE_TAG + point.name),
+            by_name.get(point.name),
+            sweep.metric,
+        )
         for point in sweep.points
     ]
 
 
-def _row(point: Point, state: str | None, run: Any) -> PointRow:
+def _row(point: Point, state: str | None, run: Any, metric: str = "bleu") -> PointRow:
     status = (state or "not run").split(":", 1)[0]
     if run is None:
         return PointRow(point.name, point.overrides, status)
@@ -213,7 +235,7 @@ def _row(point: Point, state: str | None, run: Any) -> PointRow:
         name=point.name,
         overrides=point.overrides,
         status=status,
-        val_bleu=metrics.get("val.bleu"),
+        val_score=metrics.get(f"val.{metric}"),
         train_seconds=metrics.get(TRAIN_SECONDS),
         run_id=run.info.run_id,
         exp_rev=run.data.tags.get(EXP_REV_TAG),
