@@ -35,8 +35,9 @@ DVC cache, like every retrain_translation run) and saves it as a DVC experiment 
 the point; its training run is a child of the sweep's MLflow run, tagged with its DVC
 experiment, and gets its val scores.
 
-**register_best** takes the point with the best **val** BLEU through the register stage, the
-normal gate (smoke check, significance gate on the test split, audit), from a checkout of its
+**register_best** takes the point with the best **val** score in the task's metric
+(`val.<register.metric>`: val BLEU for translation) through the register stage, the normal
+gate (smoke check, significance gate on the test split, audit), from a checkout of its
 experiment commit. **close_sweep** closes the MLflow run whatever happened. `mt sweep best
 --sweep <name>` prints the table.
 """
@@ -63,7 +64,8 @@ def plan_sweep(params: dict[str, Any] | None = None, **context: Any) -> list[dic
 @task(execution_timeout=timedelta(minutes=SETTINGS.train_timeout_min))
 def run_point(sweep: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
     """One point up to evaluate in its own workspace, saved as its DVC experiment; its val
-    BLEU."""
+    score in the sweep's metric (register.metric), under the XCom key `val_bleu`, the name it
+    had when sweeps ranked by BLEU only."""
     from pipeline.sweep.grid import Point
     from pipeline.sweep.runner import run_one_point
     from pipeline.sweep.tracking import Sweep
@@ -77,7 +79,8 @@ def run_point(sweep: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
     execution_timeout=timedelta(minutes=SETTINGS.stage_timeout_min),
 )
 def register_best(plan: list[dict[str, Any]]) -> dict[str, Any]:
-    """The best point by val BLEU through the register stage; reports/registration.json."""
+    """The best point by val score (register.metric) through the register stage;
+    reports/registration.json."""
     from pipeline.sweep.runner import register_best as register
     from pipeline.sweep.runner import sweep_of_plan
 

@@ -27,13 +27,14 @@ DOC_MD = """
 ### Watch the champion
 
 **watch** runs what `mt monitor watch` runs: it loads the version `@champion` points at as
-serving does and has it translate the smoke check's sentences (the load check); re-scores it
-on the canary (`monitor.canary_size` seeded pairs of the gate split) and compares the BLEU with
-its recorded canary BLEU and with that of the version the gate last promoted (a drop of more
-than `monitor.max_canary_drop`, or below `monitor.min_canary_score`, is a finding); and
-collects the drift results of the incoming batches checked since the previous run. It logs
-the numbers to the MLflow experiment `monitoring` and writes
-`reports/monitoring/watch/report.md` with a chart of canary BLEU per run.
+serving does and has it answer the smoke check's sentences (the load check); re-scores it
+on the canary (`monitor.canary_size` seeded pairs of the gate split) in the task's metric
+(`register.metric`) and compares that canary score with its recorded one and with that of the
+version the gate last promoted (a drop of more than `monitor.max_canary_drop`, or below
+`monitor.min_canary_score`, is a finding); and collects the drift results of the incoming
+batches checked since the previous run. It logs the numbers to the MLflow experiment
+`monitoring` and writes `reports/monitoring/watch/report.md` with a chart of the canary score
+per run (`canary_bleu.png`; `canary_<metric>.png` for another metric).
 
 **With findings**, *alert* sends them to `monitor.alert_emails` (SMTP, connection
 `monitor.smtp_conn_id`) and `monitor.alert_webhook_url`, and, when `monitor.retrain_on_alert`

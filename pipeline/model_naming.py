@@ -5,10 +5,10 @@ Versions of one registered model compete for its `@champion`, so they must trans
 pair. Two paths choose the name, and both go through here:
 - a DAG run that changes the pair (pipeline/orchestration/run_params.py) swaps the pair
   inside the name, `multi30k-en-de-lstm` -> `multi30k-en-fr-lstm` (`model_name_for_pair`);
-- `mt register` refuses a register.model_name that names another pair than data.src_lang /
-  data.tgt_lang, with the name to set in the message (`check_name_names_pair`). It does not
-  rename on its own: params.yaml stays the one place that says which registered model
-  `mt registry`, `mt serve` and the DAG's approval step act on.
+- reading params.yaml (pipeline/config.py) refuses a register.model_name that names another
+  pair than data.src_lang / data.tgt_lang, with the name to set in the message
+  (`check_name_names_pair`). It does not rename on its own: params.yaml stays the one place
+  that says which registered model `mt registry`, `mt serve` and the DAG's approval step act on.
 
 A name names a pair when it holds a separate token `a-b` (bounded by the start, the end, `-`,
 `_` or `.`) of two language codes that is either this pair, its reverse, one sharing a side

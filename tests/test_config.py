@@ -110,6 +110,16 @@ def test_value_rules_are_enforced() -> None:
         parse_config(raw)
 
 
+def test_a_metric_the_task_does_not_report_is_rejected() -> None:
+    raw = deep_merge(repo_params(), {"register": {"metric": "rouge_l"}})
+    with pytest.raises(ConfigError) as error:
+        parse_config(raw)
+    assert str(error.value) == (
+        "params.yaml: `register.metric` is 'rouge_l', which task translation does not report; "
+        "one of bleu, chrf"
+    )
+
+
 def test_section_that_is_not_a_mapping_is_rejected() -> None:
     raw = deep_merge(repo_params(), {"model": 5})
     with pytest.raises(ConfigError, match="`model` must be a mapping, got int"):
