@@ -18,7 +18,8 @@ the recorded ones.
     python benchmarks/fresh_clone.py --task summarization  # `mt task use summarization` first
 
 With `--task` other than translation the clone is switched to that task's preset before
-`make repro` (as docs/tasks.md tells a user), and the files are named
+`make repro` (as docs/tasks.md tells a user; for dialogue its corpus is built first, as
+`mt dialogue-corpus --out data/dialogue-corpus` does), and the files are named
 fresh_clone-<task>-<machine>.json / seed_spread-<task>-<machine>.json.
 """
 
@@ -39,6 +40,7 @@ from typing import Any
 
 from fresh_checkout import REPO, clone_head, run_timed, time_report
 
+from pipeline.data.dialogue_corpus import build as build_dialogue_corpus
 from pipeline.task_presets import use_task
 from pipeline.tasks import TASK_METRICS, TASKS, Task
 
@@ -159,6 +161,8 @@ def run_once(seed: int, keep: bool, task: Task) -> dict[str, Any]:
     checkout = clone_head(workdir)
     if task != "translation":
         use_task(checkout, task)
+    if task == "dialogue":  # the preset's corpus: `mt dialogue-corpus --out data/dialogue-corpus`
+        build_dialogue_corpus(checkout / "data" / "dialogue-corpus")
     set_seed(checkout, seed)
     log_path = workdir / "repro.log"
     print(f"seed {seed}: make repro in {checkout} (log: {log_path})", flush=True)

@@ -32,20 +32,11 @@ from pipeline.metrics.bootstrap import bootstrap_mean
 from pipeline.paths import project_paths
 from pipeline.tasks import Task
 from tests.conftest import SEED_PAIRS, TINY_OVERRIDES, deep_merge, write_params
+from tests.test_evaluate import METRIC_KEYS
 
 SACREBLEU = sacrebleu.__version__
 ROUGE_SCORE = version("rouge-score")
-TRANSLATION_KEYS = {
-    "bleu",
-    "bleu_ci95",
-    "bleu_lowercase",
-    "chrf",
-    "chrf_ci95",
-    "ter",
-    "ter_ci95",
-    "sentences",
-    "signatures",
-}
+TRANSLATION_KEYS = METRIC_KEYS  # what evaluate wrote before tasks (tests/test_evaluate.py)
 SUMMARIZATION_KEYS = {
     "rouge_1",
     "rouge_1_ci95",

@@ -111,6 +111,20 @@ def score_with_ci(
     )
 
 
+def _scored(
+    metrics: dict[str, Metric],
+    hypotheses: Sequence[str],
+    references: Sequence[str],
+    resamples: int,
+    seed: int,
+) -> dict[str, MetricResult]:
+    """Each sacreBLEU metric's score, CI and signature, in the order given."""
+    return {
+        name: score_with_ci(metric, hypotheses, references, resamples, seed)
+        for name, metric in metrics.items()
+    }
+
+
 def _sacrebleu_entry(scored: dict[str, MetricResult]) -> dict[str, Any]:
     """{name: score, name_ci95: [low, high]} of each scored metric."""
     entry: dict[str, Any] = {}
@@ -125,14 +139,13 @@ def corpus_metrics(
 ) -> dict[str, Any]:
     """The metrics.json entry of one translation split."""
     _check_rows(hypotheses, references)
-    scored = {
-        "bleu": score_with_ci(BLEU(), hypotheses, references, resamples, seed),
-        "bleu_lowercase": score_with_ci(
-            BLEU(lowercase=True), hypotheses, references, resamples, seed
-        ),
-        "chrf": score_with_ci(CHRF(), hypotheses, references, resamples, seed),
-        "ter": score_with_ci(TER(), hypotheses, references, resamples, seed),
+    metrics = {
+        "bleu": BLEU(),
+        "bleu_lowercase": BLEU(lowercase=True),
+        "chrf": CHRF(),
+        "ter": TER(),
     }
+    scored = _scored(metrics, hypotheses, references, resamples, seed)
     entry: dict[str, Any] = {
         "bleu": scored["bleu"].score,
         "bleu_ci95": list(scored["bleu"].ci95),
@@ -152,10 +165,7 @@ def dialogue_metrics(
 ) -> dict[str, Any]:
     """The metrics.json entry of one dialogue split."""
     _check_rows(hypotheses, references)
-    scored = {
-        "bleu": score_with_ci(BLEU(), hypotheses, references, resamples, seed),
-        "chrf": score_with_ci(CHRF(), hypotheses, references, resamples, seed),
-    }
+    scored = _scored({"bleu": BLEU(), "chrf": CHRF()}, hypotheses, references, resamples, seed)
     return _sacrebleu_entry(scored) | {
         "distinct_1": distinct_n(hypotheses, 1),
         "distinct_2": distinct_n(hypotheses, 2),
