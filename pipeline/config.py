@@ -147,6 +147,10 @@ class ModelConfig:
     hidden_units: int = field(metadata=ranged(ge=1, le=8192))
     dropout: float = field(metadata=ranged(ge=0, lt=1))
     tie_embeddings: bool
+    # Pointer-generator copying (pipeline/model/copy_attention.py): each step may also copy a
+    # source piece by its attention weight, for summaries that reuse the source's names and
+    # terms. Off by default: not yet measured against plain attention at the same budget.
+    copy_attention: bool = False
 
 
 @dataclass(frozen=True)
@@ -325,6 +329,7 @@ class Config:
 
     def __post_init__(self) -> None:
         _check_task(self)
+        _check_copy_attention(self)
 
     @property
     def metric(self) -> str:
@@ -356,6 +361,16 @@ def _check_task(config: Config) -> None:
     from pipeline.model_naming import check_model_name  # light: no stage imports
 
     check_model_name(config.register.model_name, task, data.pair)
+
+
+def _check_copy_attention(config: Config) -> None:
+    """A copied source piece's id is used as a target id: both sides need one vocabulary."""
+    _require(
+        config.tokenize.joint or not config.model.copy_attention,
+        "model.copy_attention",
+        "needs `tokenize.joint: true` (a copied source piece must have the same id as a target "
+        "piece)",
+    )
 
 
 def _require(condition: bool, key: str, rule: str) -> None:

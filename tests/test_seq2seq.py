@@ -45,9 +45,11 @@ def test_output_is_float32_logits_over_the_target_vocabulary() -> None:
     assert logits.dtype == tf.float32
 
 
+@pytest.mark.parametrize("copy", [False, True])
 @pytest.mark.parametrize("tie", [True, False])
-def test_layers_are_named(tie: bool) -> None:
-    model = tiny_model(ModelConfig(16, 12, 0.1, tie_embeddings=tie))
+def test_layers_are_named(tie: bool, copy: bool) -> None:
+    config = ModelConfig(16, 12, 0.1, tie_embeddings=tie, copy_attention=copy)
+    model = build_seq2seq(config, TGT_VOCAB, TGT_VOCAB)  # copying: one vocabulary
     expected = {
         "source",
         "target_in",
@@ -68,7 +70,11 @@ def test_layers_are_named(tie: bool) -> None:
         "attentional_dropout",
     }
     names = {layer.name for layer in model.layers}
-    assert names == expected | (set() if tie else {"output_projection"})
+    expected |= set() if tie else {"output_projection"}
+    # pipeline/model/copy_attention.py: the pointer-generator's gate and mixture
+    assert names == expected | (
+        {"copy_gate_inputs", "copy_gate", "copy_mixture"} if copy else set()
+    )
     assert isinstance(model.get_layer("encoder"), keras.layers.Bidirectional)
     assert model.get_layer("decoder").units == 2 * 12
 

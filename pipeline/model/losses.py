@@ -1,5 +1,8 @@
 """What training minimises: label-smoothed masked cross-entropy, the NLL metric, the schedule.
 
+The model's outputs are logits, or log-probabilities with `model.copy_attention`: the loss and
+the metric take either (see `token_cross_entropy`).
+
 Plain keras.ops, so any Keras backend trains the model.
 """
 
@@ -23,6 +26,10 @@ def token_cross_entropy(labels: Any, logits: Any, label_smoothing: float = 0.0) 
     `ops.sparse_categorical_crossentropy`: on the 2-core CPU a training step then costs ~7%
     fewer CPU-seconds under TensorFlow than through its fused sparse-softmax kernel, and as
     many under JAX (whose version multiplies by a one-hot [B, T, V]); see docs/training.md.
+
+    `logits` may be log-probabilities, which a copy-attention model outputs
+    (pipeline/model/copy_attention.py): their logsumexp is log 1 = 0, so the same formula gives
+    -log p(label) and the smoothing term -mean(log p); loss and metric need no second version.
     """
     logits = ops.cast(logits, "float32")
     labels = ops.cast(labels, "int32")

@@ -10,6 +10,12 @@
         attentional_dropout ─► output projection (tied to target_embedding, or output_projection)
         ─► logits [B, T, V]
 
+With `model.copy_attention` (pipeline/model/copy_attention.py) a gate mixes a copy of the source
+into that distribution, and the model outputs log-probabilities instead of logits:
+
+    [context; decoder output; target embedding] ─► copy_gate_inputs ─► copy_gate (Dense 1)
+    logits, copy_gate, attention weights, source ids ─► copy_mixture ─► log P [B, T, V]
+
 Luong attention is applied AFTER the decoder LSTM (no input feeding), so both LSTMs keep the
 defaults that let TensorFlow pick the cuDNN kernel on a GPU: tanh/sigmoid activations, no
 recurrent dropout, use_bias, unroll=False. Off cuDNN (a CPU, or JAX) both are
@@ -30,6 +36,14 @@ import keras
 from keras import ops
 
 from pipeline.config import ModelConfig
+from pipeline.model.copy_attention import (
+    COPY_GATE,
+    COPY_GATE_INPUTS,
+    COPY_MIXTURE,
+    CopyMixture,
+    copy_gate_layers,
+    has_copy_attention,
+)
 from pipeline.model.recurrent import PACKAGE, ProjectedInputLSTM
 from pipeline.tokenize import BOS_ID, PAD_ID
 
@@ -147,14 +161,21 @@ def decoder_units(config: ModelConfig) -> int:
 
 
 def build_seq2seq(config: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> keras.Model:
-    """The training graph: {"source": [B,S], "target_in": [B,T]} int32 -> logits [B,T,V]."""
+    """The training graph: {"source": [B,S], "target_in": [B,T]} int32 -> logits [B,T,V]
+    (log-probabilities with `copy_attention`)."""
+    if config.copy_attention and src_vocab_size != tgt_vocab_size:
+        raise ValueError(
+            f"copy_attention needs one vocabulary for both sides (tokenize.joint: true), got "
+            f"{src_vocab_size} source and {tgt_vocab_size} target pieces"
+        )
     source = keras.Input(shape=(None,), dtype="int32", name="source")
     target_in = keras.Input(shape=(None,), dtype="int32", name="target_in")
 
     memory, memory_mask, initial_state = _encoder_graph(config, source, src_vocab_size)
-    logits = _decoder_graph(config, target_in, memory, memory_mask, initial_state, tgt_vocab_size)
+    decoder = _decoder_graph(config, target_in, memory, memory_mask, initial_state, tgt_vocab_size)
+    outputs = _copy_graph(decoder, source) if config.copy_attention else decoder.logits
     return keras.Model(
-        inputs={"source": source, "target_in": target_in}, outputs=logits, name="seq2seq"
+        inputs={"source": source, "target_in": target_in}, outputs=outputs, name="seq2seq"
     )
 
 
@@ -178,6 +199,16 @@ def _encoder_graph(config: ModelConfig, source: Any, vocab_size: int) -> tuple[A
     return memory, source_mask, [state_h, state_c]
 
 
+class _DecoderTensors(NamedTuple):
+    """The decoder's tensors, [B, T, ...] each (T = 1 in a decoding step); copying reads them."""
+
+    logits: Any  # float32 [B, T, V]
+    embedded: Any  # the decoder's inputs (target embeddings after dropout)
+    outputs: Any  # the decoder LSTM's outputs
+    context: Any  # attention's context vectors
+    attention: Any  # attention weights [B, T, S]
+
+
 def _decoder_graph(
     config: ModelConfig,
     target_in: Any,
@@ -185,7 +216,7 @@ def _decoder_graph(
     memory_mask: Any,
     initial_state: list,
     vocab_size: int,
-) -> Any:
+) -> _DecoderTensors:
     embedding = _target_embedding(config, vocab_size)
     embedded = embedding(target_in)
     embedded = keras.layers.Dropout(config.dropout, name="target_dropout")(embedded)
@@ -195,13 +226,30 @@ def _decoder_graph(
     # No mask here: target padding only trails the real tokens, so it cannot change their
     # outputs, and the loss ignores padded positions.
     outputs, _, _ = decoder(embedded, initial_state=initial_state)
-    context, _ = LuongAttention(name="attention")(outputs, memory, memory_mask)
+    context, weights = LuongAttention(name="attention")(outputs, memory, memory_mask)
     attentional = _attentional_layers(config)
     hidden = attentional["attentional"](attentional["attention_concat"]([outputs, context]))
     hidden = keras.layers.Dropout(config.dropout, name="attentional_dropout")(hidden)
     if config.tie_embeddings:
-        return embedding(hidden, project=True)
-    return keras.layers.Dense(vocab_size, dtype="float32", name="output_projection")(hidden)
+        logits = embedding(hidden, project=True)
+    else:
+        output_projection = keras.layers.Dense(
+            vocab_size, dtype="float32", name="output_projection"
+        )
+        logits = output_projection(hidden)
+    return _DecoderTensors(logits, embedded, outputs, context, weights)
+
+
+def _copy_graph(decoder: _DecoderTensors, source: Any) -> Any:
+    """The pointer-generator's log-probabilities [B, T, V] (pipeline/model/copy_attention.py).
+
+    Its layers are created after every other layer, so that the rest of the model is built,
+    named and initialised exactly as without copying.
+    """
+    gate = copy_gate_layers()
+    gate_inputs = gate[COPY_GATE_INPUTS]([decoder.context, decoder.outputs, decoder.embedded])
+    gate_logit = gate[COPY_GATE](gate_inputs)
+    return CopyMixture(name=COPY_MIXTURE)(decoder.logits, gate_logit, decoder.attention, source)
 
 
 def _target_embedding(config: ModelConfig, vocab_size: int) -> keras.layers.Layer:
@@ -229,6 +277,7 @@ class EncoderOutput(NamedTuple):
     memory: Any  # [B, S, Dm] float32: encoder outputs attention reads
     memory_mask: Any  # [B, S] bool: False on PAD
     state: tuple[Any, ...]  # decoder initial state (h, c), each [B, Dd] float32
+    source_ids: Any = None  # [B, S] int32: the pieces a copy-attention model copies from
 
 
 def encode(model: keras.Model, source_ids: Any) -> EncoderOutput:
@@ -247,6 +296,7 @@ def encode(model: keras.Model, source_ids: Any) -> EncoderOutput:
         memory=ops.cast(memory, "float32"),
         memory_mask=memory_mask,
         state=(ops.cast(state_h, "float32"), ops.cast(state_c, "float32")),
+        source_ids=source_ids,
     )
 
 
@@ -256,12 +306,24 @@ def decode_step(
     state: tuple[Any, ...],
     memory: Any,
     memory_mask: Any,
+    source_ids: Any = None,
 ) -> tuple[Any, tuple[Any, ...], Any]:
     """One decoder step for the previous tokens [B]: (log_probs [B,V], new state, attention [B,S]).
 
     Uses the decoder LSTM's cell directly: the same weights and gates as the full LSTM layer,
-    without a scan over a one-step sequence.
+    without a scan over a one-step sequence. `source_ids` [B, S] (the rows `memory` encodes)
+    are needed by a copy-attention model only.
     """
+    step, (new_h, new_c) = _decoder_tensors_of_step(model, token_ids, state, memory, memory_mask)
+    log_probs = _forbid_special_tokens(_step_log_probs(model, step, source_ids))
+    new_state = (ops.cast(new_h, "float32"), ops.cast(new_c, "float32"))
+    return log_probs, new_state, ops.cast(step.attention[:, 0, :], "float32")
+
+
+def _decoder_tensors_of_step(
+    model: keras.Model, token_ids: Any, state: tuple[Any, ...], memory: Any, memory_mask: Any
+) -> tuple[_DecoderTensors, tuple[Any, Any]]:
+    """The trained decoder layers on one step ([B, 1, ...] tensors) and the new LSTM state."""
     compute_dtype = model.get_layer("decoder").compute_dtype
     embedded = model.get_layer("target_embedding")(ops.cast(token_ids, "int32"))
     cell = model.get_layer("decoder").cell
@@ -272,10 +334,21 @@ def decode_step(
     hidden = model.get_layer("attentional")(
         model.get_layer("attention_concat")([output[:, None, :], context])
     )
-    logits = ops.cast(project_to_vocab(model, hidden)[:, 0, :], "float32")
-    log_probs = _forbid_special_tokens(ops.log_softmax(logits, axis=-1))
-    new_state = (ops.cast(new_h, "float32"), ops.cast(new_c, "float32"))
-    return log_probs, new_state, ops.cast(weights[:, 0, :], "float32")
+    logits = project_to_vocab(model, hidden)
+    step = _DecoderTensors(logits, embedded[:, None, :], output[:, None, :], context, weights)
+    return step, (new_h, new_c)
+
+
+def _step_log_probs(model: keras.Model, step: _DecoderTensors, source_ids: Any) -> Any:
+    """float32 [B, V]: log-softmax of the logits, or the pointer-generator's mixture."""
+    if not has_copy_attention(model):
+        return ops.log_softmax(ops.cast(step.logits[:, 0, :], "float32"), axis=-1)
+    if source_ids is None:
+        raise ValueError("a copy-attention model needs the source ids to decode: pass source_ids")
+    gate_inputs = model.get_layer(COPY_GATE_INPUTS)([step.context, step.outputs, step.embedded])
+    gate_logit = model.get_layer(COPY_GATE)(gate_inputs)
+    mixture = model.get_layer(COPY_MIXTURE)(step.logits, gate_logit, step.attention, source_ids)
+    return mixture[:, 0, :]
 
 
 def project_to_vocab(model: keras.Model, hidden: Any) -> Any:
