@@ -35,9 +35,13 @@ EPOCH_LINE = re.compile(r"^\s*\d+/\d+ - (\d+)s ")
 
 
 def copy_project(plain: Path) -> Path:
-    """The plain project's files (git, DVC cache and virtualenv left out) in a temp folder."""
+    """The plain project's data, tokenizer and params in a temp folder: its code, git, DVC cache
+    and virtualenv left out, so `mt` runs this checkout's code (the plain clone may predate
+    copy attention; with it off, the model is the same: tests/test_copy_attention.py)."""
     target = Path(tempfile.mkdtemp(prefix="mt-copy-attention-")) / "project"
-    ignored = shutil.ignore_patterns(".git", ".dvc", ".venv", "mlruns.db", "mlartifacts")
+    ignored = shutil.ignore_patterns(
+        ".git", ".dvc", ".venv", "pipeline", "mlruns.db", "mlartifacts"
+    )
     shutil.copytree(plain, target, ignore=ignored, symlinks=True)
     return target
 
