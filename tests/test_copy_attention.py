@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pipeline.config import ModelConfig, TrainConfig, load_config
+from pipeline.config import ModelConfig, load_config
 from pipeline.errors import ConfigError
 from pipeline.model.copy_attention import (
     COPY_FLOOR,
@@ -39,6 +39,7 @@ from pipeline.translator import Translator, pad_batch
 from tests.conftest import REPO_ROOT, tiny_pairs
 from tests.copy_off_reference import REFERENCE, built, plain_config, summary
 from tests.test_decoding import assert_same_result
+from tests.test_seq2seq import TRAIN as SEQ2SEQ_TRAIN
 from tests.tiny_translator import (
     MEMORISED_TOKENIZER,
     TrainingRecipe,
@@ -216,18 +217,8 @@ def test_the_loss_is_the_smoothed_nll_of_the_mixture() -> None:
     assert float(loss) == pytest.approx(per_token[real].mean(), rel=1e-5)
 
 
-TRAIN = TrainConfig(
-    epochs=1,
-    batch_size=2,
-    learning_rate=0.01,
-    warmup_steps=1,
-    label_smoothing=0.1,
-    clip_norm=1.0,
-    patience=1,
-    max_tokens=10,
-    precision="float32",
-    bucket_boundaries=(4,),
-)
+# test_seq2seq's one-step recipe; the precision is each test's own (dtype_policy).
+TRAIN = dataclasses.replace(SEQ2SEQ_TRAIN, precision="float32")
 
 
 @pytest.mark.slow
