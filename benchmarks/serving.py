@@ -1,19 +1,25 @@
-"""Latency and throughput of the served translator: `mlflow models serve` on loopback.
+"""Latency and throughput of the served translator on loopback: batching on against off.
 
     .venv/bin/python benchmarks/serving.py                    # trains a small model first
     .venv/bin/python benchmarks/serving.py --project .        # this project's models/
     .venv/bin/python benchmarks/serving.py --model DIR        # DIR/seq2seq.keras + tokenizer/
 
 The model is saved as the pyfunc `mt register` logs (pipeline.serving.TranslationModel, decoding
-and request limits from params.yaml) and served by `mlflow models serve --env-manager local`
-with one worker. For 1, 8 and 32 concurrent clients (threads, one keep-alive connection each)
-and each workload, clients send requests back to back for --seconds; p50/p95 latency and
-throughput are over the requests that finished in that window. Workloads:
+and request limits from params.yaml) and served, one after the other in the same run, by each of
+--servers (default all three):
+- `mlflow`: `mlflow models serve --env-manager local -w 1`, MLflow's scoring server (one request
+  decoded at a time), what `mt serve` ran before issue 27;
+- `mt-unbatched`: `mt serve --no-batching` (pipeline/serving_app.py, each request alone);
+- `mt`: `mt serve`, concurrent requests decoded together (pipeline/serving_batch.py).
+For 1, 8 and 32 concurrent clients (threads, one keep-alive connection each) and each workload,
+clients send requests back to back for --seconds; p50/p95 latency and throughput are over the
+requests that finished in that window. Workloads:
 - ping: GET /ping, the baseline in the same run (HTTP and server overhead, no model);
 - 1 sentence: POST /invocations with one Multi30k test2016 source, a new one each request;
 - N sentences: one request of --batch-rows sources.
 Each cell is bounded in time: --seconds plus at most one request in flight per client.
-Prints a table and writes benchmarks/results/serving.json.
+Prints a table and the batching speed-up (`mt` over `mt-unbatched`: 1-sentence sentences/s at
+8 and 32 clients, p50 at 1 client) and writes benchmarks/results/serving.json (--output).
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ import http.client
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -186,38 +194,117 @@ def warm_up(port: int, workloads: list[Workload], sources: list[str]) -> None:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'workload':<14} {'clients':>7} {'requests':>8} {'errors':>6} {'p50 ms':>9} ", end="")
+    print(
+        f"{'server':<13} {'workload':<14} {'clients':>7} {'requests':>8} {'errors':>6} "
+        f"{'p50 ms':>9} ",
+        end="",
+    )
     print(f"{'p95 ms':>9} {'req/s':>8} {'sent/s':>8}")
     for row in rows:
         print(
-            f"{row['workload']:<14} {row['clients']:>7} {row['requests']:>8} {row['errors']:>6} "
+            f"{row['server']:<13} {row['workload']:<14} {row['clients']:>7} "
+            f"{row['requests']:>8} {row['errors']:>6} "
             f"{row.get('p50_ms', float('nan')):>9.1f} {row.get('p95_ms', float('nan')):>9.1f} "
             f"{row['requests_per_s']:>8.2f} {row['sentences_per_s']:>8.2f}"
         )
 
 
+SERVERS = ("mlflow", "mt-unbatched", "mt")
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    """One server of the model at `pyfunc` on a free port, by name (SERVERS)."""
+
+    name: str
+    pyfunc: Path
+    scratch: Path
+    process: Any = None
+
+    def start(self) -> int:
+        from tests.mlflow_server import BIN_DIR, free_port, venv_environ, wait_until_healthy
+
+        port = free_port()
+        if self.name == "mlflow":
+            command = [
+                str(BIN_DIR / "mlflow"),
+                "models",
+                "serve",
+                "-m",
+                str(self.pyfunc),
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "1",
+            ]
+        else:
+            command = [
+                str(BIN_DIR / "mt"),
+                "serve",
+                "--model",
+                str(self.pyfunc),
+                "--port",
+                str(port),
+            ]
+            command += ["--no-batching"] if self.name == "mt-unbatched" else []  # fmt: skip
+        env = {**venv_environ(), "MT_PROJECT_DIR": str(REPO_ROOT),
+               "MLFLOW_TRACKING_URI": f"sqlite:///{self.scratch / 'mlruns.db'}"}  # fmt: skip
+        log_file = self.scratch / f"{self.name}.log"
+        with log_file.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.scratch,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_until_healthy(f"http://127.0.0.1:{port}/ping", self.process, log_file, 300)
+        return port
+
+    def stop(self) -> None:
+        from tests.mlflow_server import _stop
+
+        _stop(self.process, signal.SIGTERM)
+
+
 def serve_and_measure(
     pyfunc: Path, scratch: Path, sources: list[str], args: argparse.Namespace
 ) -> list[dict[str, Any]]:
-    from tests.mlflow_server import ModelServer
-
     workloads = [
         Workload("ping", "GET", "/ping", 0),
         Workload("1 sentence", "POST", "/invocations", 1),
         Workload(f"{args.batch_rows} sentences", "POST", "/invocations", args.batch_rows),
     ]
-    tracking = f"sqlite:///{scratch / 'mlruns.db'}"  # unused for a local model; kept off ./
-    server = ModelServer(str(pyfunc), tracking, scratch / "serve.log", scratch)
-    server.start()
-    try:
-        warm_up(server.port, workloads, sources)
-        return [
-            measure(server.port, workload, sources, clients, args.seconds)
-            for workload in workloads
-            for clients in CONCURRENCY
-        ]
-    finally:
-        server.stop()
+    rows = []
+    for name in args.servers:
+        server = ServerProcess(name, pyfunc, scratch)
+        port = server.start()
+        try:
+            warm_up(port, workloads, sources)
+            for workload in workloads:
+                for clients in CONCURRENCY:
+                    row = measure(port, workload, sources, clients, args.seconds)
+                    rows.append({"server": name, **row})
+        finally:
+            server.stop()
+    return rows
+
+
+def batching_gain(rows: list[dict[str, Any]]) -> dict[str, float] | None:
+    """`mt` over `mt-unbatched`: 1-sentence sentences/s at 8 and 32 clients, p50 at 1."""
+    cells = {(row["server"], row["workload"], row["clients"]): row for row in rows}
+    if ("mt", "1 sentence", 1) not in cells or ("mt-unbatched", "1 sentence", 1) not in cells:
+        return None
+    gain = {}
+    for clients in CONCURRENCY[1:]:
+        on, off = cells["mt", "1 sentence", clients], cells["mt-unbatched", "1 sentence", clients]
+        gain[f"sentences_per_s_x_at_{clients}"] = round(
+            on["sentences_per_s"] / off["sentences_per_s"], 2
+        )
+    on, off = cells["mt", "1 sentence", 1], cells["mt-unbatched", "1 sentence", 1]
+    gain["p50_at_1_client_x"] = round(on["p50_ms"] / off["p50_ms"], 3)
+    return gain
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -230,6 +317,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--train-pairs", type=int, default=6000)
     parser.add_argument("--train-epochs", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--servers", nargs="+", choices=SERVERS, default=list(SERVERS), help="in this order"
+    )
     return parser.parse_args(argv)
 
 
@@ -252,12 +342,22 @@ def main(argv: list[str]) -> int:
         served = save_pyfunc(model_dir, scratch / "pyfunc")
         rows = serve_and_measure(scratch / "pyfunc", scratch, sources, args)
     print_table(rows)
+    gain = batching_gain(rows)
+    print(f"batching (mt over mt-unbatched): {gain}")
     atomic_write_json(
         args.output,
         {
             "benchmark": "serving",
             "measured_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "server": "mlflow models serve --env-manager local -w 1 (uvicorn), 127.0.0.1",
+            "servers": {
+                "mlflow": "mlflow models serve --env-manager local -w 1 (uvicorn), 127.0.0.1",
+                "mt-unbatched": "mt serve --no-batching (uvicorn, one process), 127.0.0.1",
+                "mt": "mt serve (uvicorn, one process), 127.0.0.1, batch window from params",
+            },
+            "batch_window_ms": load_config(
+                REPO_ROOT / "params.yaml"
+            ).register.serve_batch_window_ms,
+            "batching_gain": gain,
             "model": model,
             **served,
             "seconds_per_cell": args.seconds,

@@ -211,6 +211,12 @@ class RegisterConfig:
     max_input_chars: int = field(metadata=ranged(ge=1, le=10_000))
     max_batch_rows: int = field(metadata=ranged(ge=1, le=1_024))
     max_request_work: int = field(metadata=ranged(ge=1, le=10_000_000))
+    # `mt serve` of an alias (models:/NAME@champion) looks it up this often and switches to the
+    # version it names (pipeline/serving_follow.py); 0 serves the version found at start.
+    serve_poll_s: float = field(metadata=ranged(ge=0, le=86_400))
+    # How long a batch of concurrent requests waits for more while clients are many
+    # (pipeline/serving_batch.py); a lone client's request starts at once.
+    serve_batch_window_ms: float = field(metadata=ranged(ge=0, le=1_000))
 
 
 @dataclass(frozen=True)

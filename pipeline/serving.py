@@ -234,9 +234,11 @@ def _checked_texts(values: list[Any], limits: InputLimits) -> list[str]:
         )
     for row, value in enumerate(values):
         if not isinstance(value, str):
+            # A parsed JSON number arrives as a NumPy scalar: named as the client sent it.
+            shown = value.item() if isinstance(value, np.generic) else value
             raise _bad_request(
                 f"row {row}: expected a string in column 'text', got "
-                f"{type(value).__name__} {value!r}"
+                f"{type(shown).__name__} {shown!r}"
             )
         if len(value) > limits.max_input_chars:
             raise _bad_request(

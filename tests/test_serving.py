@@ -434,7 +434,7 @@ class MtServe:
         return self
 
     def command_line(self) -> list[str]:
-        """What runs under the pid `mt serve` started with (it execs the server)."""
+        """What runs under the pid `mt serve` started with (the server, in-process)."""
         assert self.process is not None
         return Path(f"/proc/{self.process.pid}/cmdline").read_bytes().decode().split("\0")
 
@@ -536,7 +536,7 @@ def test_mt_register_logs_the_trained_translator_and_mt_serve_serves_it(
     server = MtServe(project_dir, tmp_path / "serve.log")
     try:
         server.start()
-        assert server.command_line()[1:4] == [str(BIN_DIR / "mlflow"), "models", "serve"]
+        assert server.command_line()[1:3] == [str(BIN_DIR / "mt"), "serve"]  # in-process
         greedy = invocations(
             server, {"inputs": {"text": [*sources, ""]}, "params": {"beam_size": 1}}
         )

@@ -38,13 +38,24 @@ def smoke_check(registry_uri: str, model_name: str, version: str) -> None:
     uri = f"models:/{model_name}/{version}"
     try:
         model = load_pyfunc(registry_uri, uri)  # `models:/` resolves against this store
-        output = model.predict(pd.DataFrame({TEXT_COLUMN: list(CANARY_SENTENCES)}))
     except Exception as error:  # a broken model can raise anything: each is a failed check
         _fail(model_name, version, f"{type(error).__name__}: {_first_line(error)}")
-    problem = output_problem(output, len(CANARY_SENTENCES))
+    problem = loaded_model_problem(model)
     if problem is not None:
         _fail(model_name, version, problem)
     log.info("%s version %s passed the smoke check (%s)", model_name, version, uri)
+
+
+def loaded_model_problem(model: Any) -> str | None:
+    """Why a loaded pyfunc fails the canary sentences, or None when it answers each one.
+
+    The gate checks a version with it before it becomes @champion, and the server
+    (pipeline/serving_follow.py) before it switches to a new @champion."""
+    try:
+        output = model.predict(pd.DataFrame({TEXT_COLUMN: list(CANARY_SENTENCES)}))
+    except Exception as error:  # a broken model can raise anything: each is a failed check
+        return f"{type(error).__name__}: {_first_line(error)}"
+    return output_problem(output, len(CANARY_SENTENCES))
 
 
 def output_problem(output: Any, expected_rows: int) -> str | None:
