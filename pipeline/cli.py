@@ -43,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "pipeline and promoter accounts on an MLflow server with basic-auth",
     ),
     "translate": ("pipeline.translator", "main", "translate stdin or a file"),
-    "serve": ("pipeline.serve_command", "main", "serve a registered model over REST; follows @champion"),
+    "serve": ("pipeline.serve_command", "main", "serve @champion over REST, following it"),
     "translate-batch": (
         "pipeline.monitor.batch",
         "main",
