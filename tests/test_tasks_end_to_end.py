@@ -105,7 +105,8 @@ def test_dialogue_runs_every_stage_registers_and_serves_replies(
     monkeypatch.delenv("AIRFLOW_CTX_DAG_RUN_ID", raising=False)
     corpus = tmp_path / "dialogue-corpus"
     build_dialogue_corpus(corpus)
-    run_every_stage(project_dir, "dialogue", corpus)
+    # The preset's own vocabulary: the corpus must support it as shipped (2000 did not).
+    run_every_stage(project_dir, "dialogue", corpus, {"tokenize": preset("dialogue")["tokenize"]})
 
     metrics = json.loads((project_dir / "metrics.json").read_text())
     for name in ("bleu", "chrf", "distinct_1", "distinct_2", "top10_response_share"):
