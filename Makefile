@@ -68,6 +68,26 @@ gpu-carry: install
 clean-venv:
 	rm -rf $(VENV)
 
+# The production compose stack (docker/compose.yaml) started for real with podman, end to end, on
+# a tiny corpus (docs/deploy.md); about 22 minutes on 2 cores, so not part of `make test`.
+# Debian's podman, runc and debootstrap; podman-compose from PyPI in a venv of the check's own
+# (Debian 12's 1.0.3 knows no profiles). State (Debian rootfs, env file, venv) in COMPOSE_CHECK_DIR.
+.PHONY: compose-packages compose-check
+COMPOSE_CHECK_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/mt-compose-check
+PODMAN_COMPOSE_VERSION := 1.6.0
+compose-packages:
+	@{ command -v podman && command -v runc && command -v debootstrap; } >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq podman runc debootstrap >/dev/null; } || \
+	  { echo "install Debian's podman, runc and debootstrap (apt-get install podman runc" \
+	    "debootstrap) for compose-check" >&2; exit 1; }
+	@[ -x "$(COMPOSE_CHECK_DIR)/venv/bin/podman-compose" ] || { \
+	  $(PYTHON) -m venv "$(COMPOSE_CHECK_DIR)/venv" && "$(COMPOSE_CHECK_DIR)/venv/bin/pip" install -q \
+	    --disable-pip-version-check podman-compose==$(PODMAN_COMPOSE_VERSION); }
+
+compose-check: install compose-packages
+	COMPOSE_CHECK_DIR="$(COMPOSE_CHECK_DIR)" $(BIN)/python benchmarks/compose_check.py $(COMPOSE_CHECK_ARGS)
+
 # The pictures in docs/img (scripts/screenshots.py): the MLflow UI over this project's registered
 # model (run `make repro` first; SCREENSHOTS_ARGS='--project DIR' for another project) and the
 # Airflow UI running a tiny retrain in a throw-away project.

@@ -9,7 +9,10 @@
 # DVC, MLflow, GX) stay out, and the DAG must keep its parse-time imports light (Airflow, the
 # standard library, PyYAML and pipeline.config / pipeline.paths); tests/test_docker.py checks it.
 
-FROM apache/airflow:3.3.2-python3.11
+# AIRFLOW_IMAGE: the official image users build on; `make compose-check` passes a stand-in built
+# from Debian's Python and PyPI (docker/check/airflow.Dockerfile), since it cannot pull this one.
+ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
+FROM ${AIRFLOW_IMAGE}
 LABEL org.opencontainers.image.title="mt-airflow" \
       org.opencontainers.image.description="Apache Airflow 3.3.2 with the retrain_translation DAG" \
       org.opencontainers.image.licenses="MIT"

@@ -6,7 +6,10 @@
 #
 #   docker build -f docker/mlflow.Dockerfile -t mt-mlflow:0.1.0 .    # from the repo root
 
-FROM python:3.11.18-slim-bookworm
+# PYTHON_IMAGE: the official Python image; `make compose-check` passes Debian's python3.11
+# (docker/check/python.Dockerfile), which answers to `python` and `pip` the same way.
+ARG PYTHON_IMAGE=python:3.11.18-slim-bookworm
+FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="mt-mlflow" \
       org.opencontainers.image.description="MLflow tracking server (PostgreSQL backend store, proxied artifacts)" \
       org.opencontainers.image.licenses="MIT"

@@ -14,25 +14,40 @@
 # own TensorFlow and Python packages system-wide, which a `uv pip sync` of our lock would fight.
 # Python 3.11 is uv's managed CPython, since Ubuntu 24.04 ships 3.12.
 
-FROM ghcr.io/astral-sh/uv:0.13.9 AS uv
+#
+# Build arguments (the defaults are what users build; `make compose-check` overrides them to build
+# the same Dockerfile on bases made from Debian's packages, docs/deploy.md):
+#   BASE_IMAGE            the base of both stages
+#   UV_IMAGE              an image with the uv binary at /uv
+#   UV_PYTHON_PREFERENCE  only-managed: uv downloads its own CPython PYTHON_VERSION;
+#                         only-system: the base image's python PYTHON_VERSION (e.g. Debian's 3.11)
+#   REQUIREMENTS_LOCK     the lock synced into the venv (requirements.lock: CPU TensorFlow)
+ARG BASE_IMAGE=nvidia/cuda:12.9.1-base-ubuntu24.04
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
 
-FROM nvidia/cuda:12.9.1-base-ubuntu24.04 AS builder
+FROM ${UV_IMAGE} AS uv
+
+FROM ${BASE_IMAGE} AS builder
 ARG PYTHON_VERSION=3.11.18
+ARG UV_PYTHON_PREFERENCE=only-managed
+ARG REQUIREMENTS_LOCK=docker/requirements-gpu.lock
 COPY --from=uv /uv /usr/local/bin/uv
 # hadolint ignore=DL3008
 RUN apt-get update && apt-get install -y --no-install-recommends git \
     && rm -rf /var/lib/apt/lists/*
 ENV UV_PYTHON_INSTALL_DIR=/opt/python \
-    UV_PYTHON_PREFERENCE=only-managed \
+    UV_PYTHON_PREFERENCE=${UV_PYTHON_PREFERENCE} \
     UV_LINK_MODE=copy \
     UV_COMPILE_BYTECODE=1
-RUN uv python install "${PYTHON_VERSION}" \
+# /opt/python stays empty with the base's own Python (the final stage copies it either way).
+RUN mkdir -p /opt/python \
+    && if [ "${UV_PYTHON_PREFERENCE}" = "only-managed" ]; then uv python install "${PYTHON_VERSION}"; fi \
     && uv venv --python "${PYTHON_VERSION}" /opt/venv
 
 # Dependencies first: this layer is rebuilt only when the lock changes, not on every code edit.
-COPY docker/requirements-gpu.lock /tmp/requirements-gpu.lock
+COPY ${REQUIREMENTS_LOCK} /tmp/requirements.lock
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv pip sync --python /opt/venv/bin/python --strict /tmp/requirements-gpu.lock
+    uv pip sync --python /opt/venv/bin/python --strict /tmp/requirements.lock
 
 # The project tree DVC runs in (MT_PROJECT_DIR). Editable, so the code `mt` imports is the very
 # file that dvc.yaml hashes as a stage dependency.
@@ -52,18 +67,21 @@ RUN git clone --quiet --bare --no-local /tmp/source.git /opt/mt/repo.git \
     && rm -rf /tmp/source.git
 
 
-FROM nvidia/cuda:12.9.1-base-ubuntu24.04
+FROM ${BASE_IMAGE}
 ARG MT_UID=50000
 LABEL org.opencontainers.image.title="mt-pipeline" \
       org.opencontainers.image.description="LSTM NMT pipeline (mt CLI, DVC stages) on TensorFlow CUDA; also the Airflow Celery worker" \
       org.opencontainers.image.licenses="MIT"
 
 # uid 50000, gid 0: the Airflow images' convention, so the shared log volume stays writable.
-# git: each run's workspace is a worktree of the project (pipeline/workspaces.py).
+# git: each run's workspace is a worktree of the project (pipeline/workspaces.py). The image's
+# bare clone stays root's, so git, run as mt, must be told to trust it (safe.directory):
+# otherwise mt-project-init's fetch from it fails with "detected dubious ownership".
 # hadolint ignore=DL3008
 RUN useradd --uid "${MT_UID}" --gid 0 --create-home --home-dir /home/mt --shell /bin/bash mt \
     && apt-get update && apt-get install -y --no-install-recommends git \
-    && rm -rf /var/lib/apt/lists/*
+    && rm -rf /var/lib/apt/lists/* \
+    && git config --system --add safe.directory /opt/mt/repo.git
 
 COPY --from=builder /opt/python /opt/python
 COPY --from=builder /opt/venv /opt/venv

@@ -36,7 +36,10 @@ from tests.conftest import git_commit_all
 REPO = Path(__file__).resolve().parents[1]
 DOCKER = REPO / "docker"
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+# make compose-check's stand-ins for the upstream bases (docker/compose.check.yaml).
+CHECK_DOCKERFILES = sorted((DOCKER / "check").glob("*.Dockerfile"))
 COMPOSE_FILE = DOCKER / "compose.yaml"
+CHECK_COMPOSE_FILE = DOCKER / "compose.check.yaml"
 
 # The services architecture.md and docker/README.md promise.
 REQUIRED_SERVICES = {
@@ -182,9 +185,26 @@ def pins(path: Path) -> dict[str, str]:
     return {name.lower(): version for name, version in PIN.findall(path.read_text())}
 
 
+def arg_defaults(dockerfile: Path) -> dict[str, str]:
+    """ARG NAME=default lines of a Dockerfile (any stage)."""
+    return dict(re.findall(r"^ARG ([A-Za-z_][A-Za-z0-9_]*)=(\S+)", dockerfile.read_text(), re.M))
+
+
+def with_arg_defaults(text: str, dockerfile: Path) -> str:
+    """`text` with each ${NAME} replaced by the ARG default the Dockerfile gives it."""
+    defaults = arg_defaults(dockerfile)
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: defaults[m.group(1)], text)
+
+
+def from_lines(dockerfile: Path) -> list[str]:
+    """The image each FROM names, as written, stages included."""
+    return re.findall(r"^FROM (\S+)", dockerfile.read_text(), re.MULTILINE)
+
+
 def from_images(dockerfile: Path) -> list[str]:
+    """The base images a default build pulls: FROM lines with their ARG defaults, no stages."""
     stages = {m.lower() for m in re.findall(r"^FROM \S+ AS (\S+)", dockerfile.read_text(), re.M)}
-    images = re.findall(r"^FROM (\S+)", dockerfile.read_text(), re.MULTILINE)
+    images = [with_arg_defaults(image, dockerfile) for image in from_lines(dockerfile)]
     return [image for image in images if image.lower() not in stages]
 
 
@@ -211,7 +231,9 @@ def test_the_three_images_have_dockerfiles() -> None:
     assert names == ["airflow.Dockerfile", "mlflow.Dockerfile", "pipeline.Dockerfile"]
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "dockerfile", DOCKERFILES + CHECK_DOCKERFILES, ids=lambda path: path.parent.name + path.name
+)
 def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
     findings = hadolint_findings(dockerfile)
     assert [f"{f['line']}: {f['code']} {f['message']}" for f in findings] == []
@@ -243,6 +265,41 @@ def test_images_run_as_a_non_root_user(dockerfile: Path) -> None:
     assert users[-1] not in {"root", "0", "0:0"}
 
 
+@pytest.mark.parametrize(
+    "dockerfile", DOCKERFILES + CHECK_DOCKERFILES, ids=lambda path: path.parent.name + path.name
+)
+def test_every_base_image_is_a_build_argument_with_an_upstream_default(dockerfile: Path) -> None:
+    """So `make compose-check` can build the same Dockerfile on local bases, while a plain build
+    pulls what users pull today."""
+    text = dockerfile.read_text()
+    stages = {m.lower() for m in re.findall(r"^FROM \S+ AS (\S+)", text, re.MULTILINE)}
+    global_args = arg_defaults_in(text.split("\nFROM ", 1)[0])
+    for image in from_lines(dockerfile):
+        if image.lower() in stages:
+            continue
+        argument = re.fullmatch(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", image)
+        assert argument, f"{dockerfile.name}: FROM {image} is not a build argument"
+        default = global_args.get(argument.group(1), "")
+        assert re.fullmatch(r"[a-z0-9._-]+(/[a-z0-9._-]+)*:\d+\.\d+[A-Za-z0-9._-]*", default), (
+            f"{dockerfile.name}: ARG {argument.group(1)} needs an upstream image:version default"
+        )
+        assert not default.startswith("localhost/"), default
+
+
+def arg_defaults_in(text: str) -> dict[str, str]:
+    return dict(re.findall(r"^ARG ([A-Za-z_][A-Za-z0-9_]*)=(\S+)", text, re.MULTILINE))
+
+
+@pytest.mark.parametrize(
+    "dockerfile",
+    [path for path in CHECK_DOCKERFILES if path.stem in {"airflow", "postgres", "redis"}],
+    ids=lambda path: path.name,
+)
+def test_check_stand_ins_that_run_in_the_stack_are_not_root(dockerfile: Path) -> None:
+    users = re.findall(r"^USER (\S+)", dockerfile.read_text(), re.MULTILINE)
+    assert users and users[-1] not in {"root", "0", "0:0"}, dockerfile.name
+
+
 def test_pipeline_image_runs_mt_and_explains_its_health_check() -> None:
     text = (DOCKER / "pipeline.Dockerfile").read_text()
     assert 'ENTRYPOINT ["mt-project-init", "mt"]' in text
@@ -250,14 +307,48 @@ def test_pipeline_image_runs_mt_and_explains_its_health_check() -> None:
     assert "git clone --quiet --bare --no-local /tmp/source.git /opt/mt/repo.git" in text
     assert "HEALTHCHECK NONE" in text
     assert "uv pip sync" in text and "requirements-gpu.lock" in text
+    # The bare clone is root's; git run as mt refuses it unless trusted (found by compose-check).
+    assert "git config --system --add safe.directory /opt/mt/repo.git" in text
 
 
-def test_dockerfile_copy_sources_exist_and_pass_dockerignore() -> None:
-    patterns = [
+def dockerignore_patterns() -> list[str]:
+    return [
         line.strip()
         for line in (REPO / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
+
+
+def test_dockerignore_keeps_secrets_and_caches_out() -> None:
+    patterns = dockerignore_patterns()
+    never = [
+        "docker/.env",  # the stack's secrets
+        ".env",
+        ".venv/lib/python3.11/site-packages/mlflow/__init__.py",
+        ".git/config",  # remote URLs, credential helpers
+        ".git/hooks/pre-commit",
+        "mlruns/0/meta.yaml",
+        "mlruns.db",
+        "mlartifacts/1/model.keras",
+        "data/raw/train.en",
+        "data/tokens/train.npz",
+        "models/seq2seq.keras",
+        "models/checkpoints/latest.weights.h5",
+        ".dvc/cache/files/md5/ab/cdef",
+        ".dvc/tmp/runs/x/params.yaml",
+        "airflow_home/airflow.cfg",
+        "pipeline/__pycache__/cli.cpython-311.pyc",
+        ".mypy_cache/3.11/cache.db",
+        ".gpu-carry/wheels/x.whl",
+    ]
+    assert [path for path in never if sent_to_daemon(path, patterns)] == []
+    # ...while what the builds need is sent, the CPU lock for compose-check's pipeline image too.
+    for needed in ("pipeline/cli.py", "requirements.lock", "docker/requirements-gpu.lock"):
+        assert sent_to_daemon(needed, patterns), needed
+
+
+def test_dockerfile_copy_sources_exist_and_pass_dockerignore() -> None:
+    patterns = dockerignore_patterns()
     for dockerfile in DOCKERFILES:
         for source in copy_sources(dockerfile):
             matches = list(REPO.glob(source))
@@ -273,10 +364,11 @@ def test_dockerfile_copy_sources_exist_and_pass_dockerignore() -> None:
 
 
 def copy_sources(dockerfile: Path) -> list[str]:
+    """What the COPY lines (not --from a stage) send, build arguments at their defaults."""
     sources = []
     text = dockerfile.read_text().replace("\\\n", " ")
     for line in text.splitlines():
-        words = line.split()
+        words = with_arg_defaults(line, dockerfile).split() if line.startswith("COPY ") else []
         if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
             sources += [w.rstrip("/") for w in words[1:-1] if not w.startswith("--")]
     return sources
@@ -400,6 +492,74 @@ def test_one_worker_per_queue_and_the_gpu_for_the_train_worker(compose: dict[str
         "--queues",
         f"${{MT_GPU_WORKER_QUEUES:-{settings.train_queue}}}",
     ]
+
+
+def test_translator_runs_mt_serve_of_the_champion(compose: dict[str, Any]) -> None:
+    translator = compose["services"]["translator"]
+    assert "entrypoint" not in translator, "the image's entrypoint runs mt"
+    assert 'ENTRYPOINT ["mt-project-init", "mt"]' in (DOCKER / "pipeline.Dockerfile").read_text()
+    model = load_config(REPO / "params.yaml").register.model_name
+    assert translator["command"] == [
+        "serve",
+        f"--model=${{MT_SERVE_MODEL_URI:-models:/{model}@champion}}",
+        "--host=0.0.0.0",
+        "--port=8000",
+    ]
+    assert translator["profiles"] == ["serving"]
+
+
+def test_flower_is_a_profile_behind_the_airflow_admin_login(compose: dict[str, Any]) -> None:
+    flower = compose["services"]["flower"]
+    assert flower["profiles"] == ["flower"]
+    assert flower["image"].startswith("mt-airflow:") and flower["command"] == ["celery", "flower"]
+    assert flower["environment"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"] == (
+        "${AIRFLOW_ADMIN_USER:-admin}:${AIRFLOW_ADMIN_PASSWORD}"
+    )
+    assert flower["ports"] == ["${MT_BIND_ADDRESS:-127.0.0.1}:${FLOWER_PORT:-5555}:5555"]
+
+
+def test_no_usage_telemetry_leaves_the_stack(compose: dict[str, Any]) -> None:
+    off = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    for name, service in compose["services"].items():
+        env = service.get("environment", {})
+        if service["image"].startswith(("mt-airflow:", "mt-pipeline:", "mt-mlflow:")):
+            assert {key: env.get(key) for key in off} == off, name
+        if service["image"].startswith(("mt-airflow:", "mt-pipeline:")):
+            assert env["GX_ANALYTICS_ENABLED"] == "false", name
+            assert env["AIRFLOW__USAGE_DATA_COLLECTION__ENABLED"] == "false", name
+
+
+def test_check_override_builds_the_same_dockerfiles_on_local_bases(
+    compose: dict[str, Any],
+) -> None:
+    """docker/compose.check.yaml changes bases, build arguments, the GPU worker's profile and
+    the network, never how a service of compose.yaml runs."""
+    check = yaml.safe_load(CHECK_COMPOSE_FILE.read_text(encoding="utf-8"))
+    allowed = {"build", "image", "profiles", "volumes"}
+    for name, service in check["services"].items():
+        if name.startswith("check-"):
+            assert service["profiles"] == ["check-bases"], name
+            continue
+        assert set(service) <= allowed, f"{name} changes {set(service) - allowed}"
+        build, original = service["build"], compose["services"][name].get("build")
+        dockerfile = DOCKER.joinpath(build["context"], build["dockerfile"])
+        if original:
+            assert build["dockerfile"] == original["dockerfile"], name
+            assert "image" not in service, f"{name}: the project's image keeps its name"
+        unknown = set(build.get("args", {})) - set(arg_defaults(dockerfile))
+        assert unknown == set(), f"{name}: {dockerfile.name} has no ARG {unknown}"
+    assert check["services"]["airflow-worker-gpu"]["profiles"] == ["gpu"]
+    assert check["networks"]["default"]["external"] is True
+    assert check["x-podman"] == {"in_pod": False}
+
+
+def test_check_stand_ins_pin_what_the_lock_pins() -> None:
+    lock = pins(REPO / "requirements.lock")
+    airflow = pins(DOCKER / "check" / "requirements-airflow.txt")
+    assert {name: v for name, v in airflow.items() if lock.get(name, v) != v} == {}
+    assert airflow["apache-airflow"] == lock["apache-airflow"]
+    uv_pin = re.search(r"uv==(\S+)", (REPO / "Makefile").read_text())
+    assert uv_pin and arg_defaults(DOCKER / "check" / "uv.Dockerfile")["UV_VERSION"] == uv_pin[1]
 
 
 def test_airflow_runs_celery_with_postgres_and_redis(compose: dict[str, Any]) -> None:
@@ -603,7 +763,9 @@ def test_image_versions_agree_with_the_lock() -> None:
 # --- scripts --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("script", sorted(DOCKER.glob("*.sh")), ids=lambda path: path.name)
+@pytest.mark.parametrize(
+    "script", sorted(DOCKER.glob("*.sh")) + sorted(DOCKER.glob("check/*.sh")), ids=lambda p: p.name
+)
 def test_scripts_are_executable_bash(script: Path) -> None:
     assert os.access(script, os.X_OK), f"chmod +x {script}"
     subprocess.run(["bash", "-n", str(script)], check=True)
