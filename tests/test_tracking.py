@@ -274,3 +274,32 @@ def test_a_database_store_that_does_not_answer_is_one_line_at_once(tmp_path: Pat
         "cannot reach, and that MLFLOW_TRACKING_URI is right, then re-run: the rerun picks up "
         "where this one stopped)"
     )
+
+
+@pytest.mark.parametrize(
+    ("message", "lost_race"),
+    [
+        (  # what CI's sweep point got from `mlflow server` on PostgreSQL (two points at once)
+            "BAD_REQUEST: (psycopg2.errors.UniqueViolation) duplicate key value violates unique "
+            'constraint "dataset_pk" DETAIL: Key (experiment_id, name, digest)=(1, train, 0c5e)',
+            True,
+        ),
+        (
+            "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+            "datasets.name, datasets.digest",
+            True,
+        ),
+        ('duplicate key value violates unique constraint "runs_pk"', False),
+        (
+            "API request to endpoint /api/2.0/mlflow/runs/log-inputs failed with error code 503",
+            False,
+        ),
+    ],
+    ids=["postgres", "sqlite", "another-key", "unavailable"],
+)
+def test_only_a_lost_race_to_create_a_dataset_is_logged_again(
+    message: str, lost_race: bool
+) -> None:
+    from pipeline.training.tracking import created_by_another_run
+
+    assert created_by_another_run(message) is lost_race

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -176,7 +177,35 @@ def log_split_datasets(run: TrainingRun, paths: ProjectPaths, hashes: Mapping[st
         tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags))
     with mlflow_needed(run.uri, "logging the run's datasets", "rerun `mt train` once it is back"):
-        run.client.log_inputs(run.run_id, datasets=inputs)
+        _log_inputs_beside_others(run, inputs)
+
+
+# MLflow's SQL store creates a dataset when no row of its (experiment, name, digest) exists, in
+# two steps: two runs logging the same split at once (sweep points, `--jobs 2`) can both find
+# none, and the second insert fails on the key (seen in CI on PostgreSQL). The row exists then,
+# and logging again only links it to the run.
+DATASET_LOG_ATTEMPTS = 4
+
+
+def _log_inputs_beside_others(run: TrainingRun, inputs: list[Any]) -> None:
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(1, DATASET_LOG_ATTEMPTS + 1):
+        try:
+            run.client.log_inputs(run.run_id, datasets=inputs)
+            return
+        except MlflowException as error:
+            if attempt == DATASET_LOG_ATTEMPTS or not created_by_another_run(str(error)):
+                raise
+            log.info("dataset created by another run meanwhile; logging it again")
+            time.sleep(0.2 * attempt)
+
+
+def created_by_another_run(message: str) -> bool:
+    """Whether a failed log_inputs lost the race to create a dataset row (PostgreSQL, SQLite)."""
+    postgres = "duplicate key" in message and "dataset_pk" in message
+    sqlite = "UNIQUE constraint failed: datasets." in message
+    return postgres or sqlite
 
 
 def _file_dataset(name: str, location: str, digest: str) -> Any:
