@@ -41,10 +41,19 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install test-packages
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(PYTEST_ARGS)
+# Two pytest-xdist workers, each taking whole modules, costliest first (tests/conftest.py): most
+# tests wait on servers and subprocesses, so two share 2 cores well (docs/testing.md).
+# `make pytest TEST_WORKERS=0` runs in one process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
-test: lint typecheck pytest
+pytest: install test-packages
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
+
+# mypy (about 50 s on a fresh clone) runs beside the suite, not before it: the suite's two
+# workers leave some CPU idle while they wait on servers.
+test: lint
+	$(MAKE) --no-print-directory -j2 typecheck pytest
 
 # The inner loop: lint, types and every test not marked slow (no live servers, no training beyond
 # the memorising fixtures); `make test` before pushing (docs/testing.md says which when).

@@ -100,31 +100,6 @@ def base_env(home: Path, project: Path, db_url: str) -> dict[str, str]:
     return env
 
 
-def run_dag_test(home: Path, project: Path, run_conf: dict[str, Any]) -> dict[str, Any]:
-    """`dag.test()` in a child process on a fresh SQLite DB; returns the task states."""
-    env = base_env(home, project, f"sqlite:///{home / 'airflow.db'}")
-    migrate = subprocess.run(
-        [str(VENV_BIN / "airflow"), "db", "migrate"], env=env, capture_output=True, text=True
-    )
-    assert migrate.returncode == 0, migrate.stderr[-3000:]
-    script = (
-        "import json, sys\n"
-        "from airflow.dag_processing.dagbag import DagBag\n"
-        f"dag = DagBag(dag_folder={str(REPO_ROOT / 'dags')!r}).dags[{DAG_ID!r}]\n"
-        f"run = dag.test(run_conf=json.loads({json.dumps(run_conf)!r}))\n"
-        "states = {ti.task_id: str(ti.state) for ti in run.get_task_instances()}\n"
-        "print('DAGRUN ' + json.dumps({'state': str(run.state), 'tasks': states}))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=1500
-    )
-    marker = [line for line in done.stdout.splitlines() if line.startswith("DAGRUN ")]
-    assert marker, f"dag.test() printed no result:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
-    result: dict[str, Any] = json.loads(marker[-1].removeprefix("DAGRUN "))
-    result["log"] = done.stdout + done.stderr
-    return result
-
-
 @dataclass
 class AirflowServer:
     """A running `airflow standalone` and an authenticated REST API v2 client."""

@@ -1,8 +1,8 @@
 """The DAG (dags/retrain_translation.py) and its tasks (pipeline/orchestration/tasks.py).
 
-DagBag import test, structure and defaults, a run's settings (start_run), the stage script,
-and `dag.test()` end to end on a tiny corpus: the run in its own workspace, saved as a DVC
-experiment, the project checkout untouched.
+DagBag import test, structure and defaults, a run's settings (start_run) and the stage script.
+Whole runs on a tiny corpus go through a live Airflow (tests/test_dag_concurrency.py,
+tests/test_airflow_live.py) and Celery (tests/test_celery_topology.py, tests/test_multi_host.py).
 """
 
 from __future__ import annotations
@@ -500,7 +500,7 @@ def test_approval_request_shows_challenger_metrics_and_the_gate() -> None:
     assert "BLEU delta vs champion: +1.25, paired bootstrap p-value: 0.010." in body
 
 
-# ---- dag.test() end to end -----------------------------------------------------------------
+# ---- a run's experiment, as `dvc exp show` lists it ----------------------------------------
 
 
 def experiments_of(project: Path) -> dict[str, dict[str, Any]]:
@@ -522,55 +522,6 @@ def experiments_of(project: Path) -> dict[str, dict[str, Any]]:
                     "metrics": data["metrics"]["metrics.json"]["data"],
                 }
     return found
-
-
-@pytest.mark.slow
-def test_dag_test_runs_every_stage_in_its_workspace_and_saves_an_experiment(
-    tmp_path: Path, tiny_corpus_dir: Path
-) -> None:
-    from mlflow.tracking import MlflowClient
-
-    from tests.airflow_harness import make_project, registered_versions, run_dag_test
-
-    project = make_project(tmp_path / "project", tiny_corpus_dir)
-    original_params = (project / "params.yaml").read_bytes()
-    result = run_dag_test(tmp_path / "airflow_home", project, {"epochs": 1})
-
-    assert result["state"] == "success", result["log"][-6000:]
-    succeeded = {"start_run", *STAGES, "choose_promotion", "save_experiment", *CLOSE_TASKS}
-    assert result["tasks"] == {
-        **{task_id: "success" for task_id in succeeded},
-        "approve_promotion": "skipped",
-        "promote_challenger": "skipped",
-    }
-    assert "Running stage 'train':" in result["log"]
-    assert registered_versions(project, "multi30k-en-de-lstm") == ["1"]
-
-    # The project checkout is as it was: its params, no outputs, no lock; no workspace left.
-    assert (project / "params.yaml").read_bytes() == original_params
-    assert not any((project / name).exists() for name in ("dvc.lock", "data", "models"))
-    assert list((project / ".dvc" / "tmp" / "runs").glob("*/")) == []
-    worktrees = subprocess.run(
-        ["git", "worktree", "list"], cwd=project, capture_output=True, text=True, check=True
-    )
-    assert len(worktrees.stdout.splitlines()) == 1
-
-    uri = f"sqlite:///{project / 'mlruns.db'}"
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    version = client.get_model_version("multi30k-en-de-lstm", "1")
-    assert version.tags["airflow.dag_id"] == DAG_ID
-    run_id = version.tags["airflow.dag_run_id"]
-    assert run_id.startswith("manual__")
-    [name] = experiments_of(project)
-    assert version.tags["dvc.experiment"] == name
-    assert name.startswith(f"{DAG_ID}-manual__")
-    experiment = experiments_of(project)[name]
-    assert experiment["params"]["train"]["epochs"] == 1
-    test_bleu = experiment["metrics"]["test_2016_flickr"]["bleu"]
-    assert version.tags["metrics.test_2016_flickr.bleu"] == str(test_bleu)
-    train_run = client.get_run(version.run_id)
-    assert train_run.data.params["train.epochs"] == "1"
-    assert train_run.data.tags["mt.dvc_exp_name"] == name
 
 
 # ---- translate_batch (dags/translate_batch.py) ---------------------------------------------

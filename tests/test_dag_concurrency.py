@@ -6,7 +6,9 @@ tiny project. Each run works in its own workspace (pipeline/workspaces.py), so:
   side (`orchestration.max_active_runs` 2), each in its own workspace, and a hand-run `dvc
   repro` in the project checkout meanwhile succeeds; both runs are saved as DVC experiments
   with their own params, the project's params.yaml is as it was, and the registry has exactly
-  two versions, the second gated against the first (the order in which they registered);
+  two versions, the second gated against the first (the order in which they registered); each
+  version, its MLflow training run and its experiment name each other, and no workspace or git
+  worktree is left;
 - an asset event whose `extra` breaks the Trigger form's rules fails the run at its first task.
 """
 
@@ -17,14 +19,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline.orchestration.tasks import STAGES
-from pipeline.workspaces import RUNS_DIR
+from pipeline.workspaces import RUNS_DIR, experiment_name
 from tests.airflow_harness import (
     DAG_ID,
     VENV_BIN,
@@ -42,6 +43,11 @@ pytestmark = pytest.mark.slow
 MODEL = "multi30k-en-de-lstm"
 RUN_TIMEOUT_S = 1500
 PROJECT_OVERRIDES = {"orchestration": {"schedule": "none"}}
+# A run with the default (auto) promotion policy: every task but the approval branch.
+SUCCEEDED_TASKS = {
+    "start_run", *STAGES, "choose_promotion", "save_experiment",
+    "close_run_default", "close_run_gpu",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -81,18 +87,6 @@ def wait_for(what: str, check: Any, timeout_s: float = RUN_TIMEOUT_S) -> Any:
             return found
         time.sleep(1)
     raise TimeoutError(f"{what}: not within {timeout_s:.0f}s")
-
-
-def task_times(server: AirflowServer, run_id: str) -> dict[str, tuple[datetime, datetime]]:
-    found = server.api("GET", f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-    return {
-        ti["task_id"]: (
-            datetime.fromisoformat(ti["start_date"]),
-            datetime.fromisoformat(ti["end_date"]),
-        )
-        for ti in found["task_instances"]
-        if ti["start_date"] and ti["end_date"]
-    }
 
 
 def task_log(server: AirflowServer, run_id: str, task_id: str) -> str:
@@ -144,9 +138,7 @@ def test_two_runs_at_once_each_in_its_workspace_beside_a_hand_run_dvc_repro(
     assert server.wait_for_run(run_ids[0], RUN_TIMEOUT_S) == "success"
     assert server.wait_for_run(run_ids[1], RUN_TIMEOUT_S) == "success"
 
-    # Both workspaces existed at once (above): the runs overlapped. Which registered first:
-    times = {run_id: task_times(server, run_id) for run_id in run_ids}
-    first, second = sorted(run_ids, key=lambda run_id: times[run_id]["register"][1])
+    # Both workspaces existed at once (above): the runs overlapped.
     assert registered_versions(project, MODEL) == ["1", "2"]
     from mlflow.tracking import MlflowClient
 
@@ -156,16 +148,47 @@ def test_two_runs_at_once_each_in_its_workspace_beside_a_hand_run_dvc_repro(
     for version in ("1", "2"):
         version_tags = client.get_model_version(MODEL, version).tags
         tags[version_tags["airflow.dag_run_id"]] = version_tags | {"version": version}
-    # The champion lock ordered the two gates: the run that registered first became @champion
-    # with nothing to beat; the other was gated against it.
-    assert tags[first].get("gate.champion_version", "none") == "none"
+    # The champion lock ordered the two gates: the run gated first became @champion with
+    # nothing to beat; the other was gated against it. (Which came first is the lock's choice:
+    # under load the run whose register task ended first may have been gated second.)
+    unopposed = [r for r in run_ids if tags[r].get("gate.champion_version", "none") == "none"]
+    assert len(unopposed) == 1, tags
+    [first] = unopposed
+    [second] = set(run_ids) - {first}
     assert tags[second]["gate.champion_version"] == tags[first]["version"]
 
+    for run_id in run_ids:
+        assert server.task_states(run_id) == {
+            **{task_id: "success" for task_id in SUCCEEDED_TASKS},
+            "approve_promotion": "skipped",
+            "promote_challenger": "skipped",
+        }
+        assert "Running stage 'train':" in task_log(server, run_id, "train")
+
+    # Each run is a DVC experiment with its own params and metrics; its version names it, and
+    # its MLflow training run names it too and has the run's params.
     experiments = experiments_of(project)
     assert {name: e["params"]["train"]["epochs"] for name, e in experiments.items()} == {
         tags[run_id]["dvc.experiment"]: 2 + slot for slot, run_id in enumerate(run_ids)
     }
+    for slot, run_id in enumerate(run_ids):
+        name = tags[run_id]["dvc.experiment"]
+        assert name == experiment_name(DAG_ID, run_id)
+        assert run_id.startswith("manual__")
+        assert tags[run_id]["airflow.dag_id"] == DAG_ID
+        test_bleu = experiments[name]["metrics"]["test_2016_flickr"]["bleu"]
+        assert tags[run_id]["metrics.test_2016_flickr.bleu"] == str(test_bleu)
+        registered = client.get_model_version(MODEL, tags[run_id]["version"])
+        train_run = client.get_run(str(registered.run_id))
+        assert train_run.data.params["train.epochs"] == str(2 + slot)
+        assert train_run.data.tags["mt.dvc_exp_name"] == name
+
+    # No workspace is left: no folder, no git worktree beside the checkout's own.
     assert running_workspaces(project) == []
+    worktrees = subprocess.run(
+        ["git", "worktree", "list"], cwd=project, capture_output=True, text=True, check=True
+    )
+    assert len(worktrees.stdout.splitlines()) == 1, worktrees.stdout
     assert (project / "params.yaml").read_bytes() == params_before
     status = hand_run(project, "dvc", "status", "evaluate")
     assert status.stdout.strip() == "Data and pipelines are up to date.", status.stdout

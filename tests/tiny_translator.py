@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,14 +228,19 @@ def train_quick_model(data_dir: Path, directory: Path, pairs: int, epochs: int) 
     )
 
 
-_MEMORISED: dict[int, Path] = {}
+def shared_test_dir(tmp_path_factory: Any) -> Path:
+    """A folder every process of this test run sees: the run's base temp folder, which under
+    pytest-xdist is the parent of each worker's own (`.../pytest-N/popen-gw0`)."""
+    base = Path(tmp_path_factory.getbasetemp())
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
-def memorised_training_summary() -> list[str]:
-    """One line per memorised model this session trained: its seed and steps to memorise."""
+def memorised_training_summary(tmp_path_factory: Any) -> list[str]:
+    """One line per memorised model this run trained: its seed and steps to memorise."""
     lines = []
-    for directory in _MEMORISED.values():
-        record = json.loads((directory / "training.json").read_text(encoding="utf-8"))
+    records = shared_test_dir(tmp_path_factory).glob("memorised_seed*/training.json")
+    for record_file in sorted(records):
+        record = json.loads(record_file.read_text(encoding="utf-8"))
         lines.append(
             f"memorised model: seed {record['seed']}, {record['steps']} steps to reproduce "
             f"{record['pairs']} pairs (cap {MAX_MEMORISE_STEPS})"
@@ -243,9 +249,21 @@ def memorised_training_summary() -> list[str]:
 
 
 def memorised_model_dir(tmp_path_factory: Any) -> Path:
-    """The memorised model of this session's seed, trained once per test session."""
+    """The memorised model of this run's seed, trained once per test run.
+
+    Under pytest-xdist the first worker that asks trains it while the others wait on a file
+    lock, so the run pays for one training, not one per worker.
+    """
+    from filelock import FileLock
+
     seed = session_seed()
-    if seed not in _MEMORISED:
-        directory = tmp_path_factory.mktemp(f"memorised_seed{seed}")
-        _MEMORISED[seed] = train_memorised_translator(directory, seed)
-    return _MEMORISED[seed]
+    shared = shared_test_dir(tmp_path_factory)
+    directory = shared / f"memorised_seed{seed}"
+    with FileLock(shared / f"memorised_seed{seed}.lock"):
+        if not (directory / "training.json").is_file():
+            partial = shared / f"memorised_seed{seed}.partial"
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir()
+            train_memorised_translator(partial, seed)
+            partial.rename(directory)
+    return directory
