@@ -14,8 +14,10 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -196,7 +198,9 @@ def webhook_receiver(
         assert process.poll() is None, receiver.output()
         yield receiver
     finally:
-        process.terminate()
+        # The whole group: `faketime` runs the receiver as its child and does not pass SIGTERM
+        # on, so terminating faketime alone left the receiver running after the test.
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
 
 
