@@ -150,12 +150,28 @@ class AirflowServer:
         asset_id = next(asset["id"] for asset in found if asset["name"] == asset_name)
         self.api("POST", "/assets/events", json={"asset_id": asset_id, "extra": extra})
 
-    def wait_for_new_run(self, run_type: str, timeout_s: float, dag_id: str = DAG_ID) -> str:
-        """The id of the first run of `run_type` (e.g. asset_triggered) once it exists."""
+    def run_ids(self, dag_id: str = DAG_ID) -> set[str]:
+        return {
+            run["dag_run_id"] for run in self.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"]
+        }
+
+    def wait_for_new_run(
+        self,
+        run_type: str,
+        timeout_s: float,
+        dag_id: str = DAG_ID,
+        known: frozenset[str] = frozenset(),
+    ) -> str:
+        """The id of the first run of `run_type` (e.g. asset_triggered) not in `known`, once it
+        exists."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             runs = self.api("GET", f"/dags/{dag_id}/dagRuns")["dag_runs"]
-            matching = [run["dag_run_id"] for run in runs if run["run_type"] == run_type]
+            matching = [
+                run["dag_run_id"]
+                for run in runs
+                if run["run_type"] == run_type and run["dag_run_id"] not in known
+            ]
             if matching:
                 return str(matching[0])
             time.sleep(3)
@@ -177,10 +193,20 @@ class AirflowServer:
     def task_log(self, run_id: str, task_id: str, try_number: int = 1) -> str:
         path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
         payload = self.api("GET", path, params={"full_content": "true"})
-        content = payload["content"]
-        if isinstance(content, list):
-            return "\n".join(str(item.get("event", item)) for item in content)
-        return str(content)
+        return "\n".join(strings_in(payload["content"]))
+
+
+def strings_in(value: Any) -> Iterator[str]:
+    """Every string of a structured task log: each line's event, and the exception's message
+    and other fields beside it."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from strings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from strings_in(item)
 
 
 def _wait_until_healthy(base_url: str, process: subprocess.Popen[bytes], log: Path) -> None:

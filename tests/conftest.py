@@ -51,7 +51,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 # 2026-12-06). They are collected first so that pytest-xdist (`make test` runs two workers)
 # starts them at once and no long module is left for the end.
 COSTLIEST_MODULES = (
-    "test_celery_topology", "test_multi_host", "test_dag_concurrency", "test_airflow_live",
+    "test_celery_topology", "test_multi_host", "test_airflow_live",
     "test_dag", "test_train_faults", "test_registry_faults", "test_checkpoint_mirror",
     "test_monitoring_live", "test_registry_postgres", "test_jax_backend", "test_copy_attention",
     "test_sweep", "test_tasks_end_to_end", "test_train", "test_decoding", "test_validate",

@@ -1,8 +1,8 @@
 """The DAG (dags/retrain_translation.py) and its tasks (pipeline/orchestration/tasks.py).
 
 DagBag import test, structure and defaults, a run's settings (start_run) and the stage script.
-Whole runs on a tiny corpus go through a live Airflow (tests/test_dag_concurrency.py,
-tests/test_airflow_live.py) and Celery (tests/test_celery_topology.py, tests/test_multi_host.py).
+Whole runs on a tiny corpus go through a live Airflow (tests/test_airflow_live.py) and Celery
+(tests/test_celery_topology.py, tests/test_multi_host.py).
 """
 
 from __future__ import annotations
