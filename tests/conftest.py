@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import yaml
 
 from pipeline.model_naming import model_name_for_pair
+from tests import scheduling
 from tests.machine import machine_summary
 from tests.mlflow_server import MlflowServer
 from tests.postgres import postgres_database
@@ -47,31 +49,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(line)
 
 
-# The costliest modules, most costly first (`--durations` of a full run on a 2-core Xeon,
-# 2026-12-06). They are collected first so that pytest-xdist (`make test` runs two workers)
-# starts them at once and no long module is left for the end.
-COSTLIEST_MODULES = (
-    "test_celery_topology", "test_multi_host", "test_airflow_live",
-    "test_dag", "test_train_faults", "test_registry_faults", "test_checkpoint_mirror",
-    "test_monitoring_live", "test_registry_postgres", "test_jax_backend", "test_copy_attention",
-    "test_sweep", "test_tasks_end_to_end", "test_train", "test_decoding", "test_validate",
-)  # fmt: skip
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The costliest modules first, in COSTLIEST_MODULES' order, the rest as collected.
+    """The waiting modules first, then the costliest, the rest as collected (tests/scheduling.py).
 
     `make test` hands pytest-xdist whole modules (`--dist loadfile`), so a module's fixtures
     (its Airflow, its Celery stack) start once, on one worker."""
+    items.sort(key=scheduling.cost_rank)
 
-    def cost_rank(item: pytest.Item) -> int:
-        module = item.path.stem
-        if module in COSTLIEST_MODULES:
-            return COSTLIEST_MODULES.index(module)
-        return len(COSTLIEST_MODULES)
 
-    items.sort(key=cost_rank)
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return scheduling.make_scheduler(config, log)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    started = time.time()
+    yield
+    scheduling.record_timeline(item, started)
 
 
 # The shared server lets tests install webhooks to 127.0.0.1 and sees them at once.
