@@ -41,8 +41,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-# Two pytest-xdist workers, each taking whole modules, costliest first (tests/conftest.py): most
-# tests wait on servers and subprocesses, so two share 2 cores well (docs/testing.md).
+# Two pytest-xdist workers, each taking whole modules, the live-orchestration ones together on
+# one worker and the rest costliest first (tests/scheduling.py): most tests wait on servers and
+# subprocesses, so two share 2 cores well (docs/testing.md).
 # `make pytest TEST_WORKERS=0` runs in one process.
 TEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
