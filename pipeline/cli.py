@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 
 from pipeline.errors import PipelineError
+from pipeline.keras_start import import_keras_without_scikit_learn
 
 log = logging.getLogger("pipeline.cli")
 DISTRIBUTION = "mt-pipeline"  # pyproject.toml [project] name
@@ -77,6 +78,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# Commands that always load a Keras model: Keras is imported first, without scikit-learn
+# (pipeline/keras_start.py).
+KERAS_COMMANDS = frozenset({"train", "evaluate", "translate", "serve", "translate-batch"})
+
+
 def configure_logging() -> None:
     """Our loggers at MT_LOG_LEVEL (INFO); third-party chatter (GX, MLflow) at WARNING."""
     logging.basicConfig(
@@ -125,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mt: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
     configure_logging()
+    if command in KERAS_COMMANDS and not {"-h", "--help"} & set(rest):
+        import_keras_without_scikit_learn()
     try:
         return resolve(command)(rest) or 0
     except PipelineError as error:

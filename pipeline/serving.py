@@ -294,6 +294,9 @@ class TranslationModel(TextToTextModel):
 
     def load_translator(self, artifacts: dict[str, str]) -> None:
         # Imported here: TensorFlow loads only in the serving process, not at logging time.
+        from pipeline.keras_start import import_keras_without_scikit_learn
+
+        import_keras_without_scikit_learn()
         from pipeline.model.decoding import DecodingSettings
         from pipeline.translator import Translator
 

@@ -10,15 +10,18 @@ network namespaces start once. On top of that:
   CPU-bound modules on the other.
 - **Costliest first**: the rest follow COSTLIEST_MODULES' order, so no long module is left for
   the end.
-- `MT_TEST_TIMELINE=FILE` appends one line per test (worker, start, end, test id): what ran
-  beside what, for `benchmarks/ci_time.py`-style investigations.
+- `MT_TEST_TIMELINE=FILE` appends one line per test (worker, start, end, test id, and the CPU
+  seconds of the worker and of the subprocesses it waited for): what ran beside what and what
+  cost the CPU, for `benchmarks/ci_time.py`-style investigations.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +72,39 @@ def make_scheduler(config: pytest.Config, log: Any) -> Any:
     return WaitingTogether(config, log)
 
 
-def record_timeline(item: pytest.Item, started: float) -> None:
+def cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Wall time and CPU time at one moment; children count once they have been waited for
+    (a server a test starts and stops counts, one that outlives the test does not)."""
+
+    wall: float
+    own_cpu: float
+    children_cpu: float
+
+    @classmethod
+    def now(cls) -> Clock:
+        own, children = cpu_seconds(resource.RUSAGE_SELF), cpu_seconds(resource.RUSAGE_CHILDREN)
+        return cls(time.time(), own, children)
+
+
+def record_timeline(item: pytest.Item, started: Clock) -> None:
     """One line of MT_TEST_TIMELINE, when set."""
     target = os.environ.get("MT_TEST_TIMELINE")
     if not target:
         return
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    line = {"worker": worker, "start": started, "end": time.time(), "test": item.nodeid}
+    ended = Clock.now()
+    line = {
+        "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        "start": started.wall,
+        "end": ended.wall,
+        "test": item.nodeid,
+        "own_cpu_s": round(ended.own_cpu - started.own_cpu, 2),
+        "children_cpu_s": round(ended.children_cpu - started.children_cpu, 2),
+    }
     with open(target, "a", encoding="utf-8") as sink:
         sink.write(json.dumps(line) + "\n")

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import tomllib
@@ -85,3 +86,31 @@ def test_every_help_description_starts_in_one_column() -> None:
         for line, (_, _, help_text) in zip(lines, cli.COMMANDS.values(), strict=True)
     }
     assert columns == {2 + max(map(len, cli.COMMANDS)) + 2}
+
+
+KERAS_START_PROBE = """
+import sys
+from pipeline.keras_start import import_keras_without_scikit_learn
+import_keras_without_scikit_learn()
+loaded_with_keras = "keras" in sys.modules, "sklearn" in sys.modules
+import sklearn
+import keras
+print(loaded_with_keras, sklearn.__name__, keras.wrappers.SKLearnClassifier.__mro__[-2].__module__)
+"""
+
+
+def test_keras_starts_without_scikit_learn_which_stays_importable() -> None:
+    """Keras loaded, scikit-learn not loaded with it, yet importable afterwards; Keras's
+    scikit-learn wrappers sit on their stand-in base class (pipeline/keras_start.py)."""
+    done = subprocess.run(
+        [sys.executable, "-c", KERAS_START_PROBE],
+        cwd=REPO_ROOT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split("\n")[-2] == (
+        "(True, False) sklearn keras.src.wrappers.sklearn_wrapper"
+    )

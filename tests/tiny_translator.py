@@ -84,18 +84,19 @@ def teacher_forcing_batch(
 
 
 def memorisation_gaps(translator: Translator, pairs: Pairs) -> list[str]:
-    """What keeps `translator` from reproducing `pairs`; empty when every check holds."""
+    """What keeps `translator` from reproducing `pairs`: the first beam size, narrowest first,
+    that fails a check; empty when every check holds. (While training goes on, greedy search
+    fails first, so each round's check costs one search, not one per beam size.)"""
     sources = pad_batch(translator.encode_sources([source for source, _ in pairs]))
     expected = translator.tokenizers.tgt.encode([target for _, target in pairs])
-    gaps = []
     for beam_size in CHECKED_BEAMS:
         result = beam_search(translator.model, sources, DecodingSettings(beam_size=beam_size))
         wrong = [row for row in range(len(pairs)) if result.token_ids(row) != expected[row]]
         if wrong:
-            gaps.append(f"beam {beam_size}: {len(wrong)} of {len(pairs)} pairs wrong")
-        elif (weakest := float(np.min(result.log_probs))) <= MIN_SENTENCE_LOG_PROB:
-            gaps.append(f"beam {beam_size}: weakest log-probability {weakest:.3f}")
-    return gaps
+            return [f"beam {beam_size}: {len(wrong)} of {len(pairs)} pairs wrong"]
+        if (weakest := float(np.min(result.log_probs))) <= MIN_SENTENCE_LOG_PROB:
+            return [f"beam {beam_size}: weakest log-probability {weakest:.3f}"]
+    return []
 
 
 def train_translator(
