@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pipeline.file_lock import exclusive_flock
 from pipeline.paths import ProjectPaths, project_paths
 
 if TYPE_CHECKING:
@@ -79,7 +80,29 @@ def store_client(uri: str) -> MlflowClient:
 
     if uri.split(":", 1)[0].split("+", 1)[0] in PROBED_DATABASES:
         check_database_answers(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    lock_file = sqlite_first_use_lock_file(uri)
+    if lock_file is None:
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with exclusive_flock(lock_file):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # a new store's tables are made here
+    return client
+
+
+def sqlite_first_use_lock_file(uri: str) -> Path | None:
+    """For a SQLite store, the lock under which one process at a time may make its tables.
+
+    MLflow makes a SQLite store's tables on first use by running its schema migrations. Two
+    processes doing that at once (two DAG runs whose `train` starts together on a project's
+    first runs) both migrate, and the store is broken for good: `table _alembic_tmp_metrics
+    already exists`, or alembic's "expected to match one row". So `store_client` makes them
+    under a flock of this file, beside the store's artifacts (git-ignored with them); later
+    clients find the tables made and hold the lock for one query.
+    """
+    database = uri.removeprefix("sqlite:///")
+    if database == uri or database.startswith(":memory:"):
+        return None
+    return local_artifacts_dir(uri) / f".{Path(database).name}.lock"
 
 
 def check_database_answers(uri: str) -> None:

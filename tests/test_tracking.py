@@ -303,3 +303,45 @@ def test_only_a_lost_race_to_create_a_dataset_is_logged_again(
     from pipeline.training.tracking import created_by_another_run
 
     assert created_by_another_run(message) is lost_race
+
+
+FIRST_USE_PROBE = """
+import sys, time
+from pathlib import Path
+import mlflow.store.model_registry.sqlalchemy_store
+import mlflow.store.tracking.sqlalchemy_store
+from pipeline.tracking import store_client
+
+uri, go, name = sys.argv[1:]
+while not Path(go).exists():  # every process ready before any touches the store
+    time.sleep(0.01)
+print(store_client(uri).create_experiment(name))
+"""
+FIRST_USERS = 3
+
+
+def test_processes_first_using_a_new_sqlite_store_at_once_all_get_a_working_store(
+    tmp_path: Path,
+) -> None:
+    """Two DAG runs' `train` starting together on a new project store: without the flock,
+    both ran MLflow's migrations and broke it (`_alembic_tmp_metrics already exists`)."""
+    uri, go = f"sqlite:///{tmp_path / 'mlruns.db'}", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    users = [
+        subprocess.Popen(
+            [sys.executable, "-c", FIRST_USE_PROBE, uri, str(go), f"first-use-{n}"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(FIRST_USERS)
+    ]
+    go.touch()
+    outcomes = [user.communicate(timeout=300) for user in users]
+    assert [user.returncode for user in users] == [0] * FIRST_USERS, [
+        e[-800:] for _, e in outcomes
+    ]
+    names = {e.name for e in mlflow.MlflowClient(uri).search_experiments()}
+    assert names == {"Default", *(f"first-use-{n}" for n in range(FIRST_USERS))}
